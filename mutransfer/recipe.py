@@ -206,7 +206,7 @@ class Scale(_Strict):
     width: PositiveInt
     depth: PositiveInt = 2
     batch_size: PositiveInt = 32
-    seq_len: PositiveInt = 64
+    seq_len: PositiveInt = 1  # tokens per example (gpt); 1 for the mlp
 
     def tag(self) -> str:
         return f"w{self.width}-d{self.depth}-b{self.batch_size}-s{self.seq_len}"
@@ -222,9 +222,9 @@ class Scales(_Strict):
     def _vary(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
         for axis, values in v.items():
             if not values:
-                raise ValueError(f"{axis}: give at least one value")
+                raise _at(f"scales.vary.{axis}", "give at least one value")
             if len(set(values)) != len(values):
-                raise ValueError(f"{axis}: repeated values {values}")
+                raise _at(f"scales.vary.{axis}", f"repeated values {values}")
         return {axis: sorted(values) for axis, values in v.items()}
 
     def points(self) -> list[Scale]:
@@ -310,6 +310,8 @@ class Recipe(_Strict):
                     raise _at(f"{where}.width", f"{p.width} is not a multiple of model.head_dim {hd}")
                 if nh is not None and p.width % nh:
                     raise _at(f"{where}.width", f"{p.width} is not a multiple of model.n_heads {nh}")
+            if self.scales.base.seq_len < 2:
+                raise _at("scales.base.seq_len", "the gpt family needs the proxy's sequence length (2 or more)")
             if hd is None and nh is None:
                 raise _at("model.head_dim", "the gpt family needs head_dim (or n_heads)")
             if m.base_width % (hd or nh or 1):

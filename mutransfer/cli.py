@@ -1,0 +1,335 @@
+"""The `mutransfer` command. Each command is a few lines of glue; user mistakes exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from mutransfer.recipe import RecipeError, load_recipe
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Tune small µP proxies with Ray Tune, store every trial in SQL, fit transfer curves, export a target config.",
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema commands.")
+app.add_typer(db_app, name="db")
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (sqlite:///file.db, postgresql://...). Default: $MUTRANSFER_DB or "
+                              "./mutransfer.db", show_default=False),
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, exit code 2."""
+
+
+def _user_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mutransfer.store import StoreError
+
+        errors: tuple[type[BaseException], ...] = (UserError, RecipeError, StoreError)
+        try:
+            from mutransfer.data import DataError
+            from mutransfer.sweep import SweepError
+
+            errors = (*errors, SweepError, DataError)
+        except ImportError:  # pragma: no cover - heavy deps missing; the import error itself is the message
+            pass
+        try:
+            return fn(*args, **kwargs)
+        except errors as e:
+            typer.echo(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _store(db: str | None, *, upgrade: bool = True) -> Any:
+    from mutransfer.store import Store, default_url
+
+    return Store.open(db or default_url(), upgrade=upgrade)
+
+
+def _sweep(store: Any, ref: str) -> Any:
+    sweep = store.get_sweep(ref)
+    if sweep is None:
+        names = ", ".join(s.name for s in store.list_sweeps()[:10]) or "none yet"
+        raise UserError(f"no sweep {ref!r} in the database (sweeps: {names}); `mutransfer ls` lists them")
+    return sweep
+
+
+def _recipe_of(sweep: Any) -> Any:
+    from mutransfer.recipe import Recipe
+
+    return Recipe.model_validate_json(sweep.recipe_json)
+
+
+@app.command()
+@_user_errors
+def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+    """Check a recipe and print its trial plan, without running anything."""
+    from mutransfer.plan import plan
+
+    r = load_recipe(recipe)
+    specs = plan(r)
+    points = r.scales.points()
+    typer.echo(f"ok: {recipe} -> sweep {r.name!r}, {len(specs)} trials "
+               f"({len(r.model.parametrizations)} parametrization(s) x {len(points)} scale point(s) x "
+               f"{r.search.samples} samples x {r.search.repeats} repeat(s)), {r.search.method} search")
+    for p in points:
+        typer.echo(f"  {p.tag()}: {r.steps_at(p)} steps")
+    typer.echo(f"  target: width {r.target.width}, depth {r.target.depth}, batch {r.target.batch_size}, "
+               f"seq {r.target.seq_len}")
+
+
+@app.command()
+@_user_errors
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    db: DbOpt = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (ray://host:10001 or host:6379); "
+                                                     "default: start Ray in this process.")] = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: the recipe's name or file stem).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Run (or resume) the sweep of RECIPE; every trial lands in the database."""
+    r = load_recipe(recipe)
+    if name:
+        from mutransfer.recipe import Recipe
+
+        try:
+            r = Recipe.model_validate({**r.model_dump(), "name": name})
+        except Exception:
+            raise UserError(f"--name: {name!r} is not a valid sweep name (letters, digits, '-', '_', '.')") from None
+    from mutransfer.data import load_dataset
+
+    load_dataset(r.data, r.model)  # bad data fails here, before anything is written
+    store = _store(db)
+    from mutransfer.sweep import run_sweep
+
+    text = recipe.read_text(encoding="utf-8")
+    typer.echo(f"sweep {r.name!r} -> {store.masked_url}", err=True)
+    summary = run_sweep(r, store, recipe_text=text, address=address, progress=not quiet)
+    _print_summary(summary)
+
+
+def _print_summary(summary: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    ran = f"ran {summary.ran} now" if summary.ran else "nothing left to run"
+    c.print(f"sweep [bold]{summary.name}[/] (id {summary.sweep_id}): {summary.total} trials: {counts}; {ran}; "
+            f"{summary.wall_time:.0f}s")
+    if summary.best:
+        from mutransfer.sweep import _group_order
+
+        t = Table(title="best trial per scale point")
+        for col in ("parametrization", "scale point", "best metric", "trial"):
+            t.add_column(col)
+        for group in sorted(summary.best, key=_group_order):
+            value, key = summary.best[group]
+            param, tag = group.split("/", 1)
+            t.add_row(param, tag, f"{value:.4f}", key)
+        c.print(t)
+    c.print(f"next: mutransfer fit {summary.name}")
+
+
+@app.command("ls")
+@_user_errors
+def ls(db: DbOpt = None) -> None:
+    """List the sweeps in the database."""
+    from rich.console import Console
+    from rich.table import Table
+
+    store = _store(db)
+    sweeps = store.list_sweeps()
+    if not sweeps:
+        typer.echo(f"no sweeps in {store.masked_url}: run `mutransfer sweep RECIPE`")
+        return
+    t = Table()
+    for col in ("id", "name", "status", "done/total", "diverged", "failed", "best", "created"):
+        t.add_column(col)
+    for s in sweeps:
+        c = s.counts or {}
+        done = sum(c.get(k, 0) for k in ("completed", "diverged", "failed"))
+        best = f"{s.best_metric:.4f}" if s.best_metric is not None else "-"
+        t.add_row(str(s.id), s.name, s.status, f"{done}/{s.total_trials}", str(c.get("diverged", 0)),
+                  str(c.get("failed", 0)), best, f"{s.created_at:%Y-%m-%d %H:%M}")
+    Console().print(t)
+
+
+@app.command()
+@_user_errors
+def show(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbOpt = None) -> None:
+    """Show a sweep: its trials per scale point and the best of each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    store = _store(db)
+    s = _sweep(store, sweep)
+    frame = store.trials_frame(s.id)
+    c = Console()
+    counts = ", ".join(f"{k} {v}" for k, v in sorted((s.counts or {}).items()))
+    c.print(f"sweep [bold]{s.name}[/] (id {s.id}, recipe {s.recipe_hash}) {s.status}: {s.total_trials} trials: "
+            f"{counts}")
+    hp_cols = [col for col in frame.columns if col.startswith("hp.")]
+    t = Table()
+    for col in ("scale point", "trials", "completed", "diverged", "failed", "best metric", *hp_cols):
+        t.add_column(col.removeprefix("hp.") + (" (best)" if col.startswith("hp.") else ""))
+    for group, rows in frame.groupby("group", sort=False):
+        done = rows[rows["status"] == "completed"]
+        if len(done):
+            i = done["metric"].idxmin()
+            best = [f"{done.loc[i, 'metric']:.4f}", *(_fmt(done.loc[i, col]) for col in hp_cols)]
+        else:
+            best = ["-", *("-" for _ in hp_cols)]
+        n = rows["status"].value_counts()
+        t.add_row(str(group), str(len(rows)), str(n.get("completed", 0)), str(n.get("diverged", 0)),
+                  str(n.get("failed", 0)), *best)
+    c.print(t)
+    fit = store.latest_fit(s.id)
+    c.print("fit: " + ("stored; `mutransfer fit` prints it" if fit else f"none yet: mutransfer fit {s.name}"))
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "-" if math.isnan(x) else f"{x:.4g}"
+    return str(x)
+
+
+@app.command()
+@_user_errors
+def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbOpt = None,
+        seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0) -> None:
+    """Fit the optimum per scale point and the transfer law per axis; store and print it."""
+    from mutransfer.fit import fit_sweep
+
+    store = _store(db)
+    s = _sweep(store, sweep)
+    frame = store.trials_frame(s.id)
+    if not len(frame) or not (frame["status"] == "completed").any():
+        raise UserError(f"sweep {s.name!r} has no completed trial to fit yet: run `mutransfer sweep` first")
+    result = fit_sweep(frame, _recipe_of(s), seed=seed)
+    fit_id = store.save_fit(s.id, result.to_dict())
+    _print_fit(result, s.name, fit_id)
+
+
+def _print_fit(result: Any, name: str, fit_id: int) -> None:
+    from mutransfer.report import fit_tables
+
+    from rich.console import Console
+
+    c = Console()
+    c.print(f"fit {fit_id} of sweep [bold]{name}[/]")
+    for table in fit_tables(result):
+        c.print(table)
+    c.print(f"next: mutransfer export {name} --format yaml")
+
+
+@app.command()
+@_user_errors
+def export(
+    sweep: Annotated[str, typer.Argument(help="Sweep id or name.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml or json.")] = "yaml",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both.")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Write the tuned config for the recipe's target model."""
+    from mutransfer.export import export_config, render
+    from mutransfer.fit import FitResult, fit_sweep
+
+    if fmt not in ("yaml", "json"):
+        raise UserError(f"--format: {fmt!r} is not a format: use yaml or json")
+    store = _store(db)
+    s = _sweep(store, sweep)
+    recipe = _recipe_of(s)
+    params = recipe.model.parametrizations
+    param = parametrization or ("mup" if "mup" in params else params[0])
+    if param not in params:
+        raise UserError(f"--parametrization: sweep {s.name!r} has {', '.join(params)}, not {param!r}")
+    latest = store.latest_fit(s.id)
+    if latest is None:
+        frame = store.trials_frame(s.id)
+        if not len(frame) or not (frame["status"] == "completed").any():
+            raise UserError(f"sweep {s.name!r} has no completed trial: nothing to export")
+        result = fit_sweep(frame, recipe)
+        fit_id = store.save_fit(s.id, result.to_dict())
+    else:
+        fit_id, data = latest
+        result = FitResult.from_dict(data)
+    groups = _param_groups(recipe, param)
+    config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
+                           param_groups=groups, parametrization=param)
+    text = render(config, fmt)  # type: ignore[arg-type]
+    store.save_export(s.id, fit_id, fmt, text)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"-o: cannot write {output}: {e.strerror}") from None
+        typer.echo(f"wrote {output} ({fmt}, sweep {s.name}, fit {fit_id})", err=True)
+
+
+def _param_groups(recipe: Any, parametrization: str) -> list[dict[str, Any]] | None:
+    """Per-parameter-group LR and init at the target size, from the target built on the meta device."""
+    from mutransfer.export import target_build_config
+
+    try:
+        from mutransfer.proxy import describe_groups
+    except ImportError:
+        return None
+    cfg = target_build_config(recipe, parametrization)
+    return describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
+
+
+@db_app.command("upgrade")
+@_user_errors
+def db_upgrade(db: DbOpt = None) -> None:
+    """Create the schema or bring it to the newest revision (safe to repeat)."""
+    from mutransfer.db import current_revision, head_revision
+
+    store = _store(db, upgrade=True)
+    typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")
+
+
+@db_app.command("current")
+@_user_errors
+def db_current(db: DbOpt = None) -> None:
+    """Print the database's schema revision."""
+    from mutransfer.db import current_revision, head_revision
+
+    store = _store(db, upgrade=False)
+    typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume the sweep", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main", "json"]

@@ -1,0 +1,444 @@
+"""Ray Tune glue: run a recipe's trials, stream their results into the store on the driver.
+
+Trials never touch the database: each worker runs `train(spec, report)` and reports through Ray; the
+`StoreCallback` on the driver writes. The trial plan comes from the store (pending trials), so a rerun of the
+same command resumes a sweep: finished trials are skipped and none is stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# Tune writes ~5 files per trial that the database already holds (design notes): keep them off.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "8")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from mutransfer.plan import TrialSpec, groups, plan, spec_for  # noqa: E402
+from mutransfer.recipe import Choice, LogUniform, Recipe, RecipeError, Uniform  # noqa: E402
+from mutransfer.store import Store, TrialRecord  # noqa: E402
+
+log = logging.getLogger("mutransfer.sweep")
+
+FINISHED = ("completed", "diverged", "failed")
+# Reported to Ray as the searcher's objective for a diverged trial: Optuna needs a number, and a diverged
+# trial is the worst outcome there is.
+DIVERGED_OBJECTIVE = 1e9
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start (one line, for the CLI)."""
+
+
+@dataclass
+class SweepSummary:
+    sweep_id: int
+    name: str
+    total: int
+    ran: int
+    counts: dict[str, int]
+    best: dict[str, tuple[float, str]]  # group -> (best metric, trial key)
+    wall_time: float
+    skipped: int = 0
+
+
+# --------------------------------------------------------------------------------------------- worker side
+
+
+def _run_trial(config: dict[str, Any], specs: dict[str, TrialSpec] | None = None,
+               template: TrialSpec | None = None, threads: int = 1) -> None:
+    """The Ray trainable. Reports every evaluation; the last report carries the trial's outcome."""
+    import torch
+
+    from mutransfer.train import train
+
+    torch.set_num_threads(max(1, threads))
+    if specs is not None:
+        spec = specs[config["key"]]
+    else:  # adaptive search: the searcher picked the values
+        assert template is not None
+        spec = replace(template, hparams={k: v for k, v in config.items() if k != "key"})
+    node = socket.gethostname()
+    last: dict[str, Any] = {}
+
+    def report(point: dict[str, Any]) -> None:
+        nonlocal last
+        value = point.get(spec.train.metric)
+        objective = value if value is not None and math.isfinite(value) else DIVERGED_OBJECTIVE
+        last = {**point, "objective": objective, "node": node, "final": False}
+        tune.report(last)
+
+    start = time.time()
+    try:
+        result = train(spec, report)
+    except Exception as e:  # a trial that raises is data: stored as failed with its message, the sweep goes on
+        tb = traceback.format_exc(limit=-3)
+        tune.report({"final": True, "status": "failed", "error": f"{type(e).__name__}: {e}\n{tb}",
+                     "objective": DIVERGED_OBJECTIVE, "node": node, "wall_time": time.time() - start})
+        return
+    tune.report({
+        "final": True, "status": result.status, "metric": result.metric, "best_metric": result.best_metric,
+        "steps_done": result.steps, "wall_time": result.wall_time, "flops": result.flops,
+        "n_params": result.n_params, "node": node,
+        "objective": result.metric if result.metric is not None else DIVERGED_OBJECTIVE,
+    })
+
+
+# --------------------------------------------------------------------------------------------- driver side
+
+
+class Progress:
+    """Trials done/total, running, diverged, best so far per scale point; a line per trial when not a TTY."""
+
+    def __init__(self, total: int, done: int, counts: dict[str, int], metric: str, enabled: bool = True) -> None:
+        self.total, self.done, self.metric = total, done, metric
+        self.counts = defaultdict(int, counts)
+        self.running = 0
+        self.best: dict[str, tuple[float, str]] = {}
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self._live: Any = None
+        self._t0 = time.time()
+
+    def __enter__(self) -> Progress:
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(*exc)
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        head = Text(
+            f"trials {self.done}/{self.total}  running {self.running}  completed {self.counts['completed']}  "
+            f"diverged {self.counts['diverged']}  failed {self.counts['failed']}  "
+            f"{time.time() - self._t0:.0f}s"
+        )
+        bar = ProgressBar(total=max(self.total, 1), completed=self.done, width=60)
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        table.add_column("scale point")
+        table.add_column(f"best {self.metric}", justify="right")
+        table.add_column("trial")
+        for group in sorted(self.best, key=_group_order):
+            value, key = self.best[group]
+            table.add_row(group, f"{value:.4f}", key.rsplit("/", 1)[-1])
+        return Group(bar, head, table)
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def started(self) -> None:
+        self.running += 1
+        self.refresh()
+
+    def finished(self, key: str, group: str, status: str, metric: float | None) -> None:
+        self.running = max(0, self.running - 1)
+        self.done += 1
+        self.counts[status] += 1
+        if metric is not None and math.isfinite(metric) and (group not in self.best or metric < self.best[group][0]):
+            self.best[group] = (metric, key)
+        if self.enabled and not self.tty:
+            best = self.best.get(group)
+            shown = f"{metric:.4f}" if metric is not None else "-"
+            print(f"[{self.done}/{self.total}] {key} {status} {self.metric}={shown}"
+                  f" (best at this scale {best[0]:.4f})" if best else f"[{self.done}/{self.total}] {key} {status}",
+                  file=sys.stderr, flush=True)
+        self.refresh()
+
+
+def _group_order(group: str) -> tuple[Any, ...]:
+    param, tag = group.split("/", 1)
+    nums = tuple(int(part[1:]) for part in tag.split("-"))
+    return (param, *nums)
+
+
+class StoreCallback(tune.Callback):
+    """Writes every reported point and each trial's outcome to the store, on the driver."""
+
+    def __init__(self, store: Store, sweep_id: int, key_of: Callable[[Any], str], progress: Progress,
+                 metric: str, flush_every: float = 2.0) -> None:
+        self.store, self.sweep_id, self.key_of, self.progress = store, sweep_id, key_of, progress
+        self.metric = metric
+        self.flush_every = flush_every
+        self._points: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._last_flush: dict[str, float] = {}
+        self._done: set[str] = set()
+        self._started: set[str] = set()
+
+    def _group(self, key: str) -> str:
+        return key.rsplit("/", 1)[0]
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        key = self.key_of(trial)
+        if key in self._started:
+            return
+        self._started.add(key)
+        self.store.mark_running(self.sweep_id, key, node=None)
+        hparams = {k: v for k, v in trial.config.items() if k != "key"}
+        if hparams:
+            self.store.update_hparams(self.sweep_id, key, hparams)
+        self.progress.started()
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        key = self.key_of(trial)
+        if key in self._done:
+            return
+        if not result.get("final"):
+            point = {"step": int(result["step"])}
+            for name in ("train_loss", "val_loss", "lr", "tokens", "elapsed"):
+                if name in result and result[name] is not None:
+                    point[name] = float(result[name])
+            self._points[key].append(point)
+            now = time.time()
+            if now - self._last_flush.get(key, 0.0) > self.flush_every:
+                self._flush(key)
+                self._last_flush[key] = now
+            return
+        self._flush(key)
+        self._done.add(key)
+        status = result["status"]
+        self.store.finish_trial(
+            self.sweep_id, key, status,
+            metric=_finite(result.get("metric")), best_metric=_finite(result.get("best_metric")),
+            steps=result.get("steps_done"), wall_time=result.get("wall_time"), flops=result.get("flops"),
+            n_params=result.get("n_params"), error=result.get("error"), node=result.get("node"),
+        )
+        self.progress.finished(key, self._group(key), status, _finite(result.get("metric")))
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # The trial's process died (killed, out of memory, lost node): the trainable could not report.
+        key = self.key_of(trial)
+        if key in self._done:
+            return
+        self._flush(key)
+        self._done.add(key)
+        err = None
+        try:
+            err = trial.get_error()
+        except Exception:  # the error file may be gone with the node
+            err = None
+        msg = str(err or "trial process died without reporting").strip()
+        self.store.finish_trial(self.sweep_id, key, "failed", metric=None, best_metric=None, steps=None,
+                                wall_time=None, flops=None, n_params=None, error=msg[-4000:], node=None)
+        self.progress.finished(key, self._group(key), "failed", None)
+
+    def _flush(self, key: str) -> None:
+        points = self._points.pop(key, None)
+        if points:
+            self.store.add_points(self.sweep_id, key, points)
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _tune_space(recipe: Recipe) -> dict[str, Any]:
+    space: dict[str, Any] = {}
+    for name, dist in recipe.search.space.items():
+        if isinstance(dist, LogUniform):
+            space[name] = tune.loguniform(*dist.loguniform)
+        elif isinstance(dist, Uniform):
+            space[name] = tune.uniform(*dist.uniform)
+        elif isinstance(dist, Choice):
+            space[name] = tune.choice(dist.choice)
+    return space
+
+
+def init_ray(recipe: Recipe, address: str | None) -> None:
+    """Join a cluster at `address`, or start Ray in this process on the local machine."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+                                  configure_logging=True)
+    # Trials import mutransfer on the workers: ship this checkout unless the package is installed there.
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:
+            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=0 if not _has_cuda() else None, **kwargs)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def check_resources(recipe: Recipe) -> None:
+    """Fail now, with a clear message, when no node can ever run a trial (Ray would wait forever)."""
+    res = recipe.resources
+    want = {"CPU": res.cpus, "GPU": res.gpus, **res.custom}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for node in nodes:
+        have = node.get("Resources", {})
+        if all(have.get(k, 0.0) >= v for k, v in want.items() if v > 0):
+            return
+    biggest = {k: max((n.get("Resources", {}).get(k, 0.0) for n in nodes), default=0.0) for k in want}
+    short = ", ".join(f"{k} {want[k]:g} (largest node has {biggest[k]:g})" for k in want if want[k] > biggest[k])
+    raise SweepError(f"resources: a trial asks for more than any node has: {short or want}")
+
+
+def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | None = None,
+              storage_dir: str | None = None, progress: bool = True) -> SweepSummary:
+    """Run (or resume) the sweep of `recipe`. Returns when every planned trial is finished."""
+    t0 = time.time()
+    name = recipe.name or "sweep"
+    rhash = recipe.hash()
+    sweep = store.get_sweep(name)
+    if sweep is not None and sweep.recipe_hash != rhash:
+        raise SweepError(
+            f"a sweep named {name!r} already exists with a different recipe (hash {sweep.recipe_hash}, this one "
+            f"{rhash}): change the recipe's name, or pass --name NEW"
+        )
+
+    specs = plan(recipe)  # for adaptive search the keys are planned, the values come at run time
+    if recipe.search.method == "optuna":
+        specs = [replace(s, hparams={}) for s in specs]
+    if sweep is None:
+        sweep = store.create_sweep(name, recipe_text, recipe.model_dump_json(), rhash, len(specs),
+                                   recipe.train.metric)
+        store.add_trials(sweep.id, [TrialRecord.from_spec(s) for s in specs])
+    reset = store.reset_unfinished(sweep.id)
+    if reset:
+        log.warning("%d trial(s) of %r were running when the last run stopped: running them again", reset, name)
+    finished = store.trial_keys(sweep.id, statuses=FINISHED)
+    todo = [s for s in specs if s.key not in finished]
+    counts: dict[str, int] = defaultdict(int)
+    for status, n in (store.get_sweep(sweep.id).counts or {}).items():  # type: ignore[union-attr]
+        if status in FINISHED:
+            counts[status] = n
+    if not todo:
+        store.set_sweep_status(sweep.id, "done")
+        return _summary(store, sweep.id, name, len(specs), 0, t0)
+
+    init_ray(recipe, address)
+    check_resources(recipe)
+    store.set_sweep_status(sweep.id, "running")
+    storage = Path(storage_dir or os.environ.get("MUTRANSFER_RAY_DIR") or tempfile.gettempdir()) / "mutransfer-ray"
+    storage.mkdir(parents=True, exist_ok=True)
+    res = recipe.resources
+    resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
+    threads = max(1, int(res.cpus))
+
+    with Progress(len(specs), len(specs) - len(todo), counts, recipe.train.metric, enabled=progress) as prog:
+        try:
+            if recipe.search.method == "random":
+                by_key = {s.key: s for s in todo}
+                trainable = tune.with_resources(tune.with_parameters(_run_trial, specs=by_key, threads=threads),
+                                                resources)
+                cb = StoreCallback(store, sweep.id, lambda t: t.config["key"], prog, recipe.train.metric)
+                _fit_tuner(trainable, {"key": tune.grid_search([s.key for s in todo])}, None, 1, res.max_concurrent,
+                           storage, f"{name}-{sweep.id}", cb)
+            else:
+                _run_optuna(recipe, store, sweep.id, todo, resources, threads, storage, name, prog)
+        except KeyboardInterrupt:
+            store.set_sweep_status(sweep.id, "interrupted")
+            raise
+    left = len(specs) - len(store.trial_keys(sweep.id, statuses=FINISHED))
+    store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
+    return _summary(store, sweep.id, name, len(specs), len(todo), t0)
+
+
+def _fit_tuner(trainable: Any, param_space: dict[str, Any], search_alg: Any, num_samples: int,
+               max_concurrent: int | None, storage: Path, name: str, cb: StoreCallback) -> None:
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=max_concurrent,
+            # Short proxy trials: actor start-up would dominate (74 s vs 4.4 s for 50 trials, design notes).
+            reuse_actors=True,
+            metric="objective" if search_alg is not None else None,
+            mode="min" if search_alg is not None else None,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), callbacks=[cb], verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    tuner.fit()
+
+
+def _run_optuna(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpec], resources: dict[str, float],
+                threads: int, storage: Path, name: str, prog: Progress) -> None:
+    """TPE is adaptive, so each scale point gets its own Optuna study; trial keys are handed out in start order."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = _tune_space(recipe)
+    by_group: dict[str, list[TrialSpec]] = defaultdict(list)
+    for s in todo:
+        by_group[s.group].append(s)
+    for gi, (param, scale) in enumerate(groups(recipe)):
+        pending = by_group.get(f"{param}/{scale.tag()}")
+        if not pending:
+            continue
+        template = spec_for(recipe, param, scale, 0, 0, {})
+        keys = iter([s.key for s in pending])
+        assigned: dict[str, str] = {}
+
+        def key_of(trial: Any, _keys: Any = keys, _assigned: dict[str, str] = assigned) -> str:
+            if trial.trial_id not in _assigned:
+                _assigned[trial.trial_id] = next(_keys)
+            return _assigned[trial.trial_id]
+
+        searcher = OptunaSearch(seed=recipe.search.seed * 1000 + gi)
+        limit = recipe.resources.max_concurrent or max(1, int((os.cpu_count() or 1) / max(recipe.resources.cpus, 1)))
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=limit)
+        trainable = tune.with_resources(tune.with_parameters(_run_trial, template=template, threads=threads),
+                                        resources)
+        cb = StoreCallback(store, sweep_id, key_of, prog, recipe.train.metric)
+        _fit_tuner(trainable, space, searcher, len(pending), recipe.resources.max_concurrent, storage,
+                   f"{name}-{sweep_id}-{gi}", cb)
+
+
+def _summary(store: Store, sweep_id: int, name: str, total: int, ran: int, t0: float) -> SweepSummary:
+    frame = store.trials_frame(sweep_id)
+    counts = {str(k): int(v) for k, v in frame["status"].value_counts().items()} if len(frame) else {}
+    best: dict[str, tuple[float, str]] = {}
+    done = frame[frame["status"] == "completed"] if len(frame) else frame
+    for group, rows in done.groupby("group") if len(done) else []:
+        i = rows["metric"].idxmin()
+        best[str(group)] = (float(rows.loc[i, "metric"]), str(rows.loc[i, "key"]))
+    return SweepSummary(sweep_id, name, total, ran, counts, best, time.time() - t0)
+
+
+__all__ = ["RecipeError", "SweepError", "SweepSummary", "run_sweep", "StoreCallback", "field"]
