@@ -229,9 +229,9 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
 
 
 def _print_fit(result: Any, name: str, fit_id: int) -> None:
-    from mutransfer.report import fit_tables
-
     from rich.console import Console
+
+    from mutransfer.report import fit_tables
 
     c = Console()
     c.print(f"fit {fit_id} of sweep [bold]{name}[/]")

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,14 +223,15 @@ class StoreCallback(tune.Callback):
                 self._flush(key)
                 self._last_flush[key] = now
             return
-        self._flush(key)
         self._done.add(key)
         status = result["status"]
+        # The outcome and the last points in one transaction: a crash never leaves a finished trial half-written.
         self.store.finish_trial(
             self.sweep_id, key, status,
             metric=_finite(result.get("metric")), best_metric=_finite(result.get("best_metric")),
             steps=result.get("steps_done"), wall_time=result.get("wall_time"), flops=result.get("flops"),
             n_params=result.get("n_params"), error=result.get("error"), node=result.get("node"),
+            points=self._points.pop(key, None),
         )
         self.progress.finished(key, self._group(key), status, _finite(result.get("metric")))
 
@@ -239,7 +240,6 @@ class StoreCallback(tune.Callback):
         key = self.key_of(trial)
         if key in self._done:
             return
-        self._flush(key)
         self._done.add(key)
         err = None
         try:
@@ -247,8 +247,7 @@ class StoreCallback(tune.Callback):
         except Exception:  # the error file may be gone with the node
             err = None
         msg = str(err or "trial process died without reporting").strip()
-        self.store.finish_trial(self.sweep_id, key, "failed", metric=None, best_metric=None, steps=None,
-                                wall_time=None, flops=None, n_params=None, error=msg[-4000:], node=None)
+        self.store.finish_trial(self.sweep_id, key, "failed", error=msg[-4000:], points=self._points.pop(key, None))
         self.progress.finished(key, self._group(key), "failed", None)
 
     def _flush(self, key: str) -> None:
@@ -441,4 +440,4 @@ def _summary(store: Store, sweep_id: int, name: str, total: int, ran: int, t0: f
     return SweepSummary(sweep_id, name, total, ran, counts, best, time.time() - t0)
 
 
-__all__ = ["RecipeError", "SweepError", "SweepSummary", "run_sweep", "StoreCallback", "field"]
+__all__ = ["RecipeError", "SweepError", "SweepSummary", "run_sweep", "StoreCallback"]

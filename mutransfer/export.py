@@ -1,0 +1,340 @@
+"""The tuned config for the target model, from a recipe and a fit: plain dicts, rendered as YAML or JSON.
+
+Under µP the config spells out the per-parameter rules of mup 1.0's "Table 8" form (what `MuAdam`/`MuAdamW`/
+`MuSGD`, `MuReadout` and `set_base_shapes` do), so a launcher that does not use mup can reproduce µP at the
+target width. Every number is a plain Python float/int: the dict survives `json.dumps(allow_nan=False)` and a YAML
+round trip unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from mutransfer import __version__
+from mutransfer.fit import FitResult, Law, Transfer
+from mutransfer.recipe import Recipe
+
+__all__ = ["export_config", "render", "target_build_config"]
+
+# The hyperparameters a config always states, with where their recipe value lives.
+_TRAIN = ("lr", "weight_decay", "adam_eps", "momentum")
+_MODEL = ("init_std", "output_mult", "embed_mult", "attn_mult")
+
+
+def _clean(x: Any) -> Any:
+    """JSON/YAML-clean: plain scalars, lists and str-keyed dicts; non-finite floats become None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return str(x)
+
+
+def _recipe_value(recipe: Recipe, name: str) -> Any:
+    if name in _TRAIN or hasattr(recipe.train, name):
+        return getattr(recipe.train, name, None)
+    return getattr(recipe.model, name, None)
+
+
+def _law_entry(fit: FitResult, t: Transfer, axis: str) -> dict[str, Any]:
+    step = next(s for s in t.steps if s.axis == axis)
+    law: Law | None = next(
+        (x for x in fit.laws if (x.parametrization, x.hparam, x.axis) == (t.parametrization, t.hparam, axis)), None
+    )
+    entry: dict[str, Any] = {
+        "swept": step.swept,
+        "slope": step.slope,
+        "slope_interval": [law.slope_lo, law.slope_hi] if law is not None and law.fitted else None,
+        "proxy_scales": list(law.scales) if law is not None else [step.base],
+        "target": step.target,
+        "target_over_largest_proxy": step.extrapolation,
+        "doublings_beyond_largest_proxy": step.doublings,
+    }
+    if step.note:
+        entry["note"] = step.note
+    return entry
+
+
+def _hyperparameters(
+    recipe: Recipe, fit: FitResult, parametrization: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The `hyperparameters` section and the value of each one (fitted, else the recipe's)."""
+    section: dict[str, dict[str, Any]] = {}
+    values: dict[str, Any] = {}
+    for name in fit.hparams:
+        try:
+            t = fit.transfer(parametrization, name)
+        except KeyError:
+            continue
+        entry: dict[str, Any] = {"source": "fit", "value": t.value}
+        if t.value is None:
+            entry.update(source="recipe (the fit found no optimum)", value=_recipe_value(recipe, name))
+        if t.kind != "choice":
+            entry["interval"] = [t.lo, t.hi]
+            entry["coordinate"] = "log2" if t.kind == "log" else "linear"
+        entry["base_optimum"] = {"value": t.base_value}
+        if t.kind != "choice":
+            entry["base_optimum"]["interval"] = [t.base_lo, t.base_hi]
+        if t.kind != "choice":
+            entry["laws"] = {s.axis: _law_entry(fit, t, s.axis) for s in t.steps}
+        else:
+            entry["laws"] = {s.axis: {"swept": False, "note": s.note} for s in t.steps}
+        if t.note:
+            entry["note"] = t.note
+        section[name] = entry
+        values[name] = entry["value"]
+    for name in (*_TRAIN, *_MODEL):
+        if name in values:
+            continue
+        if name == "momentum" and recipe.train.optimizer != "sgd":
+            continue
+        if name == "attn_mult" and recipe.model.family == "mlp":
+            continue
+        value = _recipe_value(recipe, name)
+        entry = {"source": "recipe", "value": value}
+        if value is None:
+            entry["note"] = f"the {recipe.model.family} family's default"
+        section[name] = entry
+        values[name] = value
+    return section, values
+
+
+def _target(recipe: Recipe) -> dict[str, Any]:
+    t, m = recipe.target, recipe.model
+    out: dict[str, Any] = {
+        "width": t.width,
+        "depth": t.depth,
+        "batch_size": t.batch_size,
+        "seq_len": t.seq_len,
+        "tokens": t.tokens,
+    }
+    if m.family == "gpt":
+        if m.head_dim is not None:
+            out.update(head_dim=m.head_dim, n_heads=t.width // m.head_dim)
+        elif m.n_heads is not None:
+            out.update(head_dim=t.width // m.n_heads, n_heads=m.n_heads)
+        out["ffn_ratio"] = m.ffn_ratio
+        if m.vocab_size is not None:
+            out["vocab_size"] = m.vocab_size
+    return out
+
+
+def _schedule(recipe: Recipe) -> dict[str, Any]:
+    tr, t = recipe.train, recipe.target
+    proxy_steps = recipe.steps_at(recipe.scales.base)
+    out: dict[str, Any] = {
+        "kind": tr.schedule,
+        "warmup_steps": tr.warmup_steps,
+        "min_lr_frac": tr.min_lr_frac,
+        "proxy_steps": proxy_steps,
+        # The proxies' warmup as a fraction of their run: the part of it that carries over to a longer run.
+        "warmup_fraction": tr.warmup_steps / proxy_steps,
+    }
+    if t.tokens is not None:
+        per_step = t.batch_size * (t.seq_len if recipe.model.family != "mlp" else 1)
+        steps = max(1, math.ceil(t.tokens / per_step))
+        out["target_steps"] = steps
+        out["target_warmup_steps"] = round(tr.warmup_steps / proxy_steps * steps)
+    out["note"] = "schedules scale each parameter group's LR relative to its own initial LR (initial_lr × factor)"
+    return out
+
+
+def _optimizer(recipe: Recipe, values: dict[str, Any]) -> dict[str, Any]:
+    tr = recipe.train
+    out: dict[str, Any] = {"name": tr.optimizer, "lr": values["lr"], "weight_decay": values["weight_decay"]}
+    if tr.optimizer == "sgd":
+        out["momentum"] = values.get("momentum", tr.momentum)
+    else:
+        out["betas"] = list(tr.betas)
+        out["eps"] = values["adam_eps"]
+    out["grad_clip"] = tr.grad_clip
+    return out
+
+
+def _mup(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[str, Any]] | None) -> dict[str, Any]:
+    m, t, opt = recipe.model, recipe.target, recipe.train.optimizer
+    wm = t.width / m.base_width
+    lr, wd = values["lr"], values["weight_decay"]
+    init_std = values.get("init_std")
+    output_mult, embed_mult = values["output_mult"], values["embed_mult"]
+    sgd = opt == "sgd"
+    # mup 1.0: MuAdam/MuAdamW divide hidden (two width dims) LR by width_mult and multiply their weight decay by it;
+    # MuSGD instead multiplies vector-like (one width dim) LR by width_mult and divides their weight decay by it,
+    # and leaves square hidden matrices alone.
+    hidden_lr_scale = 1.0 if sgd else 1.0 / wm
+    hidden_wd_scale = 1.0 if sgd else wm
+    vector_lr_scale = wm if sgd else 1.0
+    vector_wd_scale = 1.0 / wm if sgd else 1.0
+    rules: dict[str, Any] = {
+        "hidden": {
+            "applies_to": "matrix-like weights whose fan-in and fan-out both grow with width "
+            "(hidden-to-hidden, attention and MLP projections)",
+            "lr": lr * hidden_lr_scale,
+            "lr_scale": hidden_lr_scale,
+            "weight_decay": wd * hidden_wd_scale,
+            "weight_decay_scale": hidden_wd_scale,
+            "init_std": init_std / math.sqrt(wm) if init_std is not None else None,
+            "init_std_scale": 1.0 / math.sqrt(wm),
+            "init_note": "std ∝ 1/sqrt(fan_in): init_std at base width, divided by sqrt(width_mult)",
+        },
+        "vector_like": {
+            "applies_to": "parameters with one width dimension: embeddings, biases, norm gains, input weights, "
+            "the readout weight",
+            "lr": lr * vector_lr_scale,
+            "lr_scale": vector_lr_scale,
+            "weight_decay": wd * vector_wd_scale,
+            "weight_decay_scale": vector_wd_scale,
+            "init_std": init_std,
+            "init_std_scale": 1.0,
+        },
+        "readout": {
+            "init": "zeros",
+            "output_multiplier": output_mult / wm,
+            "formula": "logits = readout(h) * output_mult / width_mult",
+        },
+        "embedding": {"multiplier": embed_mult, "formula": "x = embedding(tokens) * embed_mult"},
+    }
+    if sgd:
+        rules["fixed"] = {
+            "applies_to": "parameters with no width dimension (e.g. the readout bias)",
+            "lr": lr,
+            "lr_scale": 1.0,
+            "weight_decay": wd,
+        }
+    if m.family == "gpt":
+        attn_mult = values.get("attn_mult", m.attn_mult)
+        if m.head_dim is not None:
+            base_hd, hd = m.head_dim, m.head_dim
+        else:
+            base_hd, hd = m.base_width // m.n_heads, t.width // m.n_heads  # type: ignore[operator]
+        rules["attention"] = {
+            "scale": attn_mult * math.sqrt(base_hd) / hd,
+            "formula": "softmax(q·k * attn_mult * sqrt(base_head_dim) / head_dim): 1/d, not 1/sqrt(d)",
+            "base_head_dim": base_hd,
+            "head_dim": hd,
+            "query_init": "zeros",
+        }
+    out: dict[str, Any] = {
+        "base_width": m.base_width,
+        "target_width": t.width,
+        "width_mult": wm,
+        "optimizer": opt,
+        "rules": rules,
+    }
+    if param_groups is not None:
+        groups = []
+        for g in param_groups:
+            if "lr_mult" not in g:
+                raise ValueError(f"param group {g.get('name', g)!r} has no lr_mult")
+            group = {**g, "lr": lr * float(g["lr_mult"])}
+            if g.get("wd_mult") is not None:
+                group["weight_decay"] = wd * float(g["wd_mult"])
+            groups.append(group)
+        out["param_groups"] = groups
+    return out
+
+
+def export_config(
+    recipe: Recipe,
+    fit: FitResult,
+    *,
+    sweep_name: str,
+    sweep_id: int,
+    recipe_hash: str,
+    param_groups: list[dict[str, Any]] | None = None,
+    parametrization: str = "mup",
+) -> dict[str, Any]:
+    """The target config: provenance, sizes, tuned hyperparameters, optimizer, schedule, µP rules, warnings."""
+    if parametrization not in fit.parametrizations:
+        have = ", ".join(fit.parametrizations) or "none"
+        raise ValueError(f"the fit has no {parametrization!r} trials (it has: {have})")
+    section, values = _hyperparameters(recipe, fit, parametrization)
+    m = recipe.model
+    config: dict[str, Any] = {
+        "provenance": {
+            "sweep": {"name": sweep_name, "id": sweep_id},
+            "recipe_name": recipe.name,
+            "recipe_hash": recipe_hash,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "mutransfer_version": __version__,
+            "fit": {"metric": fit.metric, "seed": fit.seed, "n_boot": fit.n_boot},
+        },
+        "parametrization": parametrization,
+        "model": {"family": m.family, "base_width": m.base_width},
+        "proxy_base": recipe.scales.base.model_dump(),
+        "target": _target(recipe),
+        "hyperparameters": section,
+        "optimizer": _optimizer(recipe, values),
+        "schedule": _schedule(recipe),
+    }
+    if parametrization == "mup":
+        config["mup"] = _mup(recipe, values, param_groups)
+    else:
+        config["scaling"] = (
+            "none: standard parametrization (SP); use the values above as they are, with no µP width scaling"
+            + ("; the given param_groups were left out (they carry µP multipliers)" if param_groups else "")
+        )
+    config["warnings"] = [
+        {k: v for k, v in vars(w).items() if v is not None}
+        for w in fit.warnings
+        if w.parametrization in (None, parametrization)
+    ]
+    return _clean(config)
+
+
+def render(config: dict[str, Any], fmt: Literal["yaml", "json"] = "yaml") -> str:
+    """The config as YAML or JSON text; either parses back to an equal dict."""
+    if fmt == "yaml":
+        return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=110)
+    if fmt == "json":
+        return json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    raise ValueError(f"unknown format {fmt!r}: use yaml or json")
+
+
+def target_build_config(recipe: Recipe, parametrization: str = "mup", fit: FitResult | None = None) -> Any:
+    """The `mutransfer.proxy.BuildConfig` of the target, for `proxy.describe_groups` (the export's param_groups).
+
+    Multipliers and init are the fit's transferred values when a fit is given, else the recipe's. Imports torch
+    and reads the data (for the input and vocabulary sizes) lazily: the rest of this module stays pure.
+    """
+    from mutransfer.data import load_dataset
+    from mutransfer.proxy import BuildConfig
+
+    m, t = recipe.model, recipe.target
+    dataset = load_dataset(recipe.data, m)
+    values: dict[str, Any] = {name: _recipe_value(recipe, name) for name in (*_TRAIN, *_MODEL)}
+    if fit is not None and parametrization in fit.parametrizations:
+        for tr in fit.transfers:
+            if tr.parametrization == parametrization and tr.value is not None:
+                values[tr.hparam] = tr.value
+    return BuildConfig(
+        width=t.width,
+        depth=t.depth,
+        parametrization=parametrization,
+        input_dim=dataset.input_dim,
+        vocab_size=dataset.vocab_size,
+        num_classes=dataset.num_classes,
+        seq_len=t.seq_len,
+        head_dim=m.head_dim,
+        n_heads=m.n_heads,
+        ffn_ratio=m.ffn_ratio,
+        init_std=values["init_std"],
+        output_mult=values["output_mult"],
+        embed_mult=values["embed_mult"],
+        attn_mult=values["attn_mult"],
+        base_width=m.base_width,
+        hparams=values,
+        options=dict(m.options),
+    )

@@ -1,0 +1,610 @@
+"""Proxy models in µP or SP: the built-in families, a user's own builder, and what µP does at a given size.
+
+Built-in families
+-----------------
+- ``mlp``: ``Linear(input_dim, width)`` -> ``depth`` hidden ``Linear(width, width)`` layers (``depth`` counts the
+  hidden width x width layers, so ``depth >= 1``), ReLU after each, -> readout to ``num_classes``.
+- ``gpt``: a nanoGPT-like decoder: token + learned position embeddings, ``depth`` pre-LN blocks (causal
+  self-attention through ``F.scaled_dot_product_attention(..., is_causal=True, scale=...)`` and a GELU MLP of width
+  ``ffn_ratio * width``), a final LayerNorm and a readout to the vocabulary; no weight tying, no Linear biases.
+  Heads: ``width // head_dim`` when ``head_dim`` is given (heads grow with width), else ``n_heads`` fixed.
+
+Parametrizations
+----------------
+- µP (``mup``): readout ``mup.MuReadout(width, out, readout_zero_init=True, output_mult=output_mult)``, query
+  projection zero-initialised, attention scale ``attn_mult * sqrt(base_head_dim) / head_dim`` (the 1/d rule, equal
+  to SP's at the base width), ``mup.set_base_shapes(model, base, delta=delta)`` with base and delta models built by
+  the same builder at ``base_width`` and ``2 * base_width`` on the meta device, optimizers ``MuAdam``/``MuAdamW``/
+  ``MuSGD``.
+- SP (``sp``): a plain ``nn.Linear`` readout whose logits are multiplied by ``output_mult``, attention scale
+  ``attn_mult / sqrt(head_dim)``, plain ``torch.optim`` optimizers.
+- Init (both): ``init_std`` (σ) is the std of hidden weight matrices at the base width. Hidden matrices get
+  N(0, σ·sqrt(base_fan_in / fan_in)); embeddings and the MLP's input layer N(0, σ); the SP readout
+  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm weights 1.
+  σ defaults to 0.02 (gpt) and ``base_width ** -0.5`` (mlp). The embedding output (the MLP's input layer output) is
+  multiplied by ``embed_mult``. The init runs after ``set_base_shapes``, which rescales ``MuReadout``.
+
+A user's builder
+----------------
+``model.family: "package.module:function"`` names ``fn(cfg: BuildConfig) -> nn.Module``. Its ``forward(x)`` takes the
+dataset's batch ``x`` (digits: float (B, input_dim); chars/tokens: long (B, T)) and returns logits, (B, num_classes)
+or (B, T, num_classes). ``cfg`` carries the sizes, the trial's multipliers and every trial hyperparameter
+(``cfg.hparams``, including names of the user's own) plus ``model.options`` (``cfg.options``). Under µP the builder is
+responsible for µP itself: ``mup.MuReadout`` for the output layer, 1/d attention, zero-init where wanted, and an init
+that holds when ``set_base_shapes`` rescales it. mutransfer calls the builder three times, at the trial width and, to
+set base shapes, at ``base_width`` and ``2 * base_width`` (under a ``torch.device("meta")`` context, falling back to
+CPU if the builder fails there); every width dimension must change between the last two. The builder's own init is
+kept: mutransfer only initialises the built-in families.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import mup
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mup import MuReadout
+from torch import nn
+
+from mutransfer.recipe import BUILTIN_FAMILIES, KNOWN_HPARAMS, resolve_entrypoint
+
+if TYPE_CHECKING:
+    from mutransfer.data import Dataset
+    from mutransfer.plan import TrialSpec
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything a builder needs to make one model. Also the argument of a user's builder (see the module doc)."""
+
+    width: int
+    depth: int
+    parametrization: str = "mup"  # mup | sp
+    input_dim: int | None = None  # digits: 64
+    vocab_size: int | None = None  # chars/tokens
+    num_classes: int = 10  # output size: classes, or the vocabulary for sequences
+    seq_len: int = 1
+    head_dim: int | None = None
+    n_heads: int | None = None
+    ffn_ratio: float = 4.0
+    init_std: float | None = None  # None: the family's default (builders resolve it)
+    output_mult: float = 1.0
+    embed_mult: float = 1.0
+    attn_mult: float = 1.0
+    base_width: int = 64
+    hparams: dict[str, Any] = field(default_factory=dict)  # every hyperparameter of the trial
+    options: dict[str, Any] = field(default_factory=dict)  # model.options
+
+    @property
+    def mup(self) -> bool:
+        return self.parametrization == "mup"
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
+
+    def at_width(self, width: int) -> BuildConfig:
+        return replace(self, width=width)
+
+
+Builder = Callable[[BuildConfig], nn.Module]
+Family = str | Builder
+
+
+# --------------------------------------------------------------------------------------------- built-in families
+
+
+def _role(module: nn.Module, role: str) -> nn.Module:
+    # The init (and describe_groups) reads these tags: one place decides what each weight is.
+    module._mt_role = role  # type: ignore[assignment]
+    return module
+
+
+def _readout(cfg: BuildConfig, out: int, bias: bool) -> nn.Module:
+    if cfg.mup:
+        return _role(MuReadout(cfg.width, out, bias=bias, readout_zero_init=True, output_mult=cfg.output_mult), "readout")
+    return _role(nn.Linear(cfg.width, out, bias=bias), "readout")
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        if cfg.input_dim is None:
+            raise ValueError("the mlp family needs input_dim (digits data)")
+        if cfg.depth < 1:
+            raise ValueError("the mlp family needs depth >= 1 (hidden width x width layers)")
+        w = cfg.width
+        self.inp = _role(nn.Linear(cfg.input_dim, w), "input")
+        self.hidden = nn.ModuleList(_role(nn.Linear(w, w), "hidden") for _ in range(cfg.depth))
+        self.out = _readout(cfg, cfg.num_classes, bias=True)
+        self.embed_mult = cfg.embed_mult
+        self.logit_mult = 1.0 if cfg.mup else cfg.output_mult  # MuReadout applies output_mult itself
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.inp(x) * self.embed_mult)
+        for layer in self.hidden:
+            h = F.relu(layer(h))
+        return self.out(h) * self.logit_mult
+
+
+def gpt_heads(cfg: BuildConfig) -> tuple[int, int, int]:
+    """(n_heads, head_dim, base_head_dim) of a gpt at cfg.width."""
+    if cfg.head_dim is not None:
+        if cfg.width % cfg.head_dim:
+            raise ValueError(f"width {cfg.width} is not a multiple of head_dim {cfg.head_dim}")
+        return cfg.width // cfg.head_dim, cfg.head_dim, cfg.head_dim
+    if cfg.n_heads is not None:
+        if cfg.width % cfg.n_heads or cfg.base_width % cfg.n_heads:
+            raise ValueError(f"width {cfg.width} / base_width {cfg.base_width} not multiples of n_heads {cfg.n_heads}")
+        return cfg.n_heads, cfg.width // cfg.n_heads, cfg.base_width // cfg.n_heads
+    raise ValueError("the gpt family needs head_dim or n_heads")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        w = cfg.width
+        self.n_heads, self.head_dim, base_head_dim = gpt_heads(cfg)
+        # Separate q, k, v (not one fused c_attn) so the query alone can be zero-initialised under µP.
+        self.q = _role(nn.Linear(w, w, bias=False), "query")
+        self.k = _role(nn.Linear(w, w, bias=False), "hidden")
+        self.v = _role(nn.Linear(w, w, bias=False), "hidden")
+        self.proj = _role(nn.Linear(w, w, bias=False), "hidden")
+        if cfg.mup:
+            # 1/d: q·k grows like d once q and k correlate in training; sqrt(base) makes it equal SP at base width.
+            self.scale = cfg.attn_mult * math.sqrt(base_head_dim) / self.head_dim
+        else:
+            self.scale = cfg.attn_mult / math.sqrt(self.head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = (f(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        d_ffn = max(1, round(cfg.ffn_ratio * cfg.width))
+        self.fc = _role(nn.Linear(cfg.width, d_ffn, bias=False), "hidden")
+        self.act = nn.GELU()
+        self.proj = _role(nn.Linear(d_ffn, cfg.width, bias=False), "hidden")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.width)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.width)
+        self.mlp = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("the gpt family needs vocab_size (chars or tokens data)")
+        gpt_heads(cfg)
+        self.wte = _role(nn.Embedding(cfg.vocab_size, cfg.width), "input")
+        self.wpe = _role(nn.Embedding(cfg.seq_len, cfg.width), "input")
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.ln_f = nn.LayerNorm(cfg.width)
+        self.head = _readout(cfg, cfg.num_classes, bias=False)
+        self.embed_mult = cfg.embed_mult
+        self.logit_mult = 1.0 if cfg.mup else cfg.output_mult
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        x = (self.wte(idx) + self.wpe(pos)) * self.embed_mult
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x)) * self.logit_mult
+
+
+_BUILTIN: dict[str, Builder] = {"mlp": MLP, "gpt": GPT}
+
+
+def default_init_std(family: Family, cfg: BuildConfig) -> float | None:
+    if family == "gpt":
+        return 0.02
+    if family == "mlp":
+        return cfg.base_width**-0.5
+    return None
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def _builder(family: Family) -> Builder:
+    if callable(family):
+        return family
+    if family in _BUILTIN:
+        return _BUILTIN[family]
+    return resolve_entrypoint(family)
+
+
+def _is_builtin(family: Family) -> bool:
+    return isinstance(family, str) and family in BUILTIN_FAMILIES
+
+
+def _construct(fn: Builder, cfg: BuildConfig, device: str | torch.device, builtin: bool) -> nn.Module:
+    device = torch.device(device)
+    if builtin:
+        with device:
+            return fn(cfg)
+    try:
+        with device:
+            model = fn(cfg)
+    except Exception:
+        if device.type != "meta":
+            raise
+        model = fn(cfg)  # a builder that cannot run on meta: pay for a CPU build (base/delta are small)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the model builder returned {type(model).__name__}, not a torch.nn.Module")
+    return model if device.type == "meta" else model.to(device)
+
+
+def _base_and_delta(fn: Builder, cfg: BuildConfig, builtin: bool) -> tuple[nn.Module, nn.Module]:
+    # Built on meta: only shapes matter, so a 4096-wide target costs no memory. The delta doubles every width
+    # dimension (d_model, d_ffn, and heads or head size), so mup can tell width dimensions from fixed ones.
+    base = _construct(fn, cfg.at_width(cfg.base_width), "meta", builtin)
+    delta = _construct(fn, cfg.at_width(2 * cfg.base_width), "meta", builtin)
+    return base, delta
+
+
+def _assemble(cfg: BuildConfig, family: Family, device: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (µP base shapes set, built-ins initialised) and the base/delta shapes."""
+    builtin = _is_builtin(family)
+    fn = _builder(family)
+    model = _construct(fn, cfg, device, builtin)
+    base, delta = _base_and_delta(fn, cfg, builtin)
+    if cfg.mup:
+        mup.set_base_shapes(model, base, delta=delta)
+    if builtin:
+        init_builtin(model, cfg, family, base_shapes=mup.get_shapes(base))  # type: ignore[arg-type]
+    return model, {"base": mup.get_shapes(base), "delta": mup.get_shapes(delta)}
+
+
+def build_model(cfg: BuildConfig, family: Family, device: str | torch.device = "cpu") -> nn.Module:
+    """A model at cfg's size: a built-in family name, a `package.module:function`, or a builder callable."""
+    return _assemble(cfg, family, device)[0]
+
+
+def build_config(spec: TrialSpec, dataset: Dataset) -> BuildConfig:
+    """The BuildConfig of a trial: its scale point, its sampled hyperparameters, its data's sizes."""
+    m = spec.model
+    hparams = {name: spec.hparam(name) for name in KNOWN_HPARAMS}
+    hparams.update(spec.hparams)
+    return BuildConfig(
+        width=spec.scale.width,
+        depth=spec.scale.depth,
+        parametrization=spec.parametrization,
+        input_dim=dataset.input_dim,
+        vocab_size=dataset.vocab_size,
+        num_classes=dataset.num_classes,
+        seq_len=spec.scale.seq_len,
+        head_dim=m.head_dim,
+        n_heads=m.n_heads,
+        ffn_ratio=m.ffn_ratio,
+        init_std=spec.hparam("init_std"),
+        output_mult=spec.hparam("output_mult"),
+        embed_mult=spec.hparam("embed_mult"),
+        attn_mult=spec.hparam("attn_mult"),
+        base_width=m.base_width,
+        hparams=hparams,
+        options=dict(m.options),
+    )
+
+
+def build(spec: TrialSpec, dataset: Dataset, device: str | torch.device = "cpu") -> nn.Module:
+    """The trial's model on `device`, base shapes set under µP."""
+    return build_model(build_config(spec, dataset), spec.model.family, device)
+
+
+# --------------------------------------------------------------------------------------------- init
+
+
+def init_rules(
+    model: nn.Module, cfg: BuildConfig, family: Family, base_shapes: dict[str, Any]
+) -> dict[str, tuple[str, float]]:
+    """Per parameter of a built-in model: ("normal", std) | ("zeros", 0) | ("ones", 0)."""
+    sigma = cfg.init_std if cfg.init_std is not None else default_init_std(family, cfg)
+    assert sigma is not None
+    rules: dict[str, tuple[str, float]] = {}
+    for mname, module in model.named_modules():
+        role = getattr(module, "_mt_role", None)
+        for pname, p in module.named_parameters(recurse=False):
+            name = f"{mname}.{pname}" if mname else pname
+            if isinstance(module, nn.LayerNorm):
+                rules[name] = ("ones", 0.0) if pname == "weight" else ("zeros", 0.0)
+            elif pname == "bias":
+                rules[name] = ("zeros", 0.0)
+            elif role == "input":
+                rules[name] = ("normal", sigma)
+            elif role in ("readout", "query") and cfg.mup:
+                rules[name] = ("zeros", 0.0)
+            elif role in ("hidden", "query", "readout"):
+                fan_in, base_fan_in = p.shape[1], base_shapes[name][1]
+                rules[name] = ("normal", sigma * math.sqrt(base_fan_in / fan_in))
+            else:
+                raise AssertionError(f"parameter {name} of a built-in model has no init rule")
+    return rules
+
+
+@torch.no_grad()
+def init_builtin(model: nn.Module, cfg: BuildConfig, family: Family, base_shapes: dict[str, Any]) -> None:
+    params = dict(model.named_parameters())
+    for name, (how, std) in init_rules(model, cfg, family, base_shapes).items():
+        p = params[name]
+        if how == "normal":
+            p.normal_(0.0, std)
+        elif how == "ones":
+            p.fill_(1.0)
+        else:
+            p.zero_()
+
+
+# --------------------------------------------------------------------------------------------- optimizers
+
+
+def optimizer_for(
+    params: Iterable[nn.Parameter],
+    parametrization: str,
+    optimizer: str,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """MuAdam/MuAdamW/MuSGD under µP (params need base shapes), else the plain torch optimizer."""
+    mu = parametrization == "mup"
+    if optimizer in ("adam", "adamw"):
+        kw: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps}
+        if mu:
+            return (mup.MuAdam if optimizer == "adam" else mup.MuAdamW)(params, **kw)
+        return (torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW)(params, **kw)
+    if optimizer == "sgd":
+        kw = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum}
+        return mup.MuSGD(params, **kw) if mu else torch.optim.SGD(params, **kw)
+    raise ValueError(f"unknown optimizer {optimizer!r}")
+
+
+def make_optimizer(model: nn.Module, spec: TrialSpec) -> torch.optim.Optimizer:
+    return optimizer_for(
+        model.parameters(),
+        spec.parametrization,
+        spec.train.optimizer,
+        lr=float(spec.hparam("lr")),
+        weight_decay=float(spec.hparam("weight_decay")),
+        betas=spec.train.betas,
+        eps=float(spec.hparam("adam_eps")),
+        momentum=float(spec.hparam("momentum")),
+    )
+
+
+# --------------------------------------------------------------------------------------------- describe
+
+
+def count_params(model_or_cfg: nn.Module | BuildConfig, family: Family | None = None) -> int:
+    """Parameters of a model, or of the model a BuildConfig describes (built on meta: free at any size)."""
+    if isinstance(model_or_cfg, BuildConfig):
+        if family is None:
+            raise ValueError("count_params(cfg, family): give the family")
+        model_or_cfg = _construct(_builder(family), model_or_cfg, "meta", _is_builtin(family))
+    return sum(p.numel() for p in model_or_cfg.parameters())
+
+
+def _kind(infshape: Any) -> str:
+    if infshape.ninf() == 2:
+        return "matrix-like"
+    if len(infshape) == 2 and not infshape[0].isinf() and infshape[1].isinf():
+        return "readout"  # width fan-in, fixed fan-out
+    return "vector-like"
+
+
+def _pattern(name: str) -> str:
+    return re.sub(r"(?<=\.)\d+(?=\.|$)", "*", name)
+
+
+def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[dict[str, Any]]:
+    """What µP does to every parameter of the model at cfg's size, grouped by name pattern (layer index -> `*`).
+
+    Each entry: name, count (tensors in the group), shape, kind (vector-like | matrix-like | readout), width_mult
+    (mup's infshape width_mult; 1 under SP), lr_mult and wd_mult (what MuAdam/MuAdamW/MuSGD multiply the base
+    learning rate and weight decay by; 1 under SP), init ("normal" | "zeros" | "ones", None for a user's builder)
+    and init_std (the std this code's init uses at this size; 0 for zero-init; a user's builder: the std of the
+    built tensor when it could not be built on meta, else None). Built on the meta device: a 4096-wide, 32-layer
+    target costs no memory.
+    """
+    builtin = _is_builtin(family)
+    model, shapes = _assemble(cfg, family, "meta")
+    infshapes = mup.shape.zip_infshapes(mup.make_base_shapes(shapes["base"], shapes["delta"]), model)
+    rules = init_rules(model, cfg, family, shapes["base"]) if builtin else {}
+    lr_mult: dict[int, float] = {}
+    wd_mult: dict[int, float] = {}
+    if cfg.mup:
+        # The real mup optimizer with LR and WD 1: whatever mup does, the multipliers read off its groups.
+        opt = optimizer_for(model.parameters(), "mup", optimizer, lr=1.0, weight_decay=1.0)
+        for g in opt.param_groups:
+            for p in g["params"]:
+                lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        ish = infshapes[name]
+        if builtin:
+            init, std = rules[name]
+        else:
+            init, std = None, (None if p.is_meta else float(p.detach().float().std()) if p.numel() > 1 else None)
+        row = {
+            "name": _pattern(name),
+            "shape": list(p.shape),
+            "kind": _kind(ish),
+            "width_mult": float(ish.width_mult()) if cfg.mup else 1.0,
+            "lr_mult": float(lr_mult.get(id(p), 1.0)),
+            "wd_mult": float(wd_mult.get(id(p), 1.0)),
+            "init": init,
+            "init_std": std,
+        }
+        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in row.items() if k != "init_std")
+        key += (None if std is None else round(std, 12),)
+        if key in groups:
+            groups[key]["count"] += 1
+        else:
+            groups[key] = {"name": row.pop("name"), "count": 1, **row}
+    return list(groups.values())
+
+
+# --------------------------------------------------------------------------------------------- coordinate check
+
+
+@dataclass(frozen=True)
+class CoordCheck:
+    """Per-layer activation statistic at each width, and its slope in log-log (0 is µP's promise)."""
+
+    widths: list[int]
+    values: dict[str, list[float]]  # layer -> value per width (mean over seeds)
+    slopes: dict[str, float]  # layer -> slope of log(value) vs log(width)
+    metric: str  # "change": mean |h_t - h_0| on a fixed probe batch; "l1": mean |h_t|
+
+    def unstable(self, threshold: float = 0.25) -> list[str]:
+        """Layers whose statistic grows (or shrinks) faster than width**threshold, steepest first."""
+        bad = [k for k, s in self.slopes.items() if abs(s) > threshold]
+        return sorted(bad, key=lambda k: -abs(self.slopes[k]))
+
+
+def synthetic_batch(cfg: BuildConfig, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch shaped like the built-in families' data: enough for a coordinate check."""
+    if cfg.input_dim is not None:
+        x = torch.randn(batch_size, cfg.input_dim, generator=generator)
+        return x, torch.randint(cfg.num_classes, (batch_size,), generator=generator)
+    if cfg.vocab_size is not None:
+        seq = torch.randint(cfg.vocab_size, (batch_size, cfg.seq_len + 1), generator=generator)
+        return seq[:, :-1], seq[:, 1:]
+    raise ValueError("synthetic batches need input_dim or vocab_size; pass batches= for this model")
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+
+def _slope(widths: Sequence[int], values: Sequence[float]) -> float:
+    v = np.maximum(np.asarray(values, dtype=np.float64), 1e-30)
+    if not np.all(np.isfinite(v)):
+        return float("inf")
+    return float(np.polyfit(np.log(np.asarray(widths, dtype=np.float64)), np.log(v), 1)[0])
+
+
+def coord_check(
+    make_cfg: Callable[[int], BuildConfig],
+    widths: Sequence[int],
+    family: Family,
+    *,
+    steps: int = 4,
+    lr: float = 1e-2,
+    optimizer: str = "adam",
+    batch_size: int = 32,
+    seeds: Sequence[int] = (0,),
+    batches: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    metric: str = "change",
+    device: str | torch.device = "cpu",
+) -> CoordCheck:
+    """mup's coordinate check: train each width a few steps on fixed batches, measure every layer's output.
+
+    For each width (and seed), the model is built with `make_cfg(width)`, trained `steps` steps (µP: MuAdam; SP:
+    Adam) on the same batches, and every named submodule's output (plus the model's, as "logits") is recorded on a
+    fixed probe batch. `metric="change"` takes mean |h_t - h_0| per coordinate, `"l1"` mean |h_t|. Under µP the slope
+    of log(value) vs log(width) stays near 0 in every layer; a layer whose slope is clearly positive blows up with
+    width (`CoordCheck.unstable()`). `batches(cfg, generator) -> (x, y)` supplies data for models the synthetic
+    batches do not fit.
+    """
+    if metric not in ("change", "l1"):
+        raise ValueError("metric is 'change' or 'l1'")
+    widths = sorted(widths)
+    per_width: list[dict[str, float]] = []
+    for width in widths:
+        cfg = make_cfg(width)
+        acc: dict[str, float] = {}
+        for seed in seeds:
+            for k, v in _coord_run(cfg, family, steps, lr, optimizer, batch_size, seed, batches, metric, device).items():
+                acc[k] = acc.get(k, 0.0) + v / len(seeds)
+        per_width.append(acc)
+    layers = [k for k in per_width[0] if all(k in d for d in per_width)]
+    values = {k: [d[k] for d in per_width] for k in layers}
+    slopes = {k: _slope(widths, v) for k, v in values.items()}
+    return CoordCheck(widths=list(widths), values=values, slopes=slopes, metric=metric)
+
+
+def _coord_run(
+    cfg: BuildConfig,
+    family: Family,
+    steps: int,
+    lr: float,
+    optimizer: str,
+    batch_size: int,
+    seed: int,
+    batches: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None,
+    metric: str,
+    device: str | torch.device,
+) -> dict[str, float]:
+    torch.manual_seed(seed)
+    model = build_model(cfg, family, device)
+    opt = optimizer_for(model.parameters(), cfg.parametrization, optimizer, lr=lr)
+    # The same batches at every width (they depend on the seed only), so widths differ in width alone.
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    draw = batches or (lambda c, g: synthetic_batch(c, batch_size, g))
+    import os
+    if os.environ.get("CC_SAME"):
+        b = tuple(t.to(device) for t in draw(cfg, gen)); data = [b] * (steps + 1)
+    else:
+        data = [tuple(t.to(device) for t in draw(cfg, gen)) for _ in range(steps + 1)]
+    probe_x = data[0][0]
+
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                outputs[name] = out.detach().float()
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+
+    def probe() -> dict[str, torch.Tensor]:
+        outputs.clear()
+        model.eval()
+        with torch.no_grad():
+            outputs["logits"] = model(probe_x).detach().float()
+        model.train()
+        return dict(outputs)
+
+    try:
+        h0 = probe()
+        for x, y in data[1:]:
+            opt.zero_grad(set_to_none=True)
+            _loss(model(x), y).backward()
+            opt.step()
+        ht = probe()
+    finally:
+        for h in handles:
+            h.remove()
+    if metric == "change":
+        return {k: float((ht[k] - h0[k]).abs().mean()) for k in ht if k in h0 and ht[k].shape == h0[k].shape}
+    return {k: float(v.abs().mean()) for k, v in ht.items()}

@@ -1,0 +1,683 @@
+"""The store: every sweep, trial, learning curve, fit and export, in SQLite or PostgreSQL.
+
+Like optuna's storage layer: one place opens transactions (`Store._run`, which retries on SQLite's "database is
+locked" and PostgreSQL's serialization failures), and ORM rows never leave this module: callers get frozen
+dataclasses or pandas DataFrames. Every failure is a `StoreError` with a one-line message whose URL is masked.
+
+Metrics are losses: "best" means smallest. Non-finite metric values round-trip (see `mutransfer.db`); a trial's
+`metric` and `best_metric` are finite or missing (a diverged trial has none).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pandas as pd
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mutransfer import db
+from mutransfer.db import (
+    FINISHED_STATUSES,
+    SWEEP_STATUSES,
+    TRIAL_STATUSES,
+    ExportRow,
+    FitRow,
+    MetricPoint,
+    StoreError,
+    Sweep,
+    Trial,
+    mask_url,
+    scrub,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from mutransfer.plan import TrialSpec
+
+log = logging.getLogger("mutransfer.store")
+T = TypeVar("T")
+
+PLANNED_COLUMNS = (
+    "key", "group", "parametrization", "width", "depth", "batch_size", "seq_len", "steps_planned", "sample",
+    "repeat", "seed",
+)
+RESULT_COLUMNS = (
+    "status", "metric", "best_metric", "steps", "wall_time", "flops", "n_params", "node", "error", "started_at",
+    "finished_at",
+)
+_FLOAT_COLUMNS = ("metric", "best_metric", "wall_time", "flops")
+_NULLABLE_INT_COLUMNS = ("steps", "n_params")
+_TIME_COLUMNS = ("started_at", "finished_at")
+
+
+def default_url() -> str:
+    """`$MUTRANSFER_DB`, else mutransfer.db in the current directory (as an absolute path)."""
+    return os.environ.get("MUTRANSFER_DB") or f"sqlite:///{Path.cwd().resolve() / 'mutransfer.db'}"
+
+
+# ------------------------------------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    id: int
+    name: str
+    status: str
+    recipe_hash: str
+    recipe_text: str
+    recipe_json: str
+    total_trials: int
+    metric_name: str
+    created_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int] = field(default_factory=dict)  # trial status -> number of trials
+    best_metric: float | None = None  # smallest metric of a completed trial
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A planned trial, as `add_trials` stores it."""
+
+    key: str
+    group: str
+    parametrization: str
+    width: int
+    depth: int
+    batch_size: int
+    seq_len: int
+    steps_planned: int
+    sample: int
+    repeat: int
+    seed: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: TrialSpec) -> TrialRecord:
+        s = spec.scale
+        return cls(
+            key=spec.key, group=spec.group, parametrization=spec.parametrization, width=s.width, depth=s.depth,
+            batch_size=s.batch_size, seq_len=s.seq_len, steps_planned=spec.steps, sample=spec.sample,
+            repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams),
+        )
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    id: int
+    sweep_id: int
+    fit_id: int | None
+    format: str
+    content: str
+    created_at: datetime
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _json_default(o: Any) -> Any:
+    # numpy scalars and arrays, without importing numpy here.
+    if hasattr(o, "item") and callable(o.item) and getattr(o, "ndim", 0) == 0:
+        return o.item()
+    if hasattr(o, "tolist") and callable(o.tolist):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, (datetime, Path)):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def _dumps(obj: Any, what: str) -> str:
+    # allow_nan: a fit's interval can be infinite; Python reads NaN/Infinity back (non-standard JSON, TEXT column).
+    try:
+        return json.dumps(obj, default=_json_default, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"cannot store {what}: {e}") from None
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _int(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
+def _point_rows(trial_id: int, points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """{"step": 10, "val_loss": 2.3, ...} -> long rows; None values are skipped (the metric was not measured)."""
+    rows: list[dict[str, Any]] = []
+    for p in points:
+        if "step" not in p or p["step"] is None:
+            raise StoreError(f"metric point without a 'step': {dict(p)!r}")
+        step = int(p["step"])
+        for name, v in p.items():
+            if name == "step" or v is None:
+                continue
+            if isinstance(v, (str, bytes)):
+                raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}")
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}") from None
+            value, special = db.encode_value(x)
+            rows.append({"trial_id": trial_id, "step": step, "name": str(name), "value": value, "special": special})
+    return rows
+
+
+def _fetch_tuples(s: Session, stmt: Select[Any]) -> list[tuple[Any, ...]]:
+    """All rows of `stmt` as plain tuples from the DBAPI cursor, in the session's transaction.
+
+    For long results (a sweep's curves: 500,000 rows) building SQLAlchemy Row objects and handing them to pandas
+    took 3 s; plain tuples take a third of that. Only for statements whose columns need no result processing
+    (integers, floats, strings).
+    """
+    conn = s.connection()
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    args: Any = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        return [tuple(r) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def _insert_points(s: Session, rows: list[dict[str, Any]]) -> None:
+    # A Core executemany: the ORM's bulk insert path took twice as long for the same rows.
+    s.connection().execute(MetricPoint.__table__.insert(), rows)
+
+
+def _retryable(e: DBAPIError) -> bool:
+    orig = e.orig
+    if getattr(orig, "sqlstate", None) in ("40001", "40P01"):  # serialization failure, deadlock
+        return True
+    msg = str(orig).lower()
+    return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
+
+
+def _sweep_info(row: Sweep, counts: dict[str, int], best: float | None) -> SweepInfo:
+    return SweepInfo(
+        id=row.id, name=row.name, status=row.status, recipe_hash=row.recipe_hash, recipe_text=row.recipe_text,
+        recipe_json=row.recipe_json, total_trials=row.total_trials, metric_name=row.metric_name,
+        created_at=row.created_at, finished_at=row.finished_at, counts=counts,
+        best_metric=None if best is None else float(best), updated_at=row.updated_at,
+    )
+
+
+def _cause(e: BaseException, url: Any) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = scrub(str(orig), url) or type(orig).__name__
+    if "unable to open database file" in text:
+        database = getattr(url, "database", None)
+        if database:
+            text += f" (does the folder {Path(database).parent} exist, and may this user write there?)"
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+class Store:
+    """Sweeps, trials, curves, fits and exports in one database. Build with `Store.open(url)`."""
+
+    # Attempts after the first, on lock or serialization errors. Few: on SQLite each attempt has already waited
+    # out the busy timeout before it reports "database is locked".
+    retries = 4
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.masked_url = mask_url(engine.url)
+        self._write = sessionmaker(engine, expire_on_commit=False)
+        self._read = sessionmaker(db.read_only(engine), expire_on_commit=False)
+
+    # ----------------------------------------------------------------------------------- open / close
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Store:
+        """Connect to `url` and bring its schema to head (or, with upgrade=False, check that it is there)."""
+        engine = db.make_engine(url)
+        masked = mask_url(engine.url)
+        try:
+            try:
+                rev = db.current_revision(engine)
+            except SQLAlchemyError as e:
+                raise StoreError(f"cannot open database {masked}: {_cause(e, engine.url)}") from None
+            db.check_known(rev, engine.url)
+            head = db.head_revision()
+            if rev != head:
+                if not upgrade:
+                    at = f"at revision {rev}" if rev else "empty (no mutransfer schema)"
+                    raise StoreError(f"database at {masked} is {at}, this mutransfer needs {head}: "
+                                     "run `mutransfer db upgrade`")
+                try:
+                    db.upgrade(engine)
+                except SQLAlchemyError as e:
+                    raise StoreError(f"cannot create the schema in {masked}: {_cause(e, engine.url)}") from None
+                log.info("database %s upgraded from %s to %s", masked, rev, head)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.masked_url!r})"
+
+    # Ray Tune pickles its callbacks, and so the store they hold, into its experiment folder (as optuna's RDB
+    # storage, the engine is rebuilt from the URL). The password is left out: it must not land on disk there.
+    # An unpickled store takes it from $MUTRANSFER_DB when that names the same database, else libpq's
+    # PGPASSWORD or ~/.pgpass apply.
+
+    def __getstate__(self) -> dict[str, Any]:
+        url = self.engine.url
+        return {"url": db.without_password(url).render_as_string(hide_password=False),
+                "had_password": url.password is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        url = db.normalize_url(state["url"])
+        env = os.environ.get("MUTRANSFER_DB")
+        if state.get("had_password") and env:
+            try:
+                from_env = db.normalize_url(env)
+            except StoreError:
+                from_env = None
+            if from_env is not None and db.without_password(from_env) == url:
+                url = from_env
+        self.__init__(db.make_engine(url))  # type: ignore[misc]
+
+    # ----------------------------------------------------------------------------------- transactions
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back when it raises. No retry: see `_run`."""
+        s = (self._write if write else self._read)()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def _run(self, what: str, fn: Callable[[Session], T], *, write: bool = True) -> T:
+        """`fn` in one transaction, run again from scratch when the database was locked or the transaction
+        lost a serialization race (the failed attempt was rolled back, so running it again is safe)."""
+        delay = 0.02
+        for attempt in range(self.retries + 1):
+            try:
+                with self.session(write=write) as s:
+                    return fn(s)
+            except DBAPIError as e:
+                if attempt < self.retries and _retryable(e):
+                    log.debug("%s on %s: %s; retrying", what, self.masked_url, scrub(str(e.orig), self.engine.url))
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 2.0)
+                    continue
+                raise StoreError(f"{what} failed on {self.masked_url}: {_cause(e, self.engine.url)}") from e
+            except SQLAlchemyError as e:
+                raise StoreError(f"{what} failed on {self.masked_url}: {_cause(e, self.engine.url)}") from e
+        raise AssertionError("unreachable")
+
+    # ----------------------------------------------------------------------------------- sweeps
+
+    def create_sweep(self, name: str, recipe_text: str, recipe_json: str, recipe_hash: str, total_trials: int,
+                     metric_name: str) -> SweepInfo:
+        def fn(s: Session) -> SweepInfo:
+            if s.scalar(select(Sweep.id).where(Sweep.name == name)) is not None:
+                raise StoreError(f"a sweep named {name!r} already exists in {self.masked_url}")
+            row = Sweep(name=name, recipe_text=recipe_text, recipe_json=recipe_json, recipe_hash=recipe_hash,
+                        status="planned", total_trials=int(total_trials), metric_name=metric_name)
+            s.add(row)
+            s.flush()
+            return _sweep_info(row, {}, None)
+
+        return self._run("create sweep", fn)
+
+    def get_sweep(self, name_or_id: str | int) -> SweepInfo | None:
+        """By id (an int, or a string of digits) or else by name; None when there is no such sweep."""
+
+        def fn(s: Session) -> SweepInfo | None:
+            row: Sweep | None = None
+            ref = name_or_id
+            if isinstance(ref, int) and not isinstance(ref, bool):
+                row = s.get(Sweep, ref)
+            elif isinstance(ref, str):
+                if ref.isascii() and ref.isdigit():
+                    row = s.get(Sweep, int(ref))
+                if row is None:
+                    row = s.scalars(select(Sweep).where(Sweep.name == ref)).one_or_none()
+            if row is None:
+                return None
+            counts, best = self._stats(s, row.id)
+            return _sweep_info(row, counts.get(row.id, {}), best.get(row.id))
+
+        return self._run("read sweep", fn, write=False)
+
+    def list_sweeps(self) -> list[SweepInfo]:
+        def fn(s: Session) -> list[SweepInfo]:
+            rows = s.scalars(select(Sweep).order_by(Sweep.id)).all()
+            counts, best = self._stats(s, None)
+            return [_sweep_info(r, counts.get(r.id, {}), best.get(r.id)) for r in rows]
+
+        return self._run("list sweeps", fn, write=False)
+
+    @staticmethod
+    def _stats(s: Session, sweep_id: int | None) -> tuple[dict[int, dict[str, int]], dict[int, float]]:
+        """Trials per status and best completed metric, per sweep, in two grouped queries."""
+        q = select(Trial.sweep_id, Trial.status, func.count()).group_by(Trial.sweep_id, Trial.status)
+        b = (select(Trial.sweep_id, func.min(Trial.metric)).where(Trial.status == "completed")
+             .group_by(Trial.sweep_id))
+        if sweep_id is not None:
+            q, b = q.where(Trial.sweep_id == sweep_id), b.where(Trial.sweep_id == sweep_id)
+        counts: dict[int, dict[str, int]] = {}
+        for sid, status, n in s.execute(q):
+            counts.setdefault(sid, {})[status] = int(n)
+        best = {sid: float(m) for sid, m in s.execute(b) if m is not None}
+        return counts, best
+
+    def set_sweep_status(self, sweep_id: int, status: str) -> None:
+        if status not in SWEEP_STATUSES:
+            raise StoreError(f"unknown sweep status {status!r}: use {', '.join(SWEEP_STATUSES)}")
+
+        def fn(s: Session) -> None:
+            row = self._sweep_row(s, sweep_id)
+            row.status = status
+            row.finished_at = utcnow() if status in ("done", "failed") else None
+
+        self._run("set sweep status", fn)
+
+    @staticmethod
+    def _sweep_row(s: Session, sweep_id: int) -> Sweep:
+        row = s.get(Sweep, sweep_id)
+        if row is None:
+            raise StoreError(f"no sweep with id {sweep_id}")
+        return row
+
+    # ----------------------------------------------------------------------------------- trials
+
+    def add_trials(self, sweep_id: int, rows: Sequence[TrialRecord]) -> int:
+        """Store planned trials as pending; keys already in the sweep are skipped. Returns how many were added."""
+        seen: set[str] = set()
+        for r in rows:
+            if r.key in seen:
+                raise StoreError(f"trial key {r.key!r} appears twice in the plan of sweep {sweep_id}")
+            seen.add(r.key)
+
+        def fn(s: Session) -> int:
+            self._sweep_row(s, sweep_id)
+            existing = set(s.scalars(select(Trial.key).where(Trial.sweep_id == sweep_id)))
+            new = [
+                {"sweep_id": sweep_id, **{c: getattr(r, c) for c in PLANNED_COLUMNS},
+                 "hparams": _dumps(r.hparams, f"hyperparameters of trial {r.key!r}"), "status": "pending"}
+                for r in rows if r.key not in existing
+            ]
+            if new:
+                s.execute(self._insert_ignoring_duplicates(s), new)
+            return len(new)
+
+        return self._run("add trials", fn)
+
+    @staticmethod
+    def _insert_ignoring_duplicates(s: Session) -> Any:
+        # The keys were filtered inside this transaction; on PostgreSQL (no IMMEDIATE lock) a concurrent
+        # add_trials could still insert the same key first, so let the database drop such rows.
+        dialect = s.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(Trial).on_conflict_do_nothing(index_elements=["sweep_id", "key"])
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(Trial).on_conflict_do_nothing(index_elements=["sweep_id", "key"])
+        return insert(Trial)
+
+    @staticmethod
+    def _trial_row(s: Session, sweep_id: int, key: str) -> Trial:
+        row = s.scalars(select(Trial).where(Trial.sweep_id == sweep_id, Trial.key == key)).one_or_none()
+        if row is None:
+            raise StoreError(f"sweep {sweep_id} has no trial {key!r}")
+        return row
+
+    def mark_running(self, sweep_id: int, key: str, node: str | None = None) -> None:
+        def fn(s: Session) -> None:
+            row = self._trial_row(s, sweep_id, key)
+            if row.status in FINISHED_STATUSES:
+                raise StoreError(f"trial {key!r} of sweep {sweep_id} is already {row.status}: not running it again")
+            row.status = "running"
+            row.started_at = utcnow()
+            row.finished_at = None
+            row.error = None
+            if node is not None:
+                row.node = node
+
+        self._run("mark trial running", fn)
+
+    def update_hparams(self, sweep_id: int, key: str, hparams: Mapping[str, Any]) -> None:
+        """Merge `hparams` into the trial's (adaptive search picks values when the trial starts)."""
+
+        def fn(s: Session) -> None:
+            row = self._trial_row(s, sweep_id, key)
+            merged = {**json.loads(row.hparams or "{}"), **dict(hparams)}
+            row.hparams = _dumps(merged, f"hyperparameters of trial {key!r}")
+
+        self._run("update hyperparameters", fn)
+
+    def add_points(self, sweep_id: int, key: str, points: Sequence[Mapping[str, Any]]) -> int:
+        """Append learning-curve points ({"step": int, name: value, ...}) in one transaction; returns rows written."""
+
+        def fn(s: Session) -> int:
+            rows = _point_rows(self._trial_id(s, sweep_id, key), points)
+            if rows:
+                _insert_points(s, rows)
+            return len(rows)
+
+        return self._run("add metric points", fn)
+
+    @staticmethod
+    def _trial_id(s: Session, sweep_id: int, key: str) -> int:
+        tid = s.scalar(select(Trial.id).where(Trial.sweep_id == sweep_id, Trial.key == key))
+        if tid is None:
+            raise StoreError(f"sweep {sweep_id} has no trial {key!r}")
+        return int(tid)
+
+    def finish_trial(self, sweep_id: int, key: str, status: str, *, metric: float | None = None,
+                     best_metric: float | None = None, steps: int | None = None, wall_time: float | None = None,
+                     flops: float | None = None, n_params: int | None = None, error: str | None = None,
+                     node: str | None = None, points: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Record a trial's outcome, and its last curve points if given, in one transaction.
+
+        Non-finite `metric`/`best_metric` are stored as missing: a diverged trial has no metric to rank by.
+        """
+        if status not in FINISHED_STATUSES:
+            raise StoreError(f"a trial finishes as {', '.join(FINISHED_STATUSES)}, not {status!r}")
+
+        def fn(s: Session) -> None:
+            row = self._trial_row(s, sweep_id, key)
+            if points:
+                new = _point_rows(row.id, points)
+                if new:
+                    _insert_points(s, new)
+            row.status = status
+            row.metric = _finite(metric)
+            row.best_metric = _finite(best_metric)
+            row.steps = _int(steps)
+            row.wall_time = _finite(wall_time)
+            row.flops = _finite(flops)
+            row.n_params = _int(n_params)
+            row.error = error
+            if node is not None:
+                row.node = node
+            row.finished_at = utcnow()
+
+        self._run("finish trial", fn)
+
+    def reset_unfinished(self, sweep_id: int) -> int:
+        """Running trials back to pending (for a resume), without their partial curves. Returns how many."""
+
+        def fn(s: Session) -> int:
+            unfinished = select(Trial.id).where(Trial.sweep_id == sweep_id, Trial.status.in_(("running", "pending")))
+            # Pending trials should have no points; any found are left by a crash between writes.
+            s.execute(delete(MetricPoint).where(MetricPoint.trial_id.in_(unfinished)))
+            res = s.execute(
+                update(Trial)
+                .where(Trial.sweep_id == sweep_id, Trial.status == "running")
+                .values(status="pending", started_at=None, finished_at=None, node=None, metric=None,
+                        best_metric=None, steps=None, wall_time=None, flops=None, n_params=None, error=None)
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+        return self._run("reset unfinished trials", fn)
+
+    def trial_keys(self, sweep_id: int, statuses: Iterable[str] | None = None) -> set[str]:
+        """Keys of the sweep's trials, optionally only those in `statuses`."""
+        wanted = (statuses,) if isinstance(statuses, str) else None if statuses is None else tuple(statuses)
+        if wanted is not None:
+            unknown = sorted(set(wanted) - set(TRIAL_STATUSES))
+            if unknown:
+                raise StoreError(f"unknown trial status {unknown[0]!r}: use {', '.join(TRIAL_STATUSES)}")
+
+        def fn(s: Session) -> set[str]:
+            q = select(Trial.key).where(Trial.sweep_id == sweep_id)
+            if wanted is not None:
+                q = q.where(Trial.status.in_(wanted))
+            return set(s.scalars(q))
+
+        return self._run("read trial keys", fn, write=False)
+
+    # ----------------------------------------------------------------------------------- frames
+
+    def trials_frame(self, sweep_id: int) -> pd.DataFrame:
+        """One row per trial in plan order: planned and result columns, `hparams` (dict) and one `hp.<name>`
+        column per hyperparameter (missing where a trial has no value for it)."""
+        names = ("id", "sweep_id", *PLANNED_COLUMNS, "hparams", *RESULT_COLUMNS)
+        cols = [getattr(Trial, n) for n in names]
+
+        def fn(s: Session) -> list[Any]:
+            return list(s.execute(select(*cols).where(Trial.sweep_id == sweep_id).order_by(Trial.id)).all())
+
+        rows = self._run("read trials", fn, write=False)
+        frame = pd.DataFrame.from_records(rows, columns=list(names))
+        frame["hparams"] = [json.loads(h or "{}") for h in frame["hparams"]]
+        for c in _FLOAT_COLUMNS:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+        for c in _NULLABLE_INT_COLUMNS:
+            frame[c] = pd.array([None if pd.isna(v) else int(v) for v in frame[c]], dtype="Int64")
+        for c in _TIME_COLUMNS:
+            frame[c] = pd.to_datetime(frame[c], utc=True)
+        if len(frame):
+            hp = pd.DataFrame.from_records(list(frame["hparams"]), index=frame.index)
+            if len(hp.columns):
+                hp = hp[sorted(hp.columns)].add_prefix("hp.")
+                frame = pd.concat([frame, hp], axis=1)
+        return frame
+
+    def curves_frame(self, sweep_id: int, keys: Sequence[str] | None = None) -> pd.DataFrame:
+        """Learning curves in long form: key, step, name, value (NaN/inf as reported), in one query."""
+        columns = ["key", "step", "name", "value"]
+        if keys is not None and not keys:
+            return self._empty_curves(columns)
+        q = (
+            select(Trial.key, MetricPoint.step, MetricPoint.name, MetricPoint.value, MetricPoint.special)
+            .join(Trial, Trial.id == MetricPoint.trial_id)
+            .where(Trial.sweep_id == sweep_id)
+            .order_by(MetricPoint.trial_id, MetricPoint.step, MetricPoint.id)
+        )
+        if keys is not None:
+            q = q.where(Trial.key.in_(list(dict.fromkeys(keys))))
+
+        rows = self._run("read curves", lambda s: _fetch_tuples(s, q), write=False)
+        if not rows:
+            return self._empty_curves(columns)
+        frame = pd.DataFrame(rows, columns=[*columns, "special"])
+        value = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+        special = frame["special"]
+        mask = special.notna().to_numpy()
+        if mask.any():
+            value[mask] = special[mask].astype("float64").to_numpy()
+        frame["value"] = value
+        frame["step"] = frame["step"].astype("int64")
+        return frame[columns]
+
+    @staticmethod
+    def _empty_curves(columns: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({
+            "key": pd.Series([], dtype=object), "step": pd.Series([], dtype="int64"),
+            "name": pd.Series([], dtype=object), "value": pd.Series([], dtype="float64"),
+        })[columns]
+
+    # ----------------------------------------------------------------------------------- fits, exports
+
+    def save_fit(self, sweep_id: int, result: Mapping[str, Any]) -> int:
+        text = _dumps(dict(result), "fit result")
+
+        def fn(s: Session) -> int:
+            self._sweep_row(s, sweep_id)
+            row = FitRow(sweep_id=sweep_id, result_json=text)
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+        return self._run("save fit", fn)
+
+    def latest_fit(self, sweep_id: int) -> tuple[int, dict[str, Any]] | None:
+        def fn(s: Session) -> tuple[int, str] | None:
+            row = s.execute(
+                select(FitRow.id, FitRow.result_json).where(FitRow.sweep_id == sweep_id).order_by(FitRow.id.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else (int(row[0]), row[1])
+
+        found = self._run("read fit", fn, write=False)
+        return None if found is None else (found[0], json.loads(found[1]))
+
+    def save_export(self, sweep_id: int, fit_id: int | None, format: str, content: str) -> int:
+        def fn(s: Session) -> int:
+            self._sweep_row(s, sweep_id)
+            row = ExportRow(sweep_id=sweep_id, fit_id=fit_id, format=format, content=content)
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+        return self._run("save export", fn)
+
+    def exports(self, sweep_id: int) -> list[ExportInfo]:
+        """The sweep's exports, oldest first."""
+
+        def fn(s: Session) -> list[ExportInfo]:
+            rows = s.scalars(select(ExportRow).where(ExportRow.sweep_id == sweep_id).order_by(ExportRow.id)).all()
+            return [ExportInfo(id=r.id, sweep_id=r.sweep_id, fit_id=r.fit_id, format=r.format, content=r.content,
+                               created_at=r.created_at) for r in rows]
+
+        return self._run("read exports", fn, write=False)
+
+
+__all__ = ["ExportInfo", "Store", "StoreError", "SweepInfo", "TrialRecord", "default_url", "mask_url"]

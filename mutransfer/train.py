@@ -1,0 +1,191 @@
+"""One trial: build the proxy, train it, evaluate, report. Knows nothing of Ray: `report` is any callable."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mutransfer.data import load_dataset
+from mutransfer.plan import TrialSpec
+from mutransfer.proxy import build, count_params, make_optimizer
+from mutransfer.recipe import Train
+
+THREADS_ENV = "MUTRANSFER_THREADS"
+# Validation batches are drawn with this seed in every trial: all trials of a sweep are scored on the same data.
+VAL_SEED = 1_234_567
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    status: str  # completed | diverged
+    metric: float | None  # the last value of train.metric; None when diverged
+    best_metric: float | None  # the best finite value reported
+    steps: int  # optimizer steps done
+    wall_time: float
+    flops: float  # training FLOPs, estimated
+    n_params: int
+    final: dict[str, Any] = field(default_factory=dict)  # the last reported point
+
+
+def lr_factor(train: Train, steps: int) -> Callable[[int], float]:
+    """The schedule as a factor of each group's own LR (mup's groups have different LRs), for LambdaLR.
+
+    `constant` ignores warmup_steps; `warmup` ramps linearly over warmup_steps then holds; `cosine` and `linear`
+    ramp over warmup_steps (if any) then decay to min_lr_frac at the last step. Step s is the 0-based index of
+    the optimizer step the factor applies to.
+    """
+    warm = train.warmup_steps
+    floor = train.min_lr_frac
+    kind = train.schedule
+    decay_len = max(1, steps - 1 - warm)
+
+    def factor(s: int) -> float:
+        if kind == "constant":
+            return 1.0
+        if s < warm:
+            return (s + 1) / warm
+        if kind == "warmup":
+            return 1.0
+        progress = min(1.0, (s - warm) / decay_len)
+        if kind == "cosine":
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - (1.0 - floor) * progress  # linear
+
+    return factor
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        threads = int(env) if env.isdigit() else 1
+    return max(1, threads)
+
+
+def _device(train: Train) -> torch.device:
+    if train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(train.device)
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+
+def train(
+    spec: TrialSpec, report: Callable[[dict[str, Any]], None], *, threads: int | None = None
+) -> TrialResult:
+    """Train one proxy for spec.steps steps, calling `report` at every evaluation.
+
+    Threads: `threads`, else $MUTRANSFER_THREADS, else 1 (trials run side by side; more would oversubscribe).
+    A diverged trial (loss NaN/inf, or above diverge_factor x the first loss) stops at once: its last report
+    carries the loss as it was (NaN/inf possible) and val_loss NaN; the result has status "diverged", metric None.
+    """
+    start = time.perf_counter()
+    torch.set_num_threads(_threads(threads))
+    torch.manual_seed(spec.seed)
+    cfg = spec.train
+    device = _device(cfg)
+    dataset = load_dataset(spec.data, spec.model)
+    is_seq = dataset.input_dim is None
+    batch_size = spec.scale.batch_size
+    seq_len = spec.scale.seq_len if is_seq else 1
+    if is_seq:
+        dataset.check(seq_len)
+
+    model = build(spec, dataset, device)
+    n_params = count_params(model)
+    opt = make_optimizer(model, spec)
+    factor = lr_factor(cfg, spec.steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    base_lr = float(spec.hparam("lr"))
+
+    gen = torch.Generator().manual_seed(spec.seed)
+    val_gen = torch.Generator().manual_seed(VAL_SEED)
+    val_batches = [
+        tuple(t.to(device) for t in dataset.get_batch("val", batch_size, seq_len, val_gen))
+        for _ in range(cfg.eval_batches)
+    ]
+
+    tokens_per_step = batch_size * seq_len
+    flops_per_token = 6.0 * n_params
+    if spec.model.family == "gpt":
+        # Attention scores and values (PaLM's estimate): 12 * layers * context * width per token, fwd + bwd.
+        flops_per_token += 12.0 * spec.scale.depth * seq_len * spec.scale.width
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        model.eval()
+        total = sum(float(_loss(model(x), y)) for x, y in val_batches)
+        model.train()
+        return total / len(val_batches)
+
+    first_loss: float | None = None
+    since_report = 0.0
+    n_since = 0
+    steps_done = 0
+    reported: list[float] = []
+    last: dict[str, Any] = {}
+    status = "completed"
+    limit = cfg.diverge_factor
+
+    def point(step: int, train_loss: float, val_loss: float) -> dict[str, Any]:
+        return {
+            "step": step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": base_lr * factor(step - 1),  # the LR of the step just taken
+            "tokens": step * tokens_per_step,
+            "elapsed": time.perf_counter() - start,
+        }
+
+    model.train()
+    for step in range(1, spec.steps + 1):
+        x, y = (t.to(device, non_blocking=True) for t in dataset.get_batch("train", batch_size, seq_len, gen))
+        loss = _loss(model(x), y)
+        # One sync per step: the divergence test needs the value, and on CPU it costs nothing.
+        lv = loss.item()
+        if first_loss is None:
+            first_loss = lv
+        if not math.isfinite(lv) or (limit is not None and lv > limit * first_loss):
+            status = "diverged"
+            last = point(step, lv, float("nan"))
+            report(last)
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        since_report += lv
+        n_since += 1
+        steps_done = step
+        if step % cfg.eval_interval == 0 or step == spec.steps:
+            val = evaluate()
+            last = point(step, since_report / n_since, val)
+            since_report, n_since = 0.0, 0
+            if not math.isfinite(val):
+                status = "diverged"
+                report(last)
+                break
+            reported.append(last[cfg.metric])
+            report(last)
+
+    finite = [v for v in reported if math.isfinite(v)]
+    return TrialResult(
+        status=status,
+        metric=last[cfg.metric] if status == "completed" else None,
+        best_metric=min(finite) if finite else None,
+        steps=steps_done,
+        wall_time=time.perf_counter() - start,
+        flops=flops_per_token * steps_done * tokens_per_step,
+        n_params=n_params,
+        final=dict(last),
+    )

@@ -1,0 +1,159 @@
+"""The schema is made by the Alembic migrations alone, and they agree with the models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from mutransfer import db
+from mutransfer.store import Store, StoreError
+
+TABLES = {"sweeps", "trials", "metric_points", "fits", "exports"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tables(url: str) -> set[str]:
+    engine = db.make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_empty_creates_every_table(db_url: str) -> None:
+    assert db.current_revision(db_url) is None
+    db.upgrade(db_url)
+    assert tables(db_url) == TABLES | {"alembic_version"}
+    assert db.current_revision(db_url) == db.head_revision()
+
+
+def test_upgrade_is_idempotent_and_keeps_data(db_url: str) -> None:
+    db.upgrade(db_url)
+    with Store.open(db_url) as store:
+        store.create_sweep("s", "text", "{}", "h", 0, "val_loss")
+    db.upgrade(db_url)
+    with Store.open(db_url) as store:  # upgrades again on open: a no-op
+        assert store.get_sweep("s") is not None
+    assert db.current_revision(db_url) == db.head_revision()
+
+
+def test_downgrade_to_base_removes_tables(db_url: str) -> None:
+    db.upgrade(db_url)
+    db.downgrade(db_url, "base")
+    assert not (tables(db_url) & TABLES)
+    assert db.current_revision(db_url) is None
+    db.upgrade(db_url)  # and back
+    assert tables(db_url) >= TABLES
+
+
+def test_autogenerate_finds_no_difference(db_url: str) -> None:
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "render_as_batch": True})
+            diff = compare_metadata(ctx, db.Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def indexes(insp: sa.Inspector, table: str) -> set[str]:
+    # PostgreSQL also reports the index behind each unique constraint.
+    return {i["name"] for i in insp.get_indexes(table) if not i.get("duplicates_constraint")}
+
+
+def test_constraint_names_follow_the_convention(db_url: str) -> None:
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    try:
+        insp = sa.inspect(engine)
+        assert {u["name"] for u in insp.get_unique_constraints("trials")} == {"uq_trials_sweep_id_key"}
+        assert indexes(insp, "trials") == {"ix_trials_sweep_id_status"}
+        assert indexes(insp, "metric_points") == {"ix_metric_points_trial_id_step"}
+        assert indexes(insp, "fits") == {"ix_fits_sweep_id"}
+        assert {fk["name"] for fk in insp.get_foreign_keys("exports")} == {
+            "fk_exports_sweep_id_sweeps", "fk_exports_fit_id_fits"}
+    finally:
+        engine.dispose()
+
+
+def _stamp(url: str, revision: str) -> None:
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+    finally:
+        engine.dispose()
+
+
+def test_newer_database_is_refused(db_url: str) -> None:
+    if db_url.startswith("postgresql"):
+        # Trust auth ignores the password: it is there to check that messages mask it.
+        db_url = db_url.replace("postgres@", "postgres:hunter2@", 1)
+    db.upgrade(db_url)
+    _stamp(db_url, "9999_from_the_future")
+    want = (f"database at {db.mask_url(db.normalize_url(db_url))} is at revision 9999_from_the_future, newer than this mutransfer "
+            f"(head {db.head_revision()}): upgrade mutransfer")
+    for attempt in (lambda: Store.open(db_url), lambda: Store.open(db_url, upgrade=False),
+                    lambda: db.upgrade(db_url), lambda: db.downgrade(db_url)):
+        with pytest.raises(StoreError) as err:
+            attempt()
+        assert str(err.value) == want
+        assert "hunter2" not in str(err.value)
+    assert db.current_revision(db_url) == "9999_from_the_future"  # nothing was touched
+
+
+def test_open_without_upgrade_asks_for_it(db_url: str) -> None:
+    with pytest.raises(StoreError, match=r"empty \(no mutransfer schema\).*run `mutransfer db upgrade`"):
+        Store.open(db_url, upgrade=False)
+    db.upgrade(db_url)
+    Store.open(db_url, upgrade=False).close()
+
+
+def test_scripts_ship_inside_the_package() -> None:
+    scripts = db.migrations_dir()
+    assert scripts.parent.name == "mutransfer"
+    assert (scripts / "env.py").is_file() and (scripts / "script.py.mako").is_file()
+    assert (scripts / "versions" / "0001_initial.py").is_file()
+    # An __init__.py there would make the checkout's alembic/ shadow the alembic package.
+    assert not (ROOT / "alembic" / "__init__.py").exists()
+
+
+def test_alembic_command_line_from_a_checkout(sqlite_url: str) -> None:
+    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x",
+                               f"url={sqlite_url}", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    res = alembic("upgrade", "head")
+    assert res.returncode == 0, res.stderr
+    assert db.current_revision(sqlite_url) == db.head_revision()
+    res = alembic("check")
+    assert res.returncode == 0, res.stderr
+
+
+def test_concurrent_first_opens_create_the_schema_once(db_url: str) -> None:
+    """Several commands opening an empty database at once (a sweep and a dashboard): all succeed."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            Store.open(db_url).close()
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert db.current_revision(db_url) == db.head_revision()

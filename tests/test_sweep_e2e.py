@@ -1,0 +1,98 @@
+"""A small sweep end to end through the CLI, on Ray started in-process: sweep -> store -> fit -> export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+RECIPE = """
+name: tiny
+model: {family: mlp, parametrization: mup, base_width: 16}
+data: {kind: digits, val_fraction: 0.2}
+train: {steps: 40, eval_interval: 10, schedule: constant}
+search:
+  samples: 4
+  seed: 3
+  space:
+    lr: {loguniform: [1.0e-3, 3.0e+3]}   # the top of the range diverges: stored as such, not an error
+scales: {base: {width: 16, depth: 2, batch_size: 32}, vary: {width: [16, 32, 64]}}
+target: {width: 2048, depth: 2, batch_size: 32}
+"""
+
+
+def run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MUTRANSFER_DB": db, "MUTRANSFER_RAY_DIR": str(cwd / "ray")}
+    return subprocess.run([sys.executable, "-m", "mutransfer.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
+    from mutransfer.store import Store
+
+    (tmp_path / "tiny.yaml").write_text(RECIPE)
+    db = f"sqlite:///{tmp_path / 'mt.db'}"
+    res = run(["sweep", "tiny.yaml"], tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "best trial per scale point" in res.stdout
+
+    store = Store.open(db)
+    sweep = store.get_sweep("tiny")
+    assert sweep is not None and sweep.status == "done" and sweep.total_trials == 12
+    trials = store.trials_frame(sweep.id)
+    assert len(trials) == 12
+    assert set(trials["status"]) <= {"completed", "diverged"}
+    assert (trials["status"] == "diverged").any(), "lr up to 3e3 must diverge somewhere"
+    assert (trials["status"] == "completed").sum() >= 6
+    done = trials[trials["status"] == "completed"]
+    assert done["metric"].notna().all() and (done["wall_time"] > 0).all() and (done["flops"] > 0).all()
+    curves = store.curves_frame(sweep.id)
+    # 40 steps, eval every 10: four points per completed trial, each with val_loss
+    per_trial = curves[curves["name"] == "val_loss"].groupby("key").size()
+    assert (per_trial.loc[done["key"]] == 4).all()
+
+    res = run(["fit", "tiny"], tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run(["export", "tiny", "--format", "yaml", "-o", "target.yaml"], tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    config = yaml.safe_load((tmp_path / "target.yaml").read_text())
+    assert config["target"]["width"] == 2048
+    lr = config["hyperparameters"]["lr"]["value"]
+    assert 1e-3 <= lr <= 3e3
+    res = run(["export", str(sweep.id), "--format", "json"], tmp_path, db)
+    assert res.returncode == 0 and json.loads(res.stdout)["target"]["width"] == 2048
+
+    # Running the same commands again does not break and stores nothing twice.
+    res = run(["sweep", "tiny.yaml"], tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "nothing left to run" in res.stdout
+    assert len(store.trials_frame(sweep.id)) == 12
+    assert len(store.curves_frame(sweep.id)) == len(curves)
+    assert run(["fit", "tiny"], tmp_path, db).returncode == 0
+    res = run(["ls"], tmp_path, db)
+    assert res.returncode == 0 and "tiny" in res.stdout and "12/12" in res.stdout
+
+
+def test_bad_recipe_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(RECIPE.replace("steps: 40", "stepz: 40"))
+    db_file = tmp_path / "mt.db"
+    res = run(["sweep", "bad.yaml"], tmp_path, f"sqlite:///{db_file}")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.stepz: unknown key" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not db_file.exists()
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    res = run(["sweep", "r.yaml"], tmp_path, "postgresql://me:hunter2@127.0.0.1:1/nope")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "hunter2" not in res.stderr, res.stderr
