@@ -411,11 +411,14 @@ def count_params(model_or_cfg: nn.Module | BuildConfig, family: Family | None = 
     return sum(p.numel() for p in model_or_cfg.parameters())
 
 
-def _kind(infshape: Any) -> str:
+def _kind(module: nn.Module, pname: str, infshape: Any) -> str:
     if infshape.ninf() == 2:
         return "matrix-like"
-    if len(infshape) == 2 and not infshape[0].isinf() and infshape[1].isinf():
-        return "readout"  # width fan-in, fixed fan-out
+    # A readout maps width to a fixed size: a weight with fixed fan-out and width fan-in that is not a lookup table
+    # (an embedding's (vocab, width) weight has the same infshape but is input-side, vector-like).
+    is_lookup = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+    if pname == "weight" and len(infshape) == 2 and not infshape[0].isinf() and infshape[1].isinf() and not is_lookup:
+        return "readout"
     return "vector-like"
 
 
@@ -428,7 +431,8 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
 
     Each entry: name, count (tensors in the group), shape, kind (vector-like | matrix-like | readout), width_mult
     (mup's infshape width_mult; 1 under SP), lr_mult and wd_mult (what MuAdam/MuAdamW/MuSGD multiply the base
-    learning rate and weight decay by; 1 under SP), init ("normal" | "zeros" | "ones", None for a user's builder)
+    learning rate and weight decay by; 1 under SP), forward_mult (what the layer's output is multiplied by: the
+    readout's output_mult / width_mult under µP, output_mult under SP; 1 elsewhere), init ("normal" | "zeros" | "ones", None for a user's builder)
     and init_std (the std this code's init uses at this size; 0 for zero-init; a user's builder: the std of the
     built tensor when it could not be built on meta, else None). Built on the meta device: a 4096-wide, 32-layer
     target costs no memory.
@@ -446,28 +450,36 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
             for p in g["params"]:
                 lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for name, p in model.named_parameters():
-        ish = infshapes[name]
-        if builtin:
-            init, std = rules[name]
-        else:
-            init, std = None, (None if p.is_meta else float(p.detach().float().std()) if p.numel() > 1 else None)
-        row = {
-            "name": _pattern(name),
-            "shape": list(p.shape),
-            "kind": _kind(ish),
-            "width_mult": float(ish.width_mult()) if cfg.mup else 1.0,
-            "lr_mult": float(lr_mult.get(id(p), 1.0)),
-            "wd_mult": float(wd_mult.get(id(p), 1.0)),
-            "init": init,
-            "init_std": std,
-        }
-        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in row.items() if k != "init_std")
-        key += (None if std is None else round(std, 12),)
-        if key in groups:
-            groups[key]["count"] += 1
-        else:
-            groups[key] = {"name": row.pop("name"), "count": 1, **row}
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            name = f"{mname}.{pname}" if mname else pname
+            ish = infshapes[name]
+            kind = _kind(module, pname, ish)
+            if builtin:
+                init, std = rules[name]
+            else:
+                init, std = None, None if p.is_meta or p.numel() < 2 else float(p.detach().float().std())
+            forward_mult = 1.0
+            if kind == "readout":
+                mult = getattr(module, "output_mult", cfg.output_mult)
+                forward_mult = float(mult / ish.width_mult()) if cfg.mup else float(cfg.output_mult)
+            row = {
+                "name": _pattern(name),
+                "shape": list(p.shape),
+                "kind": kind,
+                "width_mult": float(ish.width_mult()) if cfg.mup else 1.0,
+                "lr_mult": float(lr_mult.get(id(p), 1.0)),
+                "wd_mult": float(wd_mult.get(id(p), 1.0)),
+                "forward_mult": forward_mult,
+                "init": init,
+                "init_std": std,
+            }
+            key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in row.items() if k != "init_std")
+            key += (None if std is None else round(std, 12),)
+            if key in groups:
+                groups[key]["count"] += 1
+            else:
+                groups[key] = {"name": row.pop("name"), "count": 1, **row}
     return list(groups.values())
 
 
@@ -516,23 +528,25 @@ def coord_check(
     widths: Sequence[int],
     family: Family,
     *,
-    steps: int = 4,
-    lr: float = 1e-2,
+    steps: int = 3,
+    lr: float = 3e-3,
     optimizer: str = "adam",
-    batch_size: int = 32,
-    seeds: Sequence[int] = (0,),
-    batches: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    batch_size: int = 16,
+    seeds: Sequence[int] = (0, 1),
+    batch_fn: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     metric: str = "change",
     device: str | torch.device = "cpu",
 ) -> CoordCheck:
-    """mup's coordinate check: train each width a few steps on fixed batches, measure every layer's output.
+    """mup's coordinate check: train each width a few steps on one fixed batch, measure every layer's output.
 
-    For each width (and seed), the model is built with `make_cfg(width)`, trained `steps` steps (µP: MuAdam; SP:
-    Adam) on the same batches, and every named submodule's output (plus the model's, as "logits") is recorded on a
-    fixed probe batch. `metric="change"` takes mean |h_t - h_0| per coordinate, `"l1"` mean |h_t|. Under µP the slope
-    of log(value) vs log(width) stays near 0 in every layer; a layer whose slope is clearly positive blows up with
-    width (`CoordCheck.unstable()`). `batches(cfg, generator) -> (x, y)` supplies data for models the synthetic
-    batches do not fit.
+    For each width (and seed) the model is built with `make_cfg(width)` and trained `steps` steps (µP: MuAdam etc;
+    SP: the torch optimizer) on one batch, the same at every width; the output of every named submodule (and the
+    model's own, as "logits") is recorded on that batch before and after. `metric="change"` takes the mean
+    |h_t - h_0| per coordinate, `"l1"` the mean |h_t|. Under µP the slope of log(value) vs log(width) stays near 0
+    in every layer (finite widths pull it a little below 0); a clearly positive slope is a layer that blows up
+    with width (`CoordCheck.unstable()`). A fixed batch and a moderate LR keep the signal clean: at lr 1e-2 an SP
+    MLP's softmax saturates within a few steps and hides its own blow-up. `batch_fn(cfg, generator) -> (x, y)`
+    supplies data for models that `synthetic_batch` does not fit.
     """
     if metric not in ("change", "l1"):
         raise ValueError("metric is 'change' or 'l1'")
@@ -542,7 +556,8 @@ def coord_check(
         cfg = make_cfg(width)
         acc: dict[str, float] = {}
         for seed in seeds:
-            for k, v in _coord_run(cfg, family, steps, lr, optimizer, batch_size, seed, batches, metric, device).items():
+            run = _coord_run(cfg, family, steps, lr, optimizer, batch_size, seed, batch_fn, metric, device)
+            for k, v in run.items():
                 acc[k] = acc.get(k, 0.0) + v / len(seeds)
         per_width.append(acc)
     layers = [k for k in per_width[0] if all(k in d for d in per_width)]
@@ -559,22 +574,16 @@ def _coord_run(
     optimizer: str,
     batch_size: int,
     seed: int,
-    batches: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None,
+    batch_fn: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None,
     metric: str,
     device: str | torch.device,
 ) -> dict[str, float]:
     torch.manual_seed(seed)
     model = build_model(cfg, family, device)
     opt = optimizer_for(model.parameters(), cfg.parametrization, optimizer, lr=lr)
-    # The same batches at every width (they depend on the seed only), so widths differ in width alone.
+    # The batch depends on the seed only, so widths differ in width alone.
     gen = torch.Generator().manual_seed(10_000 + seed)
-    draw = batches or (lambda c, g: synthetic_batch(c, batch_size, g))
-    import os
-    if os.environ.get("CC_SAME"):
-        b = tuple(t.to(device) for t in draw(cfg, gen)); data = [b] * (steps + 1)
-    else:
-        data = [tuple(t.to(device) for t in draw(cfg, gen)) for _ in range(steps + 1)]
-    probe_x = data[0][0]
+    x, y = (t.to(device) for t in (batch_fn or (lambda c, g: synthetic_batch(c, batch_size, g)))(cfg, gen))
 
     outputs: dict[str, torch.Tensor] = {}
 
@@ -591,13 +600,13 @@ def _coord_run(
         outputs.clear()
         model.eval()
         with torch.no_grad():
-            outputs["logits"] = model(probe_x).detach().float()
+            outputs["logits"] = model(x).detach().float()
         model.train()
         return dict(outputs)
 
     try:
         h0 = probe()
-        for x, y in data[1:]:
+        for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             _loss(model(x), y).backward()
             opt.step()

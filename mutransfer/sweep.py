@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -279,7 +280,11 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
     """Join a cluster at `address`, or start Ray in this process on the local machine."""
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+    # Tune reads back per-trial result files that we keep off (the database has the results), and a local
+    # in-process cluster's token auth is on by default: neither is news to a user.
+    for noisy in ("ray.tune.analysis.experiment_analysis", "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                                   configure_logging=True)
     # Trials import mutransfer on the workers: ship this checkout unless the package is installed there.
     if address:
@@ -350,8 +355,12 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     init_ray(recipe, address)
     check_resources(recipe)
     store.set_sweep_status(sweep.id, "running")
-    storage = Path(storage_dir or os.environ.get("MUTRANSFER_RAY_DIR") or tempfile.gettempdir()) / "mutransfer-ray"
-    storage.mkdir(parents=True, exist_ok=True)
+    # Tune's experiment folder holds nothing the database lacks (resume comes from the store): a scratch folder,
+    # removed at the end, under $MUTRANSFER_RAY_DIR if the user wants it elsewhere than the temp dir.
+    base = storage_dir or os.environ.get("MUTRANSFER_RAY_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    storage = Path(tempfile.mkdtemp(prefix="mutransfer-ray-", dir=base))
     res = recipe.resources
     resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
     threads = max(1, int(res.cpus))
@@ -370,6 +379,8 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
         except KeyboardInterrupt:
             store.set_sweep_status(sweep.id, "interrupted")
             raise
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
     left = len(specs) - len(store.trial_keys(sweep.id, statuses=FINISHED))
     store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
     return _summary(store, sweep.id, name, len(specs), len(todo), t0)

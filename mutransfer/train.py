@@ -61,6 +61,11 @@ def lr_factor(train: Train, steps: int) -> Callable[[int], float]:
     return factor
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, train: Train, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR sets each group's LR to its own initial LR times the factor: mup's per-group ratios survive."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train, steps))
+
+
 def _threads(threads: int | None) -> int:
     if threads is None:
         env = os.environ.get(THREADS_ENV, "").strip()
@@ -102,8 +107,8 @@ def train(
     model = build(spec, dataset, device)
     n_params = count_params(model)
     opt = make_optimizer(model, spec)
+    sched = make_scheduler(opt, cfg, spec.steps)
     factor = lr_factor(cfg, spec.steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     base_lr = float(spec.hparam("lr"))
 
     gen = torch.Generator().manual_seed(spec.seed)
