@@ -115,7 +115,9 @@ def sweep(
             raise UserError(f"--name: {name!r} is not a valid sweep name (letters, digits, '-', '_', '.')") from None
     from mutransfer.data import load_dataset
 
-    load_dataset(r.data, r.model)  # bad data fails here, before anything is written
+    dataset = load_dataset(r.data, r.model)  # bad data fails here, before anything is written
+    for point in r.scales.points():
+        dataset.check(point.seq_len)
     store = _store(db)
     from mutransfer.sweep import run_sweep
 

@@ -267,16 +267,20 @@ def _base_and_delta(fn: Builder, cfg: BuildConfig, builtin: bool) -> tuple[nn.Mo
     return base, delta
 
 
-def _assemble(cfg: BuildConfig, family: Family, device: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The model (µP base shapes set, built-ins initialised) and the base/delta shapes."""
+def _assemble(
+    cfg: BuildConfig, family: Family, device: str | torch.device, *, shapes: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (µP base shapes set, built-ins initialised) and, when made, the base/delta shapes."""
     builtin = _is_builtin(family)
     fn = _builder(family)
     model = _construct(fn, cfg, device, builtin)
+    if not (cfg.mup or builtin or shapes):
+        return model, {}  # a user's SP model: nothing to rescale, no reason to call the builder twice more
     base, delta = _base_and_delta(fn, cfg, builtin)
     if cfg.mup:
         mup.set_base_shapes(model, base, delta=delta)
     if builtin:
-        init_builtin(model, cfg, family, base_shapes=mup.get_shapes(base))  # type: ignore[arg-type]
+        init_builtin(model, cfg, family, base_shapes=mup.get_shapes(base))
     return model, {"base": mup.get_shapes(base), "delta": mup.get_shapes(delta)}
 
 
@@ -438,7 +442,7 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
     target costs no memory.
     """
     builtin = _is_builtin(family)
-    model, shapes = _assemble(cfg, family, "meta")
+    model, shapes = _assemble(cfg, family, "meta", shapes=True)
     infshapes = mup.shape.zip_infshapes(mup.make_base_shapes(shapes["base"], shapes["delta"]), model)
     rules = init_rules(model, cfg, family, shapes["base"]) if builtin else {}
     lr_mult: dict[int, float] = {}

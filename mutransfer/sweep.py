@@ -65,11 +65,7 @@ class SweepSummary:
 def _run_trial(config: dict[str, Any], specs: dict[str, TrialSpec] | None = None,
                template: TrialSpec | None = None, threads: int = 1) -> None:
     """The Ray trainable. Reports every evaluation; the last report carries the trial's outcome."""
-    import torch
-
     from mutransfer.train import train
-
-    torch.set_num_threads(max(1, threads))
     if specs is not None:
         spec = specs[config["key"]]
     else:  # adaptive search: the searcher picked the values
@@ -87,7 +83,7 @@ def _run_trial(config: dict[str, Any], specs: dict[str, TrialSpec] | None = None
 
     start = time.time()
     try:
-        result = train(spec, report)
+        result = train(spec, report, threads=threads)
     except Exception as e:  # a trial that raises is data: stored as failed with its message, the sweep goes on
         tb = traceback.format_exc(limit=-3)
         tune.report({"final": True, "status": "failed", "error": f"{type(e).__name__}: {e}\n{tb}",
@@ -410,8 +406,11 @@ def _fit_tuner(trainable: Any, param_space: dict[str, Any], search_alg: Any, num
 def _run_optuna(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpec], resources: dict[str, float],
                 threads: int, storage: Path, name: str, prog: Progress) -> None:
     """TPE is adaptive, so each scale point gets its own Optuna study; trial keys are handed out in start order."""
+    import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     space = _tune_space(recipe)
     by_group: dict[str, list[TrialSpec]] = defaultdict(list)

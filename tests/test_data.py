@@ -28,7 +28,7 @@ def test_digits_shapes_split_and_standardisation() -> None:
     assert torch.allclose(xt.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     x, y = ds.get_batch("train", 32, 1, _gen())
     assert x.shape == (32, 64) and x.dtype == torch.float32
-    assert y.shape == (32,) and y.dtype == torch.long and 0 <= int(y.min()) and int(y.max()) <= 9
+    assert y.shape == (32,) and y.dtype == torch.long and int(y.min()) >= 0 and int(y.max()) <= 9
     xv, _ = ds.get_batch("val", 16, 1, _gen())
     assert xv.shape == (16, 64)
     # The same generator state gives the same batch; the cache gives the same object.

@@ -96,3 +96,23 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "hunter2" not in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+def test_optuna_search_fills_every_planned_trial(tmp_path: Path) -> None:
+    from mutransfer.store import Store
+
+    recipe = RECIPE.replace("name: tiny", "name: tpe").replace("  samples: 4", "  method: optuna\n  samples: 4")
+    recipe = recipe.replace("width: [16, 32, 64]", "width: [16, 32]")
+    recipe = recipe.replace("    lr: {loguniform: [1.0e-3, 3.0e+3]}",
+                            "    lr: {loguniform: [1.0e-3, 3.0e+3]}\n    output_mult: {choice: [0.5, 2.0]}")
+    (tmp_path / "tpe.yaml").write_text(recipe)
+    db = f"sqlite:///{tmp_path / 'mt.db'}"
+    res = run(["sweep", "tpe.yaml"], tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    store = Store.open(db)
+    trials = store.trials_frame(store.get_sweep("tpe").id)
+    assert len(trials) == 8 and set(trials["status"]) <= {"completed", "diverged"}
+    # The values Optuna chose are stored with each trial.
+    assert trials["hp.lr"].between(1e-3, 3e3).all()
+    assert set(trials["hp.output_mult"]) <= {0.5, 2.0}
