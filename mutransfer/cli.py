@@ -274,7 +274,7 @@ def export(
     else:
         fit_id, data = latest
         result = FitResult.from_dict(data)
-    groups = _param_groups(recipe, param)
+    groups = _param_groups(recipe, param, result)
     config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
                            param_groups=groups, parametrization=param)
     text = render(config, fmt)  # type: ignore[arg-type]
@@ -289,15 +289,12 @@ def export(
         typer.echo(f"wrote {output} ({fmt}, sweep {s.name}, fit {fit_id})", err=True)
 
 
-def _param_groups(recipe: Any, parametrization: str) -> list[dict[str, Any]] | None:
+def _param_groups(recipe: Any, parametrization: str, fit: Any) -> list[dict[str, Any]]:
     """Per-parameter-group LR and init at the target size, from the target built on the meta device."""
     from mutransfer.export import target_build_config
+    from mutransfer.proxy import describe_groups
 
-    try:
-        from mutransfer.proxy import describe_groups
-    except ImportError:
-        return None
-    cfg = target_build_config(recipe, parametrization)
+    cfg = target_build_config(recipe, parametrization, fit)
     return describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
 
 

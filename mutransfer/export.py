@@ -168,6 +168,9 @@ def _mup(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[str, An
     wm = t.width / m.base_width
     lr, wd = values["lr"], values["weight_decay"]
     init_std = values.get("init_std")
+    if init_std is None and recipe.model.family in ("gpt", "mlp"):
+        # The family's default (see mutransfer.proxy): stated, so a launcher need not know it.
+        init_std = 0.02 if recipe.model.family == "gpt" else recipe.model.base_width ** -0.5
     output_mult, embed_mult = values["output_mult"], values["embed_mult"]
     sgd = opt == "sgd"
     # mup 1.0: MuAdam/MuAdamW divide hidden (two width dims) LR by width_mult and multiply their weight decay by it;
