@@ -222,12 +222,24 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
 
     store = _store(db)
     s = _sweep(store, sweep)
-    frame = store.trials_frame(s.id)
-    if not len(frame) or not (frame["status"] == "completed").any():
-        raise UserError(f"sweep {s.name!r} has no completed trial to fit yet: run `mutransfer sweep` first")
+    frame = _completed_frame(store, s)
     result = fit_sweep(frame, _recipe_of(s), seed=seed)
     fit_id = store.save_fit(s.id, result.to_dict())
     _print_fit(result, s.name, fit_id)
+
+
+def _completed_frame(store: Any, s: Any) -> Any:
+    """The sweep's trials, or a one-line reason why there is nothing to fit."""
+    frame = store.trials_frame(s.id)
+    if len(frame) and (frame["status"] == "completed").any():
+        return frame
+    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+    finished = sum(counts.get(k, 0) for k in ("diverged", "failed"))
+    if finished and finished == len(frame):
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        raise UserError(f"sweep {s.name!r} has no completed trial ({detail}): lower the top of the learning-rate "
+                        "range (diverged) or see `mutransfer show` for the errors (failed)")
+    raise UserError(f"sweep {s.name!r} has no completed trial yet: run `mutransfer sweep` on its recipe first")
 
 
 def _print_fit(result: Any, name: str, fit_id: int) -> None:
@@ -266,10 +278,7 @@ def export(
         raise UserError(f"--parametrization: sweep {s.name!r} has {', '.join(params)}, not {param!r}")
     latest = store.latest_fit(s.id)
     if latest is None:
-        frame = store.trials_frame(s.id)
-        if not len(frame) or not (frame["status"] == "completed").any():
-            raise UserError(f"sweep {s.name!r} has no completed trial: nothing to export")
-        result = fit_sweep(frame, recipe)
+        result = fit_sweep(_completed_frame(store, s), recipe)
         fit_id = store.save_fit(s.id, result.to_dict())
     else:
         fit_id, data = latest

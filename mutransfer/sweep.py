@@ -113,6 +113,10 @@ class Progress:
         self._live: Any = None
         self._t0 = time.time()
 
+    # Tune pickles its callbacks (and so this) into its experiment folder; the live display stays behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_live": None}
+
     def __enter__(self) -> Progress:
         if self.tty:
             from rich.console import Console
