@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 SWEEP_STATUSES = ("planned", "running", "done", "interrupted", "failed")
+TRIAL_ROLES = ("sweep", "verify")
 TRIAL_STATUSES = ("pending", "running", "completed", "diverged", "failed")
 FINISHED_STATUSES = ("completed", "diverged", "failed")
 SPECIAL_VALUES = ("nan", "inf", "-inf")
@@ -249,6 +251,7 @@ class Trial(Base):
         UniqueConstraint("sweep_id", "key"),
         Index("ix_trials_sweep_id_status", "sweep_id", "status"),
         CheckConstraint(_in("status", TRIAL_STATUSES), name="status"),
+        CheckConstraint(_in("role", TRIAL_ROLES), name="role"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -276,6 +279,23 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # sweep: planned by the recipe, fitted. verify: a check of the transferred value at a larger size.
+    role: Mapped[str] = mapped_column(String(16), default="sweep", server_default="sweep")
+
+
+class Check(Base):
+    """A coordinate check (or another model check) of a recipe's model, stored with its sweep."""
+
+    __tablename__ = "checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # coord
+    parametrization: Mapped[str] = mapped_column(String(16))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[str] = mapped_column(Text)  # one paragraph, in words
+    result_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MetricPoint(Base):

@@ -838,6 +838,9 @@ def _prepare(trials: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"trials frame lacks columns {', '.join(missing)}")
     df = trials.copy()
+    if "role" in df:
+        # Verification trials check the transferred value at a larger size: evidence about the fit, not for it.
+        df = df[df["role"].fillna("sweep") == "sweep"].copy()
     if "seq_len" not in df:
         df["seq_len"] = 1
     if "key" not in df:

@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 PLANNED_COLUMNS = (
     "key", "group", "parametrization", "width", "depth", "batch_size", "seq_len", "steps_planned", "sample",
-    "repeat", "seed",
+    "repeat", "seed", "role",
 )
 RESULT_COLUMNS = (
     "status", "metric", "best_metric", "steps", "wall_time", "flops", "n_params", "node", "error", "started_at",
@@ -105,14 +105,15 @@ class TrialRecord:
     repeat: int
     seed: int
     hparams: dict[str, Any] = field(default_factory=dict)
+    role: str = "sweep"  # or "verify": a check at a larger size, not part of the fit
 
     @classmethod
-    def from_spec(cls, spec: TrialSpec) -> TrialRecord:
+    def from_spec(cls, spec: TrialSpec, role: str = "sweep") -> TrialRecord:
         s = spec.scale
         return cls(
             key=spec.key, group=spec.group, parametrization=spec.parametrization, width=s.width, depth=s.depth,
             batch_size=s.batch_size, seq_len=s.seq_len, steps_planned=spec.steps, sample=spec.sample,
-            repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams),
+            repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams), role=role,
         )
 
 

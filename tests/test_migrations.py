@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from mutransfer import db
 from mutransfer.store import Store, StoreError
 
-TABLES = {"sweeps", "trials", "metric_points", "fits", "exports"}
+TABLES = {"checks", "sweeps", "trials", "metric_points", "fits", "exports"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -157,3 +157,28 @@ def test_concurrent_first_opens_create_the_schema_once(db_url: str) -> None:
         t.join()
     assert not errors, errors
     assert db.current_revision(db_url) == db.head_revision()
+
+
+def test_first_revision_upgrades_with_its_data(db_url: str) -> None:
+    """A database made at 0001 keeps its trials on the way to head; they become the sweep's own (role 'sweep')."""
+    db.upgrade(db_url, "0001")
+    engine = db.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO sweeps (id, name, recipe_text, recipe_json, recipe_hash, status, total_trials, "
+                "metric_name, created_at, updated_at) VALUES (1, 'old', 'x', '{}', 'h', 'done', 1, 'val_loss', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(sa.text(
+                "INSERT INTO trials (sweep_id, key, \"group\", parametrization, width, depth, batch_size, seq_len, "
+                "steps_planned, sample, repeat, seed, hparams, status, metric) VALUES (1, 'mup/a/000', 'mup/a', "
+                "'mup', 32, 2, 8, 1, 10, 0, 0, 0, '{\"lr\": 0.01}', 'completed', 0.5)"))
+        db.upgrade(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT key, metric, role FROM trials")).all()
+        assert [tuple(r) for r in rows] == [("mup/a/000", 0.5, "sweep")]
+        db.downgrade(db_url, "0001")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM trials")).scalar() == 1
+    finally:
+        engine.dispose()
