@@ -43,8 +43,9 @@ def _user_errors(fn: F) -> F:
         try:
             from mutransfer.data import DataError
             from mutransfer.sweep import SweepError
+            from mutransfer.verify import VerifyError
 
-            errors = (*errors, SweepError, DataError)
+            errors = (*errors, SweepError, DataError, VerifyError)
         except ImportError:  # pragma: no cover - heavy deps missing; the import error itself is the message
             pass
         try:
@@ -192,6 +193,9 @@ def show(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: Db
     t = Table()
     for col in ("scale point", "trials", "completed", "diverged", "failed", "best metric", *hp_cols):
         t.add_column(col.removeprefix("hp.") + (" (best)" if col.startswith("hp.") else ""))
+    if len(frame):
+        frame = frame.assign(group=[g + (" (verify)" if r == "verify" else "") for g, r in
+                                    zip(frame["group"], frame["role"], strict=True)])
     for group, rows in frame.groupby("group", sort=False):
         done = rows[rows["status"] == "completed"]
         if len(done):
@@ -305,6 +309,61 @@ def _param_groups(recipe: Any, parametrization: str, fit: Any) -> list[dict[str,
 
     cfg = target_build_config(recipe, parametrization, fit)
     return describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
+
+
+@app.command()
+@_user_errors
+def verify(
+    sweep: Annotated[str, typer.Argument(help="Sweep id or name.")],
+    width: Annotated[int | None, typer.Option(help="Width to verify at (larger than every proxy).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Depth to verify at.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size to verify at.")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Sequence length to verify at.")] = None,
+    hparam: Annotated[str, typer.Option(help="The hyperparameter to vary around its transferred value.")] = "lr",
+    factors: Annotated[str, typer.Option(help="Multipliers of the transferred value to try.")] = "0.5,2",
+    repeats: Annotated[int, typer.Option(min=1, help="Seeds per value.")] = 1,
+    parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Train the transferred value and its neighbours at a size larger than any proxy; say if the transfer held."""
+    from mutransfer.fit import FitResult, fit_sweep
+    from mutransfer.sweep import run_specs
+    from mutransfer.verify import parse_factors, plan_verification, report, verify_scale
+
+    store = _store(db)
+    s = _sweep(store, sweep)
+    recipe = _recipe_of(s)
+    params = recipe.model.parametrizations
+    param = parametrization or ("mup" if "mup" in params else params[0])
+    if param not in params:
+        raise UserError(f"--parametrization: sweep {s.name!r} has {', '.join(params)}, not {param!r}")
+    sizes = {k: v for k, v in {"width": width, "depth": depth, "batch_size": batch_size, "seq_len": seq_len}.items()
+             if v is not None}
+    scale = verify_scale(recipe, sizes)
+    latest = store.latest_fit(s.id)
+    result = FitResult.from_dict(latest[1]) if latest else fit_sweep(_completed_frame(store, s), recipe)
+    specs = plan_verification(recipe, result, scale, parametrization=param, hparam=hparam,
+                              factors=parse_factors(factors), repeats=repeats)
+    typer.echo(f"verify {s.name}: {len(specs)} trials at {scale.tag()} ({param}), {hparam} x "
+               f"{', '.join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))}", err=True)
+    run_specs(recipe, store, s.id, specs, role="verify", address=address, progress=not quiet)
+    rep = report(store.trials_frame(s.id), specs, hparam)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"verification at {rep.scale} ({rep.parametrization})")
+    for col in ("factor", hparam, s.metric_name, "status"):
+        t.add_column(col)
+    for row in rep.rows:
+        t.add_row(f"x{row.factor:g}" + (" (transferred)" if row.factor == 1.0 else ""), f"{row.value:.4g}",
+                  f"{row.metric:.4f}" if row.metric is not None else "-", row.statuses)
+    c = Console()
+    c.print(t)
+    c.print(rep.summary())
+    store.save_check(s.id, "verify", param, rep.transferred_is_best, rep.summary(), rep.to_dict()) \
+        if hasattr(store, "save_check") else None
 
 
 @db_app.command("upgrade")

@@ -1255,3 +1255,24 @@ def quad_curve(opt: Optimum, n: int = 50) -> tuple[np.ndarray, np.ndarray] | Non
     xx = 2.0**uu if opt.kind == "log" else uu
     return xx, yy
 
+
+
+def value_at(result: FitResult, parametrization: str, hparam: str, scale: Scale) -> Any:
+    """The fitted value of `hparam` at any `scale`: the base optimum moved along each fitted axis law.
+
+    The same rule as the transfer to the target, for a size of the user's choosing (`mutransfer verify`).
+    None when the base point has no optimum for it.
+    """
+    kind = result.hparams.get(hparam)
+    if kind is None:
+        raise KeyError(f"{hparam!r} was not swept")
+    if kind == "choice":
+        return result.transfer(parametrization, hparam).value
+    opt = result.point(parametrization, result.base).optima.get(hparam)
+    if opt is None or not opt.found or opt.u is None:
+        return None
+    u = float(opt.u)
+    for law in result.laws:
+        if (law.parametrization, law.hparam) == (parametrization, hparam) and law.fitted:
+            u += law.slope * (math.log2(getattr(scale, law.axis)) - math.log2(getattr(result.base, law.axis)))
+    return float(2.0**u) if kind == "log" else float(u)

@@ -51,6 +51,9 @@ def fit_tables(result: FitResult) -> list[Any]:
                       f"{law.slope:+.3f}" if law.fitted else "-", _interval(law.slope_lo, law.slope_hi), law.note)
         tables.append(t)
 
+    if len(result.parametrizations) > 1 and result.laws:
+        tables.append(_compare(result))
+
     t = Table(title=f"transferred to the target (width {result.target.width}, depth {result.target.depth}, "
                     f"batch {result.target.batch_size}, seq {result.target.seq_len})")
     for col in ("param.", "hparam", "value at target", "interval", "base optimum", "extrapolation"):
@@ -71,3 +74,38 @@ def fit_tables(result: FitResult) -> list[Any]:
             t.add_row(w.code, where, w.message)
         tables.append(t)
     return tables
+
+
+def compare_rows(result: FitResult) -> list[dict[str, Any]]:
+    """µP against SP: for each hyperparameter and axis, each parametrization's slope side by side."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for law in result.laws:
+        row = rows.setdefault((law.hparam, law.axis), {"hparam": law.hparam, "axis": law.axis})
+        row[law.parametrization] = law
+    return list(rows.values())
+
+
+def _compare(result: FitResult) -> Any:
+    from rich.table import Table
+
+    params = list(result.parametrizations)
+    t = Table(title="µP vs SP: how the optimum moves per doubling of scale (slope of log2 optimum; 0 = it "
+                    "transfers)")
+    t.add_column("hparam")
+    t.add_column("axis")
+    for p in params:
+        t.add_column(f"{p} slope [interval]")
+    t.add_column("reading")
+    for row in compare_rows(result):
+        cells, flat = [], {}
+        for p in params:
+            law = row.get(p)
+            if law is None or not law.fitted:
+                cells.append("-")
+                continue
+            cells.append(f"{law.slope:+.2f} {_interval(law.slope_lo, law.slope_hi)}")
+            lo, hi = law.slope_lo, law.slope_hi
+            flat[p] = lo is not None and hi is not None and lo <= 0 <= hi
+        reading = ", ".join(f"{p}: {'stays put' if flat[p] else 'drifts'}" for p in flat)
+        t.add_row(row["hparam"], row["axis"], *cells, reading)
+    return t

@@ -392,9 +392,11 @@ class Store:
 
     @staticmethod
     def _stats(s: Session, sweep_id: int | None) -> tuple[dict[int, dict[str, int]], dict[int, float]]:
-        """Trials per status and best completed metric, per sweep, in two grouped queries."""
-        q = select(Trial.sweep_id, Trial.status, func.count()).group_by(Trial.sweep_id, Trial.status)
-        b = (select(Trial.sweep_id, func.min(Trial.metric)).where(Trial.status == "completed")
+        """Trials per status and best completed metric, per sweep, in two grouped queries (the sweep's own
+        trials: verification trials run at other sizes and are reported apart)."""
+        q = (select(Trial.sweep_id, Trial.status, func.count()).where(Trial.role == "sweep")
+             .group_by(Trial.sweep_id, Trial.status))
+        b = (select(Trial.sweep_id, func.min(Trial.metric)).where(Trial.status == "completed", Trial.role == "sweep")
              .group_by(Trial.sweep_id))
         if sweep_id is not None:
             q, b = q.where(Trial.sweep_id == sweep_id), b.where(Trial.sweep_id == sweep_id)

@@ -355,12 +355,7 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     init_ray(recipe, address)
     check_resources(recipe)
     store.set_sweep_status(sweep.id, "running")
-    # Tune's experiment folder holds nothing the database lacks (resume comes from the store): a scratch folder,
-    # removed at the end, under $MUTRANSFER_RAY_DIR if the user wants it elsewhere than the temp dir.
-    base = storage_dir or os.environ.get("MUTRANSFER_RAY_DIR")
-    if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    storage = Path(tempfile.mkdtemp(prefix="mutransfer-ray-", dir=base))
+    storage = _scratch(storage_dir)
     res = recipe.resources
     resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
     threads = max(1, int(res.cpus))
@@ -384,6 +379,45 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     left = len(specs) - len(store.trial_keys(sweep.id, statuses=FINISHED))
     store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
     return _summary(store, sweep.id, name, len(specs), len(todo), t0)
+
+
+def _scratch(storage_dir: str | None) -> Path:
+    """Tune's experiment folder holds nothing the database lacks (resume comes from the store): a scratch folder,
+    removed at the end, under $MUTRANSFER_RAY_DIR if the user wants it elsewhere than the temp dir."""
+    base = storage_dir or os.environ.get("MUTRANSFER_RAY_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="mutransfer-ray-", dir=base))
+
+
+def run_specs(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpec], *, role: str,
+              address: str | None = None, storage_dir: str | None = None, progress: bool = True) -> int:
+    """Run trials whose values are fixed (e.g. verification trials) into an existing sweep; resumable like a sweep.
+
+    Returns how many ran now (the others had finished before).
+    """
+    store.add_trials(sweep_id, [TrialRecord.from_spec(s, role=role) for s in specs])
+    store.reset_unfinished(sweep_id)
+    finished = store.trial_keys(sweep_id, statuses=FINISHED)
+    todo = [s for s in specs if s.key not in finished]
+    if not todo:
+        return 0
+    init_ray(recipe, address)
+    check_resources(recipe)
+    storage = _scratch(storage_dir)
+    res = recipe.resources
+    resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
+    with Progress(len(specs), len(specs) - len(todo), {}, recipe.train.metric, enabled=progress) as prog:
+        try:
+            trainable = tune.with_resources(
+                tune.with_parameters(_run_trial, specs={s.key: s for s in todo}, threads=max(1, int(res.cpus))),
+                resources)
+            cb = StoreCallback(store, sweep_id, lambda t: t.config["key"], prog, recipe.train.metric)
+            _fit_tuner(trainable, {"key": tune.grid_search([s.key for s in todo])}, None, 1, res.max_concurrent,
+                       storage, f"{role}-{sweep_id}", cb)
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+    return len(todo)
 
 
 def _fit_tuner(trainable: Any, param_space: dict[str, Any], search_alg: Any, num_samples: int,
@@ -445,6 +479,8 @@ def _run_optuna(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpe
 
 def _summary(store: Store, sweep_id: int, name: str, total: int, ran: int, t0: float) -> SweepSummary:
     frame = store.trials_frame(sweep_id)
+    if len(frame):
+        frame = frame[frame["role"] == "sweep"]
     counts = {str(k): int(v) for k, v in frame["status"].value_counts().items()} if len(frame) else {}
     best: dict[str, tuple[float, str]] = {}
     done = frame[frame["status"] == "completed"] if len(frame) else frame

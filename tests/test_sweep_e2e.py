@@ -75,8 +75,21 @@ def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
     assert len(store.trials_frame(sweep.id)) == 12
     assert len(store.curves_frame(sweep.id)) == len(curves)
     assert run(["fit", "tiny"], tmp_path, db).returncode == 0
+
+    # A check at a larger size than any proxy: stored in the same sweep, as verification trials.
+    res = run(["verify", "tiny", "--width", "128", "-q"], tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "verification at w128-d2-b32-s1" in res.stdout
+    assert "the transfer held" in res.stdout or "beat the transferred" in res.stdout or "failed there" in res.stdout
+    trials = store.trials_frame(sweep.id)
+    ver = trials[trials["role"] == "verify"]
+    assert len(ver) == 3 and set(ver["width"]) == {128} and set(ver["status"]) <= {"completed", "diverged"}
+    lrs = sorted(ver["hp.lr"])
+    assert lrs[1] == pytest.approx(2 * lrs[0]) and lrs[2] == pytest.approx(2 * lrs[1])
     res = run(["ls"], tmp_path, db)
     assert res.returncode == 0 and "tiny" in res.stdout and "12/12" in res.stdout
+    res = run(["verify", "tiny", "--width", "64"], tmp_path, db)
+    assert res.returncode == 2 and "larger than every proxy" in res.stderr
 
 
 def test_bad_recipe_exits_2_and_writes_nothing(tmp_path: Path) -> None:
