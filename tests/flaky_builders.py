@@ -1,0 +1,30 @@
+"""User builders that misbehave on purpose, for the reliability tests (tests/ is put on sys.path)."""
+
+from __future__ import annotations
+
+import mup
+import torch
+from torch import nn
+
+from mutransfer.proxy import BuildConfig
+
+
+class Boom(nn.Module):
+    """A µP MLP whose forward raises when the trial's own `boom` hyperparameter says so."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        assert cfg.input_dim is not None
+        self.fc1 = nn.Linear(cfg.input_dim, cfg.width)
+        self.fc2 = nn.Linear(cfg.width, cfg.width)
+        self.head = mup.MuReadout(cfg.width, cfg.num_classes, readout_zero_init=True)
+        self.boom = bool(cfg.hparams.get("boom", 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.boom:
+            raise RuntimeError("boom: this trial's model fails on purpose")
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def boom(cfg: BuildConfig) -> nn.Module:
+    return Boom(cfg)
