@@ -348,7 +348,7 @@ def _format(err: ValidationError) -> str:
     if isinstance(ctx_err, _FieldError):
         return f"{ctx_err.path}: {ctx_err.msg}"
     # Drop pydantic's union-branch names (e.g. 'LogUniform') so the path reads like the YAML.
-    loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+    loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))]
     path = ".".join(loc) or "recipe"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
