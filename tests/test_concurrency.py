@@ -1,0 +1,60 @@
+"""Two sweeps writing to one database at once, with a reader polling it: every trial and point is stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+RECIPE = """
+name: {name}
+model: {{family: mlp, parametrization: mup, base_width: 16}}
+data: {{kind: digits}}
+train: {{steps: 300, eval_interval: 10}}
+search: {{samples: 4, seed: {seed}, space: {{lr: {{loguniform: [1.0e-3, 3.0e-2]}}}}}}
+scales: {{base: {{width: 16, depth: 2, batch_size: 32}}, vary: {{width: [16, 32]}}}}
+target: {{width: 2048, depth: 2, batch_size: 32}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_sweeps_and_a_reader_share_one_database(backend: str, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    from mutransfer.store import Store
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    store = Store.open(url)  # the schema exists before the writers start, as after `mutransfer db upgrade`
+    env = {**os.environ, "MUTRANSFER_DB": url, "MUTRANSFER_RAY_DIR": str(tmp_path / "ray")}
+    procs = []
+    for i, name in enumerate(("left", "right")):
+        (tmp_path / f"{name}.yaml").write_text(RECIPE.format(name=name, seed=i))
+        procs.append(subprocess.Popen([sys.executable, "-m", "mutransfer.cli", "sweep", f"{name}.yaml", "-q"],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        for s in store.list_sweeps():  # what the dashboard does, while both write
+            store.trials_frame(s.id)
+            store.curves_frame(s.id)
+            reads += 1
+        time.sleep(0.2)
+    for p in procs:
+        out, err = p.communicate()
+        assert p.returncode == 0, err[-3000:]
+    assert reads > 0
+    for name in ("left", "right"):
+        sweep = store.get_sweep(name)
+        assert sweep is not None and sweep.status == "done"
+        trials = store.trials_frame(sweep.id)
+        assert len(trials) == 8 and set(trials["status"]) <= {"completed", "diverged"}
+        curves = store.curves_frame(sweep.id)
+        val = curves[curves["name"] == "val_loss"]
+        done = trials[trials["status"] == "completed"]["key"]
+        # 300 steps, an evaluation every 10: 30 points per completed trial, each stored once.
+        assert (val.groupby("key").size().loc[done] == 30).all()
+        assert not val.duplicated(["key", "step"]).any()
