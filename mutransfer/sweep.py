@@ -71,7 +71,11 @@ def _run_trial(config: dict[str, Any], specs: dict[str, TrialSpec] | None = None
     else:  # adaptive search: the searcher picked the values
         assert template is not None
         spec = replace(template, hparams={k: v for k, v in config.items() if k != "key"})
-    node = socket.gethostname()
+    # Hostname plus Ray's node id: two Ray nodes may share a host (and an IP) yet are different nodes.
+    try:
+        node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:
+        node = socket.gethostname()
     last: dict[str, Any] = {}
 
     def report(point: dict[str, Any]) -> None:
