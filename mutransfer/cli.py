@@ -37,9 +37,10 @@ class UserError(Exception):
 def _user_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mutransfer.check import CheckError
         from mutransfer.store import StoreError
 
-        errors: tuple[type[BaseException], ...] = (UserError, RecipeError, StoreError)
+        errors: tuple[type[BaseException], ...] = (UserError, RecipeError, StoreError, CheckError)
         try:
             from mutransfer.data import DataError
             from mutransfer.sweep import SweepError
@@ -95,6 +96,74 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
                f"seq {r.target.seq_len}")
 
 
+@app.command("coord-check")
+@_user_errors
+def coord_check(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    parametrization: Annotated[str | None, typer.Option(help="mup or sp (default: mup if the recipe has it).")]
+    = None,
+    widths: Annotated[str | None, typer.Option(help="Comma-separated widths (default: base_width x 1, 2, 4, 8).")]
+    = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML plot to write (default: "
+                                                "<recipe name>-coord-check.html).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per width.")] = 3,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: 3e-3 for Adam/AdamW, 0.1 for SGD).")]
+    = None,
+    db: DbOpt = None,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the result (with the recipe's sweep "
+                                                                   "when it has one).")] = True,
+) -> None:
+    """Train the recipe's model a few steps at several widths; say which layers blow up or vanish with width.
+
+    Exit code 0 when the check passes (or the model is SP: it is expected to blow up), 1 when a µP model fails it.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mutransfer.check import KIND, parse_widths, run_coord_check, save_figure
+
+    r = load_recipe(recipe)
+    params = r.model.parametrizations
+    param = parametrization or ("mup" if "mup" in params else params[0])
+    if param not in ("mup", "sp"):
+        raise UserError(f"--parametrization: use mup or sp, not {param!r}")
+    ws = parse_widths(widths) if widths else None
+    out = output or Path(f"{r.name}-coord-check.html")
+    st = _store(db) if store else None  # a bad --db fails now, not after the check
+    rep = run_coord_check(r, param, ws, steps=steps, lr=lr)
+    c = Console()
+    colors = {"flat": "green", "blows up": "red", "vanishes": "yellow", "non-finite": "red", "unchanged": "dim"}
+    t = Table(title=f"coordinate check: {r.name} ({param}, {r.model.family}), widths "
+                    f"{', '.join(map(str, rep.widths))}",
+              caption="w<N>: mean |change| of the layer's output per coordinate at width N; slope: of log(change) "
+                      "against log(width)")
+    t.add_column("layer", no_wrap=True)
+    t.add_column("role", no_wrap=True)
+    for col in (f"w{rep.widths[0]}", f"w{rep.widths[-1]}", "slope"):
+        t.add_column(col, justify="right", no_wrap=True, min_width=6)
+    t.add_column("verdict", no_wrap=True, min_width=10)
+    for x in rep.layers:
+        color = colors.get(x.verdict, "white")
+        t.add_row(escape(x.name), x.role, f"{x.values[0]:.3g}", f"{x.values[-1]:.3g}", f"{x.slope:+.2f}",
+                  f"[{color}]{x.verdict}[/]")
+    c.print(t)
+    c.print(escape(rep.summary()))
+    try:
+        save_figure(rep, out)
+    except OSError as e:
+        raise UserError(f"-o: cannot write {out}: {e.strerror}") from None
+    c.print(f"plot: {out} ({rep.seconds:.1f}s)")
+    if st is not None:
+        found = st.get_sweep(r.name) if r.name else None
+        sweep_id = found.id if found is not None and found.recipe_hash == r.hash() else None
+        check_id = st.save_check(sweep_id, KIND, param, rep.passed, rep.summary(), rep.to_dict())
+        c.print(f"stored as check {check_id}" + (f" of sweep {found.name}" if sweep_id is not None else "")
+                + f" in {st.masked_url}")
+    if not rep.passed:
+        raise typer.Exit(1)
+
+
 @app.command()
 @_user_errors
 def sweep(
@@ -104,8 +173,13 @@ def sweep(
                                                      "default: start Ray in this process.")] = None,
     name: Annotated[str | None, typer.Option(help="Sweep name (default: the recipe's name or file stem).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    skip_check: Annotated[bool, typer.Option("--skip-check", help="Do not run the coordinate check first (it "
+                                                                  "refuses a µP model that fails it).")] = False,
 ) -> None:
-    """Run (or resume) the sweep of RECIPE; every trial lands in the database."""
+    """Run (or resume) the sweep of RECIPE; every trial lands in the database.
+
+    First, for a µP recipe, the coordinate check (`mutransfer coord-check`): a model that fails it is refused.
+    """
     r = load_recipe(recipe)
     if name:
         from mutransfer.recipe import Recipe
@@ -120,12 +194,34 @@ def sweep(
     for point in r.scales.points():
         dataset.check(point.seq_len)
     store = _store(db)
+    # Before Ray starts and before anything is written: a refused sweep leaves no row behind.
+    checks = [] if skip_check else _coord_gate(r, recipe, dataset)
     from mutransfer.sweep import run_sweep
 
     text = recipe.read_text(encoding="utf-8")
     typer.echo(f"sweep {r.name!r} -> {store.masked_url}", err=True)
-    summary = run_sweep(r, store, recipe_text=text, address=address, progress=not quiet)
+    summary = run_sweep(r, store, recipe_text=text, address=address, progress=not quiet, checks=checks)
     _print_summary(summary)
+
+
+def _coord_gate(r: Any, recipe_path: Path, dataset: Any) -> list[Any]:
+    """The coordinate check of each µP parametrization; a failure refuses the sweep (exit 2, one line)."""
+    from mutransfer.check import KIND, run_coord_check
+    from mutransfer.store import CheckRecord
+
+    records = []
+    for param in r.model.parametrizations:
+        if param != "mup":
+            continue  # SP is expected to blow up: nothing to gate
+        rep = run_coord_check(r, param, dataset=dataset)
+        if not rep.passed:
+            raise UserError(rep.headline(str(recipe_path)))
+        worst = max((abs(x.slope) for x in rep.layers if x.verdict == "flat"), default=0.0)
+        typer.echo(f"coordinate check ({param}): passed, every layer flat in width (|slope| <= {worst:.2f}, "
+                   f"widths {rep.widths[0]}..{rep.widths[-1]}, {rep.seconds:.1f}s)", err=True)
+        records.append(CheckRecord(kind=KIND, parametrization=param, passed=rep.passed, summary=rep.summary(),
+                                   result=rep.to_dict()))
+    return records
 
 
 def _print_summary(summary: Any) -> None:
@@ -209,6 +305,21 @@ def show(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: Db
     c.print(t)
     fit = store.latest_fit(s.id)
     c.print("fit: " + ("stored; `mutransfer fit` prints it" if fit else f"none yet: mutransfer fit {s.name}"))
+    _print_checks(c, store.checks(s.id))
+
+
+def _print_checks(c: Any, checks: list[Any]) -> None:
+    """The latest check of each kind and parametrization (a resumed sweep runs its coordinate check again)."""
+    from rich.markup import escape
+
+    latest = {(x.kind, x.parametrization): x for x in checks}
+    if not latest:
+        c.print("checks: none stored (`mutransfer coord-check RECIPE`, `mutransfer verify SWEEP`)")
+        return
+    for (kind, param), x in sorted(latest.items()):
+        what = {"coord": "coordinate check", "verify": "verification"}.get(kind, kind)
+        verdict = "[green]passed[/]" if x.passed else "[red]failed[/]"
+        c.print(f"{what} ({param}, {x.created_at:%Y-%m-%d %H:%M}): {verdict}: {escape(x.summary)}")
 
 
 def _fmt(x: Any) -> str:
@@ -364,6 +475,54 @@ def verify(
     c.print(rep.summary())
     store.save_check(s.id, "verify", param, rep.transferred_is_best, rep.summary(), rep.to_dict()) \
         if hasattr(store, "save_check") else None
+
+
+@app.command()
+@_user_errors
+def dashboard(
+    db: DbOpt = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+) -> None:
+    """Serve the dashboard (Streamlit): sweeps, transfer curves, the fit, trials, the export."""
+    import socket
+
+    from mutransfer.db import make_engine, mask_url
+    from mutransfer.store import default_url
+
+    url = db or default_url()
+    make_engine(url).dispose()  # a malformed URL or an unknown driver fails here, in one line (no connection yet)
+    app_path = _dashboard_app()
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise UserError(f"--port: cannot listen on {host}:{port} ({e.strerror}): pass another --port") from None
+    # The URL travels in the environment, not on the command line (where `ps` would show a password).
+    env = {**os.environ, "MUTRANSFER_DB": url}
+    env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    args = [sys.executable, "-m", "streamlit", "run", str(app_path), f"--server.address={host}",
+            f"--server.port={port}", "--server.headless=true", "--server.fileWatcherType=none",
+            "--client.showErrorDetails=none", "--client.toolbarMode=minimal"]
+    typer.echo(f"dashboard of {mask_url(url)} at http://{host}:{port} (Ctrl-C stops it)", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, args, env)
+
+
+def _dashboard_app() -> Path:
+    """dashboard/app.py: beside the mutransfer package in a checkout, else the installed `dashboard` package."""
+    import importlib.util
+
+    import mutransfer
+
+    here = Path(mutransfer.__file__).resolve().parent.parent / "dashboard" / "app.py"
+    if here.is_file():
+        return here
+    spec = importlib.util.find_spec("dashboard")
+    if spec is not None and spec.origin and (Path(spec.origin).parent / "app.py").is_file():
+        return Path(spec.origin).parent / "app.py"
+    raise UserError("the dashboard is not installed with this mutransfer: install it from a checkout (pip install -e .)")
 
 
 @db_app.command("upgrade")

@@ -498,6 +498,8 @@ class CoordCheck:
     values: dict[str, list[float]]  # layer -> value per width (mean over seeds)
     slopes: dict[str, float]  # layer -> slope of log(value) vs log(width)
     metric: str  # "change": mean |h_t - h_0| on a fixed probe batch; "l1": mean |h_t|
+    # With track_steps: layer -> per optimizer step (1..steps) -> value per width; the last step equals `values`.
+    step_values: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def unstable(self, threshold: float = 0.25) -> list[str]:
         """Layers whose statistic grows (or shrinks) faster than width**threshold, steepest first."""
@@ -540,6 +542,7 @@ def coord_check(
     batch_fn: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     metric: str = "change",
     device: str | torch.device = "cpu",
+    track_steps: bool = False,
 ) -> CoordCheck:
     """mup's coordinate check: train each width a few steps on one fixed batch, measure every layer's output.
 
@@ -550,24 +553,34 @@ def coord_check(
     in every layer (finite widths pull it a little below 0); a clearly positive slope is a layer that blows up
     with width (`CoordCheck.unstable()`). A fixed batch and a moderate LR keep the signal clean: at lr 1e-2 an SP
     MLP's softmax saturates within a few steps and hides its own blow-up. `batch_fn(cfg, generator) -> (x, y)`
-    supplies data for models that `synthetic_batch` does not fit.
+    supplies data for models that `synthetic_batch` does not fit. `track_steps` also records the statistic after
+    every step (`CoordCheck.step_values`), for plots like mup's, at one extra forward pass per step.
     """
     if metric not in ("change", "l1"):
         raise ValueError("metric is 'change' or 'l1'")
     widths = sorted(widths)
     per_width: list[dict[str, float]] = []
+    per_width_steps: list[list[dict[str, float]]] = []  # [width][step] -> layer -> value
     for width in widths:
         cfg = make_cfg(width)
         acc: dict[str, float] = {}
+        acc_steps: list[dict[str, float]] = [{} for _ in range(steps)] if track_steps else []
         for seed in seeds:
-            run = _coord_run(cfg, family, steps, lr, optimizer, batch_size, seed, batch_fn, metric, device)
+            trace: list[dict[str, float]] | None = [] if track_steps else None
+            run = _coord_run(cfg, family, steps, lr, optimizer, batch_size, seed, batch_fn, metric, device, trace)
             for k, v in run.items():
                 acc[k] = acc.get(k, 0.0) + v / len(seeds)
+            for t, at_t in enumerate(trace or []):
+                for k, v in at_t.items():
+                    acc_steps[t][k] = acc_steps[t].get(k, 0.0) + v / len(seeds)
         per_width.append(acc)
+        per_width_steps.append(acc_steps)
     layers = [k for k in per_width[0] if all(k in d for d in per_width)]
     values = {k: [d[k] for d in per_width] for k in layers}
     slopes = {k: _slope(widths, v) for k, v in values.items()}
-    return CoordCheck(widths=list(widths), values=values, slopes=slopes, metric=metric)
+    step_values = {k: [[per_width_steps[i][t].get(k, float("nan")) for i in range(len(widths))]
+                       for t in range(steps)] for k in layers} if track_steps else {}
+    return CoordCheck(widths=list(widths), values=values, slopes=slopes, metric=metric, step_values=step_values)
 
 
 def _coord_run(
@@ -581,6 +594,7 @@ def _coord_run(
     batch_fn: Callable[[BuildConfig, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None,
     metric: str,
     device: str | torch.device,
+    trace: list[dict[str, float]] | None = None,
 ) -> dict[str, float]:
     torch.manual_seed(seed)
     model = build_model(cfg, family, device)
@@ -608,16 +622,24 @@ def _coord_run(
         model.train()
         return dict(outputs)
 
+    def stat(ht: dict[str, torch.Tensor], h0: dict[str, torch.Tensor]) -> dict[str, float]:
+        if metric == "change":
+            return {k: float((ht[k] - h0[k]).abs().mean()) for k in ht if k in h0 and ht[k].shape == h0[k].shape}
+        return {k: float(v.abs().mean()) for k, v in ht.items()}
+
     try:
         h0 = probe()
-        for _ in range(steps):
+        for step in range(steps):
             opt.zero_grad(set_to_none=True)
             _loss(model(x), y).backward()
             opt.step()
+            if trace is not None and step < steps - 1:
+                trace.append(stat(probe(), h0))
         ht = probe()
     finally:
         for h in handles:
             h.remove()
-    if metric == "change":
-        return {k: float((ht[k] - h0[k]).abs().mean()) for k in ht if k in h0 and ht[k].shape == h0[k].shape}
-    return {k: float(v.abs().mean()) for k, v in ht.items()}
+    final = stat(ht, h0)
+    if trace is not None:
+        trace.append(final)
+    return final

@@ -34,6 +34,7 @@ from mutransfer.db import (
     FINISHED_STATUSES,
     SWEEP_STATUSES,
     TRIAL_STATUSES,
+    Check,
     ExportRow,
     FitRow,
     MetricPoint,
@@ -115,6 +116,31 @@ class TrialRecord:
             batch_size=s.batch_size, seq_len=s.seq_len, steps_planned=spec.steps, sample=spec.sample,
             repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams), role=role,
         )
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """A check to store with a sweep (e.g. the coordinate check that gated it), as `save_check` takes it."""
+
+    kind: str  # coord | verify
+    parametrization: str
+    passed: bool
+    summary: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """A stored check: `kind` "coord" (the coordinate check) or "verify" (a transfer checked at a larger size)."""
+
+    id: int
+    sweep_id: int | None
+    kind: str
+    parametrization: str
+    passed: bool
+    summary: str
+    result: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -682,5 +708,37 @@ class Store:
 
         return self._run("read exports", fn, write=False)
 
+    # ----------------------------------------------------------------------------------- checks
 
-__all__ = ["ExportInfo", "Store", "StoreError", "SweepInfo", "TrialRecord", "default_url", "mask_url"]
+    def save_check(self, sweep_id: int | None, kind: str, parametrization: str, passed: bool, summary: str,
+                   result: Mapping[str, Any]) -> int:
+        """Store a check's outcome (with a sweep, or on its own when `sweep_id` is None); returns its id."""
+        text = _dumps(dict(result), f"{kind} check result")
+
+        def fn(s: Session) -> int:
+            if sweep_id is not None:
+                self._sweep_row(s, sweep_id)
+            row = Check(sweep_id=sweep_id, kind=kind, parametrization=parametrization, passed=bool(passed),
+                        summary=summary, result_json=text)
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+        return self._run("save check", fn)
+
+    def checks(self, sweep_id: int | None, kind: str | None = None) -> list[CheckInfo]:
+        """The checks stored with a sweep (None: those stored without one), oldest first; optionally one kind."""
+
+        def fn(s: Session) -> list[CheckInfo]:
+            q = select(Check).where(Check.sweep_id.is_(None) if sweep_id is None else Check.sweep_id == sweep_id)
+            if kind is not None:
+                q = q.where(Check.kind == kind)
+            rows = s.scalars(q.order_by(Check.id)).all()
+            return [CheckInfo(id=r.id, sweep_id=r.sweep_id, kind=r.kind, parametrization=r.parametrization,
+                              passed=bool(r.passed), summary=r.summary, result=json.loads(r.result_json or "{}"),
+                              created_at=r.created_at) for r in rows]
+
+        return self._run("read checks", fn, write=False)
+
+
+__all__ = ["CheckInfo", "CheckRecord", "ExportInfo", "Store", "StoreError", "SweepInfo", "TrialRecord", "default_url", "mask_url"]

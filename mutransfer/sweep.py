@@ -33,7 +33,7 @@ from ray import tune  # noqa: E402
 
 from mutransfer.plan import TrialSpec, groups, plan, spec_for  # noqa: E402
 from mutransfer.recipe import Choice, LogUniform, Recipe, RecipeError, Uniform  # noqa: E402
-from mutransfer.store import Store, TrialRecord  # noqa: E402
+from mutransfer.store import CheckRecord, Store, TrialRecord  # noqa: E402
 
 log = logging.getLogger("mutransfer.sweep")
 
@@ -282,6 +282,11 @@ def _tune_space(recipe: Recipe) -> dict[str, Any]:
 
 def init_ray(recipe: Recipe, address: str | None) -> None:
     """Join a cluster at `address`, or start Ray in this process on the local machine."""
+    if address and address.startswith("ray://"):
+        # Under Ray Client, Tune's driver loop (and so the StoreCallback) would run on the head node, not here:
+        # results would not come back to this process's database.
+        raise SweepError(f"--address {address}: Ray Client (ray://) addresses are not supported; run "
+                         "`mutransfer sweep` on a machine of the cluster with --address HEAD_IP:6379 (or auto)")
     if ray.is_initialized():
         return
     # Tune reads back per-trial result files that we keep off (the database has the results), and a local
@@ -290,8 +295,13 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                                   configure_logging=True)
-    # Trials import mutransfer on the workers: ship this checkout unless the package is installed there.
     if address:
+        # Trials import mutransfer on the workers: ship the driver's copy of the package with the job, so workers
+        # need no checkout and run the same code (they still need torch, mup and ray[tune]; docs/cluster.md).
+        if os.environ.get("MUTRANSFER_SHIP_PACKAGE", "1") != "0":
+            import mutransfer
+
+            kwargs["runtime_env"] = {"py_modules": [mutransfer], "excludes": ["__pycache__", "*.pyc"]}
         try:
             ray.init(address=address, **kwargs)
         except Exception as e:
@@ -311,21 +321,44 @@ def _has_cuda() -> bool:
 
 def check_resources(recipe: Recipe) -> None:
     """Fail now, with a clear message, when no node can ever run a trial (Ray would wait forever)."""
+    if os.environ.get("MUTRANSFER_SKIP_RESOURCE_CHECK", "0") == "1":
+        return  # an autoscaling cluster may add the node that fits later (docs/cluster.md)
     res = recipe.resources
-    want = {"CPU": res.cpus, "GPU": res.gpus, **res.custom}
+    want = {k: v for k, v in {"CPU": res.cpus, "GPU": res.gpus, **res.custom}.items() if v > 0}
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     for node in nodes:
         have = node.get("Resources", {})
-        if all(have.get(k, 0.0) >= v for k, v in want.items() if v > 0):
+        if all(have.get(k, 0.0) >= v for k, v in want.items()):
             return
+    label = {"CPU": "cpus", "GPU": "gpus"}
     biggest = {k: max((n.get("Resources", {}).get(k, 0.0) for n in nodes), default=0.0) for k in want}
-    short = ", ".join(f"{k} {want[k]:g} (largest node has {biggest[k]:g})" for k in want if want[k] > biggest[k])
-    raise SweepError(f"resources: a trial asks for more than any node has: {short or want}")
+    short = ", ".join(f"{label.get(k, f'custom.{k}')} {want[k]:g} (the largest of {len(nodes)} node(s) has "
+                      f"{biggest[k]:g})" for k in want if want[k] > biggest[k])
+    asked = ", ".join(f"{label.get(k, f'custom.{k}')} {v:g}" for k, v in want.items())
+    raise SweepError(f"resources: a trial asks for more than any node has: {short}" if short else
+                     f"resources: no single node has all of {asked} that a trial asks for")
+
+
+def cluster_slots(recipe: Recipe) -> int:
+    """How many trials the connected cluster can run at once: per node, what fits of a trial's request."""
+    res = recipe.resources
+    want = {k: v for k, v in {"CPU": res.cpus, "GPU": res.gpus, **res.custom}.items() if v > 0}
+    slots = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            have = node.get("Resources", {})
+            # A small tolerance: Ray accounts resources in 1e-4 units, 1.0 / 0.1 must count as 10.
+            slots += min(int(have.get(k, 0.0) / v + 1e-6) for k, v in want.items())
+    return max(1, slots)
 
 
 def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | None = None,
-              storage_dir: str | None = None, progress: bool = True) -> SweepSummary:
-    """Run (or resume) the sweep of `recipe`. Returns when every planned trial is finished."""
+              storage_dir: str | None = None, progress: bool = True,
+              checks: list[CheckRecord] | None = None) -> SweepSummary:
+    """Run (or resume) the sweep of `recipe`. Returns when every planned trial is finished.
+
+    `checks` (e.g. the coordinate check that gated this run) are stored with the sweep once its row exists.
+    """
     t0 = time.time()
     name = recipe.name or "sweep"
     rhash = recipe.hash()
@@ -339,10 +372,17 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     specs = plan(recipe)  # for adaptive search the keys are planned, the values come at run time
     if recipe.search.method == "optuna":
         specs = [replace(s, hparams={}) for s in specs]
+    # Join (or start) Ray and check the resources before anything is written: an unreachable cluster or a recipe
+    # that no node can run leaves the database as it was.
+    if sweep is None or {s.key for s in specs} - store.trial_keys(sweep.id, statuses=FINISHED):
+        init_ray(recipe, address)
+        check_resources(recipe)
     if sweep is None:
         sweep = store.create_sweep(name, recipe_text, recipe.model_dump_json(), rhash, len(specs),
                                    recipe.train.metric)
         store.add_trials(sweep.id, [TrialRecord.from_spec(s) for s in specs])
+    for check in checks or ():
+        store.save_check(sweep.id, check.kind, check.parametrization, check.passed, check.summary, check.result)
     reset = store.reset_unfinished(sweep.id)
     if reset:
         log.warning("%d trial(s) of %r were running when the last run stopped: running them again", reset, name)
@@ -356,8 +396,6 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
         store.set_sweep_status(sweep.id, "done")
         return _summary(store, sweep.id, name, len(specs), 0, t0)
 
-    init_ray(recipe, address)
-    check_resources(recipe)
     store.set_sweep_status(sweep.id, "running")
     storage = _scratch(storage_dir)
     res = recipe.resources
@@ -400,14 +438,15 @@ def run_specs(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpec
 
     Returns how many ran now (the others had finished before).
     """
+    if {s.key for s in specs} - store.trial_keys(sweep_id, statuses=FINISHED):
+        init_ray(recipe, address)  # before anything is written (see run_sweep)
+        check_resources(recipe)
     store.add_trials(sweep_id, [TrialRecord.from_spec(s, role=role) for s in specs])
     store.reset_unfinished(sweep_id)
     finished = store.trial_keys(sweep_id, statuses=FINISHED)
     todo = [s for s in specs if s.key not in finished]
     if not todo:
         return 0
-    init_ray(recipe, address)
-    check_resources(recipe)
     storage = _scratch(storage_dir)
     res = recipe.resources
     resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
@@ -472,7 +511,7 @@ def _run_optuna(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpe
             return _assigned[trial.trial_id]
 
         searcher = OptunaSearch(seed=recipe.search.seed * 1000 + gi)
-        limit = recipe.resources.max_concurrent or max(1, int((os.cpu_count() or 1) / max(recipe.resources.cpus, 1)))
+        limit = recipe.resources.max_concurrent or cluster_slots(recipe)
         searcher = ConcurrencyLimiter(searcher, max_concurrent=limit)
         trainable = tune.with_resources(tune.with_parameters(_run_trial, template=template, threads=threads),
                                         resources)

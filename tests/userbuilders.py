@@ -29,3 +29,89 @@ def mlp(cfg: BuildConfig) -> nn.Module:
 
 def not_a_module(cfg: BuildConfig) -> object:
     return object()
+
+
+# Broken µP, for the coordinate check (tests/test_check.py): each is declared `parametrization: mup` in a recipe.
+
+
+class PlainReadout(nn.Module):
+    """µP's classic mistake: the output layer is a plain nn.Linear, not a mup.MuReadout."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        assert cfg.input_dim is not None
+        self.fc1 = nn.Linear(cfg.input_dim, cfg.width)
+        self.fc2 = nn.Linear(cfg.width, cfg.width)
+        self.readout = nn.Linear(cfg.width, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def plain_readout(cfg: BuildConfig) -> nn.Module:
+    return PlainReadout(cfg)
+
+
+class FlooredHidden(nn.Module):
+    """A hidden size floored at 8 x base_width: equal in the base and delta models that set_base_shapes compares,
+    so mup takes it for a fixed dimension, yet it grows at larger widths."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        assert cfg.input_dim is not None
+        hidden = max(2 * cfg.width, 8 * cfg.base_width)
+        self.fc1 = nn.Linear(cfg.input_dim, cfg.width)
+        self.fc2 = nn.Linear(cfg.width, hidden)
+        self.fc3 = nn.Linear(hidden, cfg.width)
+        self.head = mup.MuReadout(cfg.width, cfg.num_classes, readout_zero_init=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return self.head(torch.relu(self.fc3(torch.relu(self.fc2(h)))))
+
+
+def floored_hidden(cfg: BuildConfig) -> nn.Module:
+    return FlooredHidden(cfg)
+
+
+class BypassedReadout(mup.MuReadout):
+    """A MuReadout whose forward was rewritten (say, to add a temperature) and lost the 1/width_mult: mup's shape
+    assertion passes, trials train, but the logits grow with width."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(self.output_mult * x, self.weight, self.bias)
+
+
+class BypassedMLP(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        assert cfg.input_dim is not None
+        self.fc1 = nn.Linear(cfg.input_dim, cfg.width)
+        self.fc2 = nn.Linear(cfg.width, cfg.width)
+        self.head = BypassedReadout(cfg.width, cfg.num_classes, readout_zero_init=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def bypassed_readout(cfg: BuildConfig) -> nn.Module:
+    return BypassedMLP(cfg)
+
+
+class DoubleScaledReadout(mup.MuReadout):
+    """MuReadout's 1/width_mult applied twice (the user divided by the width multiplier again): the logits stop
+    learning as width grows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x / self.width_mult())
+
+
+class DoubleScaledMLP(BypassedMLP):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__(cfg)
+        # No bias: a bias learns at the same pace at every width and would hide the vanishing weight's part.
+        self.head = DoubleScaledReadout(cfg.width, cfg.num_classes, bias=False, readout_zero_init=True)
+
+
+def double_scaled(cfg: BuildConfig) -> nn.Module:
+    return DoubleScaledMLP(cfg)

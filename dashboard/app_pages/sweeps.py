@@ -1,0 +1,42 @@
+"""Sweeps: every sweep in the database with its progress; refreshes on its own while one runs."""
+
+import streamlit as st
+
+from dashboard import data, figures, ui
+
+st.title("Sweeps")
+u = ui.url()
+if not data.list_sweeps(u):
+    ui.say(ui.no_sweeps_sentence(u))
+
+REFRESH_S = 2.0
+live = figures.any_running(data.list_sweeps(u))
+
+
+@st.fragment(run_every=REFRESH_S if live else None)
+def sweeps_table() -> None:
+    sweeps = data.list_sweeps(u)
+    st.dataframe(
+        figures.sweeps_table(sweeps), hide_index=True, width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", help="finished trials / planned trials",
+                                                        format="percent", min_value=0.0, max_value=1.0),
+            "best": st.column_config.NumberColumn("best", help="smallest metric of a completed trial", format="%.4f"),
+            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+        },
+    )
+    now_live = figures.any_running(sweeps)
+    if now_live:
+        st.caption(f"A sweep is running: this page reads the database again every {REFRESH_S:g} seconds.")
+    if live and not now_live:
+        st.rerun()  # the sweep finished: redraw the whole page once, and stop refreshing
+    sweep = ui.require_sweep()
+    trials = ui.sweep_trials(sweep)
+    st.subheader(f"{sweep.name}: per scale point")
+    st.caption(f"Pick another sweep in the sidebar. Recipe hash {sweep.recipe_hash}, metric {sweep.metric_name}, "
+               f"status {sweep.status}.")
+    st.dataframe(figures.groups_table(trials), hide_index=True, width="stretch",
+                 column_config={"best": st.column_config.NumberColumn("best", format="%.4f")})
+
+
+sweeps_table()

@@ -1,0 +1,174 @@
+"""The dashboard's one door to the database: the `Store` (one per URL, `st.cache_resource`) and cached reads
+(`st.cache_data` with a short time-to-live, so a running sweep shows up without a restart).
+
+The database URL comes from `streamlit run dashboard/app.py -- --db URL`, else `$MUTRANSFER_DB` (which
+`mutransfer dashboard --db URL` sets), else ./mutransfer.db. The dashboard only reads: it never creates a database
+file or migrates a schema (`Store.open(url, upgrade=False)`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from mutransfer.db import StoreError, mask_url, normalize_url
+from mutransfer.fit import FitResult
+from mutransfer.recipe import Recipe
+from mutransfer.store import ExportInfo, Store, SweepInfo, default_url
+
+log = logging.getLogger("mutransfer.dashboard")
+
+TTL_SWEEPS = 2.0  # seconds: the sweeps list drives the live refresh
+TTL_TRIALS = 5.0
+TTL_CURVES = 10.0
+TTL_FIT = 60.0  # also keyed by the sweep's progress: a finished trial means a new fit
+
+
+class Problem(Exception):
+    """Something the page explains in one sentence instead of drawing (a missing database, say)."""
+
+
+def database_url(argv: list[str] | None = None) -> str:
+    """`--db URL` among the script's arguments, else $MUTRANSFER_DB, else ./mutransfer.db."""
+    args = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(args):
+        if a == "--db" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--db="):
+            return a.split("=", 1)[1]
+    return default_url()
+
+
+def describe_url(url: str) -> str:
+    return mask_url(url)
+
+
+def _missing_file(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist (the dashboard must not create it)."""
+    try:
+        u = normalize_url(url)
+    except StoreError:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or "mode=memory" in u.database:
+        return None
+    p = Path(u.database)
+    return None if p.exists() else p
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Store:
+    missing = _missing_file(url)
+    if missing is not None:
+        raise Problem(f"There is no database at {missing}. Run a sweep into it first (`mutransfer sweep RECIPE "
+                      f"--db {mask_url(url)}`), or open another one with `mutransfer dashboard --db URL`.")
+    return Store.open(url, upgrade=False)  # errors are one line, password masked: the page shows them as they are
+
+
+def store(url: str) -> Store:
+    return _store(url)
+
+
+# ------------------------------------------------------------------------------------------------ reads
+
+
+@st.cache_data(ttl=TTL_SWEEPS, show_spinner=False)
+def list_sweeps(url: str) -> list[SweepInfo]:
+    return store(url).list_sweeps()
+
+
+def progress_stamp(sweep: SweepInfo) -> tuple[Any, ...]:
+    """Changes whenever a trial of the sweep changes status: part of the key of every per-sweep cache."""
+    return (sweep.status, tuple(sorted((sweep.counts or {}).items())), str(sweep.updated_at))
+
+
+@st.cache_data(ttl=TTL_TRIALS, show_spinner=False, max_entries=32)
+def trials(url: str, sweep_id: int, stamp: tuple[Any, ...]) -> pd.DataFrame:
+    return store(url).trials_frame(sweep_id)
+
+
+@st.cache_data(ttl=TTL_CURVES, show_spinner=False, max_entries=64)
+def curves(url: str, sweep_id: int, keys: tuple[str, ...]) -> pd.DataFrame:
+    return store(url).curves_frame(sweep_id, list(keys))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def recipe(recipe_json: str) -> Recipe:
+    return Recipe.model_validate_json(recipe_json)
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    result: FitResult
+    fit_id: int | None  # None: computed here, not stored
+    source: str  # a sentence: where the fit comes from
+
+
+@st.cache_data(ttl=TTL_FIT, show_spinner="Fitting the sweep…", max_entries=16)
+def fit(url: str, sweep_id: int, stamp: tuple[Any, ...], recipe_json: str) -> FitInfo | None:
+    """The latest stored fit of the sweep, else one computed here from its trials (not stored: the dashboard
+    only reads). None when no trial has completed."""
+    s = store(url)
+    latest = s.latest_fit(sweep_id)
+    if latest is not None:
+        fit_id, data = latest
+        return FitInfo(FitResult.from_dict(data), fit_id, f"stored fit {fit_id} (`mutransfer fit`)")
+    frame = trials(url, sweep_id, stamp)
+    if not len(frame) or not (frame["status"] == "completed").any():
+        return None
+    from mutransfer.fit import fit_sweep
+
+    result = fit_sweep(frame, recipe(recipe_json))
+    return FitInfo(result, None, "computed here from the trials so far; `mutransfer fit` stores one")
+
+
+@st.cache_data(ttl=TTL_TRIALS, show_spinner=False, max_entries=32)
+def checks(url: str, sweep_id: int) -> pd.DataFrame | None:
+    """Stored checks of the sweep (coordinate checks, verifications), or None when this store keeps none."""
+    s = store(url)
+    if not hasattr(s, "checks"):
+        return None
+    from dashboard.figures import checks_table
+
+    return checks_table(s.checks(sweep_id))
+
+
+@st.cache_data(ttl=TTL_TRIALS, show_spinner=False, max_entries=32)
+def exports(url: str, sweep_id: int) -> list[ExportInfo]:
+    return store(url).exports(sweep_id)
+
+
+@st.cache_data(ttl=300, show_spinner="Building the target config…", max_entries=32)
+def export_texts(url: str, sweep_id: int, stamp: tuple[Any, ...], parametrization: str,
+                 param_groups: bool) -> dict[str, str]:
+    """The target config of the sweep in each format, as `mutransfer export` writes it (not stored)."""
+    from mutransfer.export import export_config, render
+
+    sweep = next((s for s in list_sweeps(url) if s.id == sweep_id), None)
+    if sweep is None:
+        raise Problem(f"There is no sweep with id {sweep_id} any more.")
+    info = fit(url, sweep_id, stamp, sweep.recipe_json)
+    if info is None:
+        raise Problem(f"Sweep {sweep.name!r} has no completed trial: there is no fit to export yet.")
+    r = recipe(sweep.recipe_json)
+    groups = None
+    if param_groups:
+        from mutransfer.export import target_build_config
+        from mutransfer.proxy import describe_groups  # imports torch: only when asked
+
+        groups = describe_groups(target_build_config(r, parametrization, info.result), r.model.family,
+                                 r.train.optimizer)
+    config = export_config(r, info.result, sweep_name=sweep.name, sweep_id=sweep.id, recipe_hash=sweep.recipe_hash,
+                           param_groups=groups, parametrization=parametrization)
+    return {fmt: render(config, fmt) for fmt in ("yaml", "json")}  # type: ignore[arg-type]
+
+
+def clear() -> None:
+    """Forget every cached read (the Refresh button)."""
+    for fn in (list_sweeps, trials, curves, fit, checks, exports, export_texts):
+        fn.clear()

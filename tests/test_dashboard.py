@@ -1,0 +1,417 @@
+"""The dashboard: figures as data (pure functions), and every page through Streamlit's AppTest on a seeded
+database, good cases and bad ones (no traceback, one sentence)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit")
+
+from dashboard import figures  # noqa: E402
+from dashboard.data import database_url  # noqa: E402
+from dashboard.testing import LR_STAR, make_recipe, seed_demo, seed_sweep, true_optimum  # noqa: E402
+from mutransfer.fit import FitResult  # noqa: E402
+from mutransfer.store import Store  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+PAGES = ("sweeps", "transfer_curves", "transfer_fit", "trials", "export")
+WIDTHS = [64, 128, 256, 512, 1024]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'demo.db'}"
+    return url, seed_demo(url)
+
+
+@pytest.fixture(scope="module")
+def frames(demo: tuple[str, dict]) -> dict:
+    url, seeded = demo
+    with Store.open(url) as store:
+        out = {name: store.trials_frame(s.sweep.id) for name, s in seeded.items()}
+        fit = FitResult.from_dict(store.latest_fit(seeded["good"].sweep.id)[1])
+        curves = store.curves_frame(seeded["good"].sweep.id)
+    return {"trials": out, "fit": fit, "curves": curves, "sweeps": [s.sweep for s in seeded.values()]}
+
+
+# ------------------------------------------------------------------------------------------------ figures as data
+
+
+def test_transfer_curves_one_trace_per_width_with_fit_and_diverged(frames: dict) -> None:
+    trials, fit = frames["trials"]["good"], frames["fit"]
+    recipe = make_recipe("good", samples=12)
+    for param in ("mup", "sp"):
+        data = figures.curves_data(trials, fit, parametrization=param, hparam="lr", kind="log", axis="width",
+                                   base=recipe.scales.base, metric="val_loss")
+        assert data.scales == WIDTHS
+        fig = figures.transfer_curves_figure(data)
+        assert figures.count_traces(fig, "trials") == len(WIDTHS)
+        assert figures.count_traces(fig, "optimum") == len(WIDTHS)
+        assert figures.count_traces(fig, "fit") >= 1
+        assert fig.layout.xaxis.type == "log"
+        # Diverged trials are drawn, all of them, apart from the curves.
+        on_axis = trials[(trials.parametrization == param) & (trials.role == "sweep")]
+        n_div = int((on_axis.status == "diverged").sum())
+        assert n_div > 0
+        div = [t for t in fig.data if t.meta["role"] == "diverged"]
+        assert len(div) == 1 and len(div[0].x) == n_div == sum(len(s.diverged_x) for s in data.series)
+        # Narrow to wide: the colours follow Viridis from dark to light.
+        colors = [t.line.color for t in fig.data if t.meta["role"] == "trials"]
+        assert colors == list(figures.scale_colors(WIDTHS).values())
+        # The fitted optimum is the known one: LR_STAR under µP at every width, drifting down under SP.
+        for s in data.series:
+            assert abs(math.log2(s.opt_x) - math.log2(true_optimum(param, s.scale, 64))) < 1.0, (param, s.scale)
+            assert s.opt_lo <= s.opt_x <= s.opt_hi
+
+
+def test_verification_trials_are_their_own_trace(frames: dict) -> None:
+    trials, fit = frames["trials"]["good"], frames["fit"]
+    base = make_recipe("good").scales.base
+    data = figures.curves_data(trials, fit, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
+    assert data.verify is not None and len(data.verify) == 3
+    assert set(data.verify["scale"]) == {2048}
+    assert 2048 not in data.scales  # not a curve of its own: a verification is not part of the sweep
+    fig = figures.transfer_curves_figure(data)
+    assert figures.count_traces(fig, "verify") == 1
+    assert figures.count_traces(fig, "trials") == len(WIDTHS)
+
+
+def test_shared_y_range_leaves_room_for_diverged_rows(frames: dict) -> None:
+    trials, fit = frames["trials"]["good"], frames["fit"]
+    base = make_recipe("good").scales.base
+    datas = [figures.curves_data(trials, fit, parametrization=p, hparam="lr", kind="log", axis="width", base=base)
+             for p in ("mup", "sp")]
+    lo, hi = figures.shared_y_range(datas)
+    ys = [y for d in datas for s in d.series for y in s.y]
+    assert lo < min(ys) and hi > max(ys)
+    fig = figures.transfer_curves_figure(datas[1], y_range=(lo, hi))
+    div = next(t for t in fig.data if t.meta["role"] == "diverged")
+    assert all(max(ys) < y < hi for y in div.y)
+
+
+def test_law_data_recovers_the_drift_and_marks_the_target(frames: dict) -> None:
+    fit = frames["fit"]
+    mup = figures.law_data(fit, "mup", "lr", "width")
+    sp = figures.law_data(fit, "sp", "lr", "width")
+    assert mup is not None and sp is not None
+    assert mup.scales == WIDTHS and mup.fitted
+    assert abs(mup.slope) < 0.25  # µP: the optimum stays put
+    assert -0.8 < sp.slope < -0.2  # SP: half an octave down per doubling
+    assert mup.target_x == 8192
+    assert mup.target_lo <= mup.target_y <= mup.target_hi
+    assert abs(math.log2(mup.target_y) - math.log2(LR_STAR)) < 1.0
+    assert all(lo <= hi for lo, hi in zip(sp.band_lo, sp.band_hi, strict=True))
+    fig = figures.law_figure([mup, sp])
+    for role, n in (("band", 2), ("law", 2), ("optima", 2), ("target", 2)):
+        assert figures.count_traces(fig, role) == n, role
+    assert fig.layout.yaxis.type == "log"
+    table = figures.transfers_table(fit)
+    assert list(table["parametrization"]) == ["µP", "SP"]
+    assert table["value at target"].iloc[0] == pytest.approx(fit.transfer("mup", "lr").value)
+
+
+def test_law_data_skips_choices(frames: dict) -> None:
+    fit = frames["fit"]
+    assert figures.law_data(fit, "mup", "nope", "width") is None
+    assert figures.law_data(fit, "mup", "lr", "depth") is None or not figures.law_data(fit, "mup", "lr", "depth").fitted
+
+
+def test_sweeps_table_progress(frames: dict) -> None:
+    table = figures.sweeps_table(frames["sweeps"])
+    rows = table.set_index("name")
+    assert rows.loc["good", "progress"] == 1.0 and rows.loc["good", "done/total"] == "120/120"
+    assert rows.loc["live", "status"] == "running" and rows.loc["live", "running"] == 1
+    assert 0 < rows.loc["live", "progress"] < 1
+    assert rows.loc["pending", "progress"] == 0 and pd.isna(rows.loc["pending", "best"])
+    assert rows.loc["diverged", "diverged"] == 40
+    assert figures.any_running(frames["sweeps"])
+    assert figures.sweeps_table([]).empty
+
+
+def test_sentences_for_bad_sweeps(frames: dict) -> None:
+    by_name = {s.name: s for s in frames["sweeps"]}
+    t = frames["trials"]
+    assert figures.no_result_reason(by_name["good"], t["good"]) is None
+    assert "diverged (40 of 40)" in figures.no_result_reason(by_name["diverged"], t["diverged"])
+    assert "no completed trial yet (40 pending)" in figures.no_result_reason(by_name["pending"], t["pending"])
+    assert figures.single_value_reason(t["good"], "lr") is None
+    assert "single value (2)" in figures.single_value_reason(t["single"], "output_mult")
+    assert "single value" in figures.single_value_reason(t["single"], "lr")  # one sample: one lr
+    assert "no value of" in figures.single_value_reason(t["good"], "output_mult")
+
+
+def test_varied_axes(frames: dict) -> None:
+    t = frames["trials"]
+    base = make_recipe("x").scales.base
+    assert figures.varied_axes(t["good"], base) == ["width"]
+    assert figures.varied_axes(t["unfitted"], base) == ["width", "depth"]
+    assert figures.varied_axes(t["single"], base) == ["width"]
+
+
+def test_trials_filter_table_and_learning_curves(frames: dict) -> None:
+    trials, curves = frames["trials"]["good"], frames["curves"]
+    div = figures.filter_trials(trials, statuses=["diverged"], parametrizations=["sp"])
+    assert len(div) and set(div.status) == {"diverged"} and set(div.parametrization) == {"sp"}
+    assert len(figures.filter_trials(trials, roles=["verify"])) == 3
+    table = figures.trials_table(trials)
+    assert {"key", "width", "status", "metric", "wall_time", "lr"} <= set(table.columns)
+    picked = figures.default_selection(trials)
+    assert 0 < len(picked) <= 8
+    assert trials.set_index("key").loc[picked, "status"].eq("completed").all()
+    keys = [*picked[:2], div["key"].iloc[0]]
+    fig = figures.learning_curves_figure(curves[curves.key.isin(keys)], trials, "val_loss")
+    assert figures.count_traces(fig, "curve") == 3
+    assert figures.count_traces(fig, "nonfinite") == 1  # the diverged trial's curve ends on a NaN: marked
+    for t in fig.data:
+        assert np.isfinite(np.asarray(t.y, dtype=float)).all()
+
+
+def test_groups_table(frames: dict) -> None:
+    g = figures.groups_table(frames["trials"]["good"])
+    assert len(g) == 11  # 2 parametrizations x 5 widths + the verification point
+    assert set(g["role"]) == {"sweep", "verify"}
+    assert g["trials"].sum() == 123
+
+
+def test_database_url_from_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUTRANSFER_DB", "sqlite:////env.db")
+    assert database_url(["--db", "sqlite:////a.db"]) == "sqlite:////a.db"
+    assert database_url(["--db=sqlite:////b.db"]) == "sqlite:////b.db"
+    assert database_url([]) == "sqlite:////env.db"
+
+
+# ------------------------------------------------------------------------------------------------ pages (AppTest)
+
+
+def _app(url: str, monkeypatch: pytest.MonkeyPatch, sweep: str | None = None):  # type: ignore[no-untyped-def]
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MUTRANSFER_DB", url)
+    at = AppTest.from_file(APP, default_timeout=60)
+    if sweep is not None:
+        at.session_state["sweep"] = sweep
+    return at.run()
+
+
+def _page(at, page: str):  # type: ignore[no-untyped-def]
+    if page != "sweeps":
+        at.switch_page(f"app_pages/{page}.py")
+    return at.run()
+
+
+def _clean(at) -> str:  # type: ignore[no-untyped-def]
+    """No exception and no error box on the page; returns the page's text (infos and captions)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return " ".join(str(e.value) for e in (*at.info, *at.warning, *at.caption, *at.markdown))
+
+
+def _specs(at) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seeded = demo
+    at = _app(url, monkeypatch, sweep="good")
+    _clean(at)
+    assert at.title[0].value == "Sweeps"
+    sweeps = at.dataframe[0].value
+    assert set(sweeps["name"]) == set(seeded) and "progress" in sweeps
+    assert "refreshes" in _clean(at) or "every 2 seconds" in _clean(at)  # a sweep is running
+    assert at.dataframe[1].value["trials"].sum() == 123
+
+    _page(at, "transfer_curves")
+    text = _clean(at)
+    specs = _specs(at)
+    assert len(specs) == 2  # µP and SP side by side
+    for spec in specs:
+        roles = [t["meta"]["role"] for t in spec["data"]]
+        assert roles.count("trials") == len(WIDTHS)
+        assert "diverged" in roles
+        assert spec["layout"]["xaxis"]["type"] == "log"
+    assert "µP" in specs[0]["layout"]["title"]["text"] and "SP" in specs[1]["layout"]["title"]["text"]
+    assert "diverged trials are drawn" in text and "verification trials" in text
+    assert any("Fit warnings" in e.label for e in at.get("expander"))
+
+    _page(at, "transfer_fit")
+    text = _clean(at)
+    specs = _specs(at)
+    assert len(specs) == 1
+    assert [t["meta"]["role"] for t in specs[0]["data"]].count("target") == 2
+    transfers = at.dataframe[0].value
+    assert list(transfers["hyperparameter"]) == ["lr", "lr"]
+    assert "stored fit" in text
+    checks = at.dataframe[-1].value
+    assert set(checks["kind"]) == {"coord", "verify"}
+
+    _page(at, "trials")
+    _clean(at)
+    assert len(at.dataframe[0].value) == 123
+    status = next(m for m in at.multiselect if m.label == "Status")
+    status.set_value(["diverged"]).run()
+    _clean(at)
+    shown = at.dataframe[0].value
+    assert len(shown) == 42 and set(shown["status"]) == {"diverged"}
+    assert len(_specs(at)) == 1  # learning curves of the selected trials
+
+    _page(at, "export")
+    _clean(at)
+    yaml_text, json_text = (c.value for c in at.code)
+    config = json.loads(json_text)
+    assert config["provenance"]["sweep"]["name"] == "good" and config["parametrization"] == "mup"
+    assert "hyperparameters:" in yaml_text
+    assert len(at.get("download_button")) >= 2
+    at.radio[0].set_value("sp").run()
+    _clean(at)
+    assert json.loads(at.code[1].value)["parametrization"] == "sp"
+
+
+def test_pages_on_a_sweep_without_a_stored_fit_and_two_axes(demo: tuple[str, dict],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = demo
+    at = _app(url, monkeypatch, sweep="unfitted")
+    _page(at, "transfer_curves")
+    text = _clean(at)
+    assert "computed here" in text
+    assert [s.value for s in at.subheader] == ["by width", "by depth"]
+    assert len(_specs(at)) == 2
+    _page(at, "transfer_fit")
+    _clean(at)
+    assert len(_specs(at)) == 2  # one law chart per axis
+    _page(at, "export")
+    _clean(at)
+    assert len(at.code) == 2
+
+
+@pytest.mark.parametrize("sweep,expect", [
+    ("pending", "no completed trial yet"),
+    ("diverged", "Every trial of sweep 'diverged' diverged"),
+])
+def test_pages_on_sweeps_with_nothing_to_fit(demo: tuple[str, dict], monkeypatch: pytest.MonkeyPatch,
+                                             sweep: str, expect: str) -> None:
+    url, _ = demo
+    at = _app(url, monkeypatch, sweep=sweep)
+    _clean(at)
+    for page in ("transfer_curves", "transfer_fit", "export"):
+        _page(at, page)
+        assert expect in _clean(at), page
+        assert not at.get("plotly_chart") and not at.code
+    _page(at, "trials")
+    _clean(at)
+    assert len(at.dataframe[0].value) == 40
+
+
+def test_pages_on_a_hyperparameter_with_a_single_value(demo: tuple[str, dict],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = demo
+    at = _app(url, monkeypatch, sweep="single")
+    _page(at, "transfer_curves")
+    assert "has a single value" in _clean(at)
+    assert not at.get("plotly_chart")
+    hp = next(s for s in at.selectbox if s.label == "Hyperparameter")
+    hp.set_value("output_mult").run()
+    assert "output_mult has a single value (2)" in _clean(at)
+    _page(at, "transfer_fit")
+    _clean(at)
+    _page(at, "export")
+    _clean(at)
+    assert len(at.code) == 2
+
+
+def test_pages_on_a_running_sweep(demo: tuple[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = demo
+    at = _app(url, monkeypatch, sweep="live")
+    for page in PAGES:
+        _page(at, page)
+        _clean(at)
+    _page(at, "transfer_curves")
+    text = _clean(at)
+    assert "not drawn: 19 pending, 1 running" in text
+
+
+def _every_page_says(url: str, monkeypatch: pytest.MonkeyPatch, sentence: str) -> None:
+    at = _app(url, monkeypatch)
+    for page in PAGES:
+        _page(at, page)
+        text = _clean(at)
+        assert sentence in text, (page, text)
+        assert not at.get("plotly_chart") and not at.dataframe
+
+
+def test_empty_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    Store.open(url).close()
+    _every_page_says(url, monkeypatch, "has no sweeps yet")
+
+
+def test_missing_database_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "nowhere" / "missing.db"
+    _every_page_says(f"sqlite:///{path}", monkeypatch, "There is no database at")
+    assert not path.exists() and not path.parent.exists()  # the dashboard created nothing
+
+
+def test_database_without_a_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "blank.db"
+    path.touch()
+    _every_page_says(f"sqlite:///{path}", monkeypatch, "mutransfer db upgrade")
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:  # not migrated behind the user's back
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == []
+
+
+def test_new_sweep_shows_up_without_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    url = f"sqlite:///{tmp_path / 'grow.db'}"
+    Store.open(url).close()
+    at = _app(url, monkeypatch)
+    assert "has no sweeps yet" in _clean(at)
+    with Store.open(url) as store:
+        seed_sweep(store, make_recipe("late", samples=4, parametrizations=("mup",), widths=(64, 128)), points=5)
+    time.sleep(2.2)  # the sweeps list's time-to-live
+    at.run()
+    _clean(at)
+    assert list(at.dataframe[0].value["name"]) == ["late"]
+
+
+def test_cli_dashboard_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from mutransfer.cli import app
+
+    calls: list[tuple] = []
+
+    def fake_exec(path: str, args: list[str], env: dict) -> None:
+        calls.append((path, args, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", fake_exec)  # never replace the test process with a server
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    res = runner.invoke(app, ["dashboard", "--db", url, "--port", "8765"])
+    assert res.exit_code == 0, res.output
+    (_, args, env), = calls
+    assert args[1:4] == ["-m", "streamlit", "run"] and args[4] == APP
+    assert "--server.address=127.0.0.1" in args and "--server.port=8765" in args
+    assert env["MUTRANSFER_DB"] == url and url not in args  # the URL (and any password) is not on the command line
+    res = runner.invoke(app, ["dashboard", "--db", "nonsense://x"])
+    assert res.exit_code == 2 and "error:" in res.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = runner.invoke(app, ["dashboard", "--db", url, "--port", str(port)])
+    assert res.exit_code == 2 and "--port" in res.output
+    assert len(calls) == 1
+    assert "dashboard" in runner.invoke(app, ["--help"]).output
+    assert os.path.isfile(Path(APP))
