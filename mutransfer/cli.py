@@ -331,16 +331,38 @@ def _fmt(x: Any) -> str:
 @app.command()
 @_user_errors
 def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbOpt = None,
-        seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0) -> None:
-    """Fit the optimum per scale point and the transfer law per axis; store and print it."""
+        seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the fit and the compute as JSON.")] = False) -> None:
+    """Fit the optimum per scale point and the transfer law per axis; store and print it, with what it cost."""
     from mutransfer.fit import fit_sweep
 
     store = _store(db)
     s = _sweep(store, sweep)
     frame = _completed_frame(store, s)
-    result = fit_sweep(frame, _recipe_of(s), seed=seed)
+    recipe = _recipe_of(s)
+    result = fit_sweep(frame, recipe, seed=seed)
     fit_id = store.save_fit(s.id, result.to_dict())
-    _print_fit(result, s.name, fit_id)
+    compute = _compute(frame, recipe, result)
+    if as_json:
+        from mutransfer.export import _clean
+
+        doc = {"fit_id": fit_id, "sweep": {"id": s.id, "name": s.name}, "fit": result.to_dict(),
+               "compute": compute.to_dict()}
+        sys.stdout.write(json.dumps(_clean(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        return
+    _print_fit(result, s.name, fit_id, compute)
+
+
+def _compute(frame: Any, recipe: Any, result: Any) -> Any:
+    """The sweep's FLOPs against the target's 6·N·D (mutransfer.compute); the target is built on meta."""
+    from mutransfer.compute import compute_report
+
+    try:
+        return compute_report(frame, recipe, fit=result)
+    except (ValueError, TypeError, RuntimeError) as e:
+        # A target the builder refuses (e.g. a size it cannot make) is the recipe's problem: say which field.
+        raise UserError(f"target: cannot build the target to count its parameters: {str(e).splitlines()[0]}") \
+            from None
 
 
 def _completed_frame(store: Any, s: Any) -> Any:
@@ -357,8 +379,9 @@ def _completed_frame(store: Any, s: Any) -> Any:
     raise UserError(f"sweep {s.name!r} has no completed trial yet: run `mutransfer sweep` on its recipe first")
 
 
-def _print_fit(result: Any, name: str, fit_id: int) -> None:
+def _print_fit(result: Any, name: str, fit_id: int, compute: Any = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from mutransfer.report import fit_tables
 
@@ -366,6 +389,9 @@ def _print_fit(result: Any, name: str, fit_id: int) -> None:
     c.print(f"fit {fit_id} of sweep [bold]{name}[/]")
     for table in fit_tables(result):
         c.print(table)
+    if compute is not None:
+        for line in compute.lines():
+            c.print(escape(line))
     c.print(f"next: mutransfer export {name} --format yaml")
 
 
@@ -373,17 +399,25 @@ def _print_fit(result: Any, name: str, fit_id: int) -> None:
 @_user_errors
 def export(
     sweep: Annotated[str, typer.Argument(help="Sweep id or name.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml or json.")] = "yaml",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml, json, nanogpt, hf, torchrun, litgpt or "
+                                                            "megatron (see the README).")] = "yaml",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout); for hf, "
+                                                "a directory: training_args.json and config.json.")] = None,
     parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both.")] = None,
+    nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", help="Processes (GPUs) per node the launcher "
+                                                "runs: splits the batch.")] = 1,
+    micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", help="Sequences per process per "
+                                                         "forward pass (default: the largest divisor <= 16).")]
+    = None,
     db: DbOpt = None,
 ) -> None:
-    """Write the tuned config for the recipe's target model."""
-    from mutransfer.export import export_config, render
+    """Write the tuned config for the recipe's target model, as a config file or a launcher's format."""
+    from mutransfer.export import data_sizes, export_config, target_build_config
     from mutransfer.fit import FitResult, fit_sweep
+    from mutransfer.launchers import FORMATS, LauncherError, hf_files, render_format
 
-    if fmt not in ("yaml", "json"):
-        raise UserError(f"--format: {fmt!r} is not a format: use yaml or json")
+    if fmt not in FORMATS:
+        raise UserError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
     store = _store(db)
     s = _sweep(store, sweep)
     recipe = _recipe_of(s)
@@ -391,6 +425,10 @@ def export(
     param = parametrization or ("mup" if "mup" in params else params[0])
     if param not in params:
         raise UserError(f"--parametrization: sweep {s.name!r} has {', '.join(params)}, not {param!r}")
+    if fmt not in ("yaml", "json") and recipe.model.family != "gpt":
+        # Before any work: these launchers train a GPT; say so in one line.
+        raise UserError(f"--format: {fmt} describes a GPT, and sweep {s.name!r} is a {recipe.model.family!r} "
+                        "model: use --format yaml or json")
     latest = store.latest_fit(s.id)
     if latest is None:
         result = fit_sweep(_completed_frame(store, s), recipe)
@@ -398,28 +436,81 @@ def export(
     else:
         fit_id, data = latest
         result = FitResult.from_dict(data)
-    groups = _param_groups(recipe, param, result)
+    cfg = target_build_config(recipe, param, result)
+    groups = _param_groups(recipe, param, result, cfg)
+    compute = _compute(store.trials_frame(s.id), recipe, result)
     config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
-                           param_groups=groups, parametrization=param)
-    text = render(config, fmt)  # type: ignore[arg-type]
+                           param_groups=groups, parametrization=param, data_sizes=data_sizes(cfg),
+                           compute=compute.to_dict())
+    try:
+        text = render_format(config, fmt, nproc=nproc_per_node, micro_batch_size=micro_batch_size)
+        files = hf_files(config, nproc=nproc_per_node, micro_batch_size=micro_batch_size) \
+            if fmt == "hf" and output is not None else None
+    except LauncherError as e:
+        raise UserError(str(e)) from None
     store.save_export(s.id, fit_id, fmt, text)
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        try:
+        return
+    try:
+        if files is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            for name, doc in files.items():
+                (output / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                                           encoding="utf-8")
+        else:
             output.write_text(text, encoding="utf-8")
-        except OSError as e:
-            raise UserError(f"-o: cannot write {output}: {e.strerror}") from None
-        typer.echo(f"wrote {output} ({fmt}, sweep {s.name}, fit {fit_id})", err=True)
+    except OSError as e:
+        raise UserError(f"-o: cannot write {output}: {e.strerror}") from None
+    what = f"{', '.join(files)} in {output}" if files is not None else str(output)
+    typer.echo(f"wrote {what} ({fmt}, sweep {s.name}, fit {fit_id})", err=True)
 
 
-def _param_groups(recipe: Any, parametrization: str, fit: Any) -> list[dict[str, Any]]:
+def _param_groups(recipe: Any, parametrization: str, fit: Any, cfg: Any = None) -> list[dict[str, Any]]:
     """Per-parameter-group LR and init at the target size, from the target built on the meta device."""
     from mutransfer.export import target_build_config
     from mutransfer.proxy import describe_groups
 
-    cfg = target_build_config(recipe, parametrization, fit)
+    if cfg is None:
+        cfg = target_build_config(recipe, parametrization, fit)
     return describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
+
+
+@app.command()
+@_user_errors
+def target(
+    config: Annotated[Path, typer.Argument(help="An exported config (mutransfer export --format yaml or json).")],
+    device: Annotated[str, typer.Option(help="meta (no memory, any size) or cpu (materialise it).")] = "meta",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build the target model of an export: its parameter count and the learning rate of each parameter group."""
+    from mutransfer.target import TargetError, build_target
+
+    if device not in ("meta", "cpu"):
+        raise UserError(f"--device: use meta or cpu, not {device!r}")
+    try:
+        tm = build_target(config, device=device)
+    except TargetError as e:
+        raise UserError(f"{config}: {e}") from None
+    if as_json:
+        sys.stdout.write(json.dumps(tm.summary(), indent=2, allow_nan=False) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = tm.config
+    c = Console()
+    c.print(f"target: {tm.family} ({cfg.parametrization}), width {cfg.width}, depth {cfg.depth}, width_mult "
+            f"{cfg.width_mult:g}, on {device}: {tm.n_params:,} parameters ({tm.n_params_non_embedding:,} "
+            "non-embedding)")
+    t = Table(title=f"per-group learning rates ({tm.optimizer})")
+    for col in ("group", "tensors", "shape", "kind", "lr", "weight decay", "init"):
+        t.add_column(col)
+    for g in tm.param_groups:
+        init = g["init"] if g["init"] != "normal" else f"normal({g['init_std']:.3g})"
+        t.add_row(g["name"], str(g["count"]), "x".join(map(str, g["shape"])), g["kind"], f"{g['lr']:.4g}",
+                  f"{g['weight_decay']:.4g}", str(init))
+    c.print(t)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from mutransfer import __version__
 from mutransfer.fit import FitResult, Law, Transfer
 from mutransfer.recipe import Recipe
 
-__all__ = ["export_config", "render", "target_build_config"]
+__all__ = ["data_sizes", "export_config", "render", "target_build_config"]
 
 # The hyperparameters a config always states, with where their recipe value lives.
 _TRAIN = ("lr", "weight_decay", "adam_eps", "momentum")
@@ -111,7 +111,7 @@ def _hyperparameters(
     return section, values
 
 
-def _target(recipe: Recipe) -> dict[str, Any]:
+def _target(recipe: Recipe, data_sizes: dict[str, int | None] | None) -> dict[str, Any]:
     t, m = recipe.target, recipe.model
     out: dict[str, Any] = {
         "width": t.width,
@@ -126,8 +126,35 @@ def _target(recipe: Recipe) -> dict[str, Any]:
         elif m.n_heads is not None:
             out.update(head_dim=t.width // m.n_heads, n_heads=m.n_heads)
         out["ffn_ratio"] = m.ffn_ratio
-        if m.vocab_size is not None:
-            out["vocab_size"] = m.vocab_size
+        vocab = m.vocab_size if m.vocab_size is not None else (data_sizes or {}).get("vocab_size")
+        if vocab is not None:
+            out["vocab_size"] = int(vocab)
+    return out
+
+
+def _model(recipe: Recipe, values: dict[str, Any], data_sizes: dict[str, int | None] | None) -> dict[str, Any]:
+    """The architecture as the proxies had it, and the multipliers at their transferred (or recipe) values."""
+    m = recipe.model
+    init_std = values.get("init_std")
+    if init_std is None and m.family in ("gpt", "mlp"):
+        init_std = 0.02 if m.family == "gpt" else m.base_width**-0.5  # mutransfer.proxy.default_init_std
+    out: dict[str, Any] = {"family": m.family, "base_width": m.base_width}
+    if m.family != "mlp":
+        out.update(head_dim=m.head_dim, n_heads=m.n_heads, ffn_ratio=m.ffn_ratio)
+    sizes = dict(data_sizes or {})
+    if m.vocab_size is not None and sizes.get("vocab_size") is None:
+        sizes["vocab_size"] = m.vocab_size
+    for key in ("input_dim", "vocab_size", "num_classes"):
+        if sizes.get(key) is not None:
+            out[key] = int(sizes[key])  # type: ignore[arg-type]
+    out["multipliers"] = {
+        "init_std": init_std,
+        "output_mult": values["output_mult"],
+        "embed_mult": values["embed_mult"],
+        "attn_mult": values.get("attn_mult", m.attn_mult),
+    }
+    if m.options:
+        out["options"] = dict(m.options)
     return out
 
 
@@ -258,13 +285,19 @@ def export_config(
     recipe_hash: str,
     param_groups: list[dict[str, Any]] | None = None,
     parametrization: str = "mup",
+    data_sizes: dict[str, int | None] | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The target config: provenance, sizes, tuned hyperparameters, optimizer, schedule, µP rules, warnings."""
+    """The target config: provenance, sizes, tuned hyperparameters, optimizer, schedule, µP rules, warnings.
+
+    `data_sizes` (input_dim, vocab_size, num_classes: what the data gives the model, see `target_build_config`)
+    and the model's own sizes and multipliers go into `model`, so `mutransfer.target` can rebuild the target from
+    the file alone. `compute` (`mutransfer.compute.ComputeReport.to_dict()`) goes under `compute`.
+    """
     if parametrization not in fit.parametrizations:
         have = ", ".join(fit.parametrizations) or "none"
         raise ValueError(f"the fit has no {parametrization!r} trials (it has: {have})")
     section, values = _hyperparameters(recipe, fit, parametrization)
-    m = recipe.model
     config: dict[str, Any] = {
         "provenance": {
             "sweep": {"name": sweep_name, "id": sweep_id},
@@ -275,9 +308,9 @@ def export_config(
             "fit": {"metric": fit.metric, "seed": fit.seed, "n_boot": fit.n_boot},
         },
         "parametrization": parametrization,
-        "model": {"family": m.family, "base_width": m.base_width},
+        "model": _model(recipe, values, data_sizes),
         "proxy_base": recipe.scales.base.model_dump(),
-        "target": _target(recipe),
+        "target": _target(recipe, data_sizes),
         "hyperparameters": section,
         "optimizer": _optimizer(recipe, values),
         "schedule": _schedule(recipe),
@@ -289,6 +322,8 @@ def export_config(
             "none: standard parametrization (SP); use the values above as they are, with no µP width scaling"
             + ("; the given param_groups were left out (they carry µP multipliers)" if param_groups else "")
         )
+    if compute is not None:
+        config["compute"] = compute
     config["warnings"] = [
         {k: v for k, v in vars(w).items() if v is not None}
         for w in fit.warnings
@@ -341,3 +376,8 @@ def target_build_config(recipe: Recipe, parametrization: str = "mup", fit: FitRe
         hparams=values,
         options=dict(m.options),
     )
+
+
+def data_sizes(cfg: Any) -> dict[str, int | None]:
+    """What the data gives the model (from a `BuildConfig`): the `data_sizes` argument of `export_config`."""
+    return {"input_dim": cfg.input_dim, "vocab_size": cfg.vocab_size, "num_classes": cfg.num_classes}
