@@ -415,3 +415,41 @@ def test_cli_dashboard_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert len(calls) == 1
     assert "dashboard" in runner.invoke(app, ["--help"]).output
     assert os.path.isfile(Path(APP))
+
+
+def _everything_on_screen(at) -> str:  # type: ignore[no-untyped-def]
+    """Every text the page shows, including tables, code blocks and the sidebar."""
+    parts: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error", "success",
+                 "code", "text", "metric", "json"):
+        parts += [str(getattr(e, "value", "")) for e in at.get(kind)]
+    parts += [str(e.proto) for e in at.get("text_input")]
+    for df in at.dataframe:
+        parts.append(df.value.to_string())
+    parts += [str(e.proto) for e in at.sidebar]
+    return "\n".join(parts)
+
+
+@pytest.mark.postgres
+def test_password_in_the_url_is_never_on_a_page(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.engine import make_url
+
+    # The local server trusts every connection: any password gets in, so it must show as *** everywhere.
+    url = make_url(pg_url).set(password="s3cr3t-pw").render_as_string(hide_password=False)
+    with Store.open(url) as store:
+        seed_sweep(store, make_recipe("masked", samples=6, widths=WIDTHS[:3]), points=5)
+    at = _app(url, monkeypatch, sweep="masked")
+    for page in PAGES:
+        _page(at, page)
+        _clean(at)
+        text = _everything_on_screen(at)
+        assert "s3cr3t-pw" not in text, page
+    assert "postgres:***@" in _everything_on_screen(at)  # the sidebar names the database, masked
+
+    # An unreachable server: the error sentence names the server, not the password.
+    bad = make_url(url).set(host="127.0.0.1", port=1).render_as_string(hide_password=False)
+    at = _app(bad, monkeypatch)
+    for page in PAGES:
+        _page(at, page)
+        text = _everything_on_screen(at)
+        assert "s3cr3t-pw" not in text and "Traceback" not in text, page
