@@ -341,8 +341,8 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
     frame = _completed_frame(store, s)
     recipe = _recipe_of(s)
     result = fit_sweep(frame, recipe, seed=seed)
+    compute = _compute(frame, recipe, result)  # before storing: a target that cannot be built stores nothing
     fit_id = store.save_fit(s.id, result.to_dict())
-    compute = _compute(frame, recipe, result)
     if as_json:
         from mutransfer.export import _clean
 
