@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from mutransfer import __version__
+from mutransfer.conventions import conventions, depth_section
 from mutransfer.fit import FitResult, Law, Transfer
 from mutransfer.recipe import Recipe
 
@@ -93,6 +94,8 @@ def _hyperparameters(
             entry["laws"] = {s.axis: {"swept": False, "note": s.note} for s in t.steps}
         if t.note:
             entry["note"] = t.note
+        if fit.warnings_with("does_not_transfer", parametrization=parametrization, hparam=name):
+            entry["transfers"] = False  # the proxies' optimum, not a value to copy: see the note
         section[name] = entry
         values[name] = entry["value"]
     for name in (*_TRAIN, *_MODEL):
@@ -153,6 +156,7 @@ def _model(recipe: Recipe, values: dict[str, Any], data_sizes: dict[str, int | N
         "embed_mult": values["embed_mult"],
         "attn_mult": values.get("attn_mult", m.attn_mult),
     }
+    out["depth"] = depth_section(recipe)  # residual scaling and its factors: mutransfer.target rebuilds from it
     if m.options:
         out["options"] = dict(m.options)
     return out
@@ -314,6 +318,7 @@ def export_config(
         "hyperparameters": section,
         "optimizer": _optimizer(recipe, values),
         "schedule": _schedule(recipe),
+        "conventions": conventions(recipe),
     }
     if parametrization == "mup":
         config["mup"] = _mup(recipe, values, param_groups)
@@ -348,7 +353,7 @@ def target_build_config(recipe: Recipe, parametrization: str = "mup", fit: FitRe
     and reads the data (for the input and vocabulary sizes) lazily: the rest of this module stays pure.
     """
     from mutransfer.data import load_dataset
-    from mutransfer.proxy import BuildConfig
+    from mutransfer.proxy import BuildConfig, depth_fields
 
     m, t = recipe.model, recipe.target
     dataset = load_dataset(recipe.data, m)
@@ -375,6 +380,7 @@ def target_build_config(recipe: Recipe, parametrization: str = "mup", fit: FitRe
         base_width=m.base_width,
         hparams=values,
         options=dict(m.options),
+        **depth_fields(m),
     )
 
 

@@ -32,12 +32,13 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mutransfer.conventions import does_not_transfer
 from mutransfer.recipe import AXES, Choice, LogUniform, Recipe, Scale, Target, Uniform
 
 __all__ = [
@@ -85,7 +86,9 @@ HORIZON_RATIO = 2.0
 
 @dataclass(frozen=True)
 class FitWarning:
-    code: str  # edge, few_near_optimum, flat, noisy, non_monotone, all_diverged, no_completed, mup_width_slope, ...
+    # edge, few_near_optimum, flat, noisy, non_monotone, all_diverged, no_completed, mup_width_slope,
+    # does_not_transfer (mutransfer.conventions), no_target_steps, ...
+    code: str
     message: str
     parametrization: str | None = None
     hparam: str | None = None
@@ -832,7 +835,22 @@ def _point_warnings(param: str, scale: Scale, opt: Optimum, bounds: tuple[float,
     return out
 
 
-def _prepare(trials: pd.DataFrame) -> pd.DataFrame:
+def _has_steps(recipe: Recipe) -> bool:
+    """Whether the recipe's scale points carry their own training steps (the token-horizon axis)."""
+    return any(p.steps is not None for p in recipe.scales.points())
+
+
+def _fit_axes(recipe: Recipe) -> tuple[str, ...]:
+    """The scale axes a point is identified by: AXES, and steps when the recipe gives proxies their own steps."""
+    return (*AXES, "steps") if _has_steps(recipe) else AXES
+
+
+def _target_at(recipe: Recipe, axis: str) -> int | None:
+    """The target's size along an axis; its steps are its tokens over tokens per step (None without tokens)."""
+    return recipe.target_steps() if axis == "steps" else getattr(recipe.target, axis)
+
+
+def _prepare(trials: pd.DataFrame, with_steps: bool = False) -> pd.DataFrame:
     need = {"parametrization", "width", "depth", "batch_size", "status", "metric"}
     missing = sorted(need - set(trials.columns))
     if missing:
@@ -847,6 +865,13 @@ def _prepare(trials: pd.DataFrame) -> pd.DataFrame:
         df["key"] = df.index.astype(str)
     for axis in AXES:
         df[axis] = pd.to_numeric(df[axis], errors="coerce").fillna(1).astype(int)
+    if with_steps:
+        # The store plans each trial's steps (steps_planned); a synthetic frame may name the column steps.
+        if "steps" not in df:
+            if "steps_planned" not in df:
+                raise ValueError("trials frame lacks a steps (or steps_planned) column: the recipe varies steps")
+            df["steps"] = df["steps_planned"]
+        df["steps"] = pd.to_numeric(df["steps"], errors="coerce").fillna(1).astype(int)
     df["metric"] = pd.to_numeric(df["metric"], errors="coerce").astype(float)
     status = df["status"].astype(str)
     finite = np.isfinite(df["metric"].to_numpy())
@@ -862,20 +887,22 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
     `trials`: one row per trial with columns key, parametrization, width, depth, batch_size, seq_len, status,
     metric (lower is better; NaN for diverged) and `hp.<name>` per searched hyperparameter.
     """
-    df = _prepare(trials)
+    with_steps = _has_steps(recipe)
+    df = _prepare(trials, with_steps)
     space = recipe.search.space
     kinds = {name: _kind(dist) for name, dist in space.items()}
     base = recipe.scales.base
     target = recipe.target
-    axes = tuple(a for a in AXES if a in recipe.scales.vary)
+    fit_axes = _fit_axes(recipe)
+    axes = tuple(a for a in fit_axes if a in recipe.scales.vary)
     warnings: list[FitWarning] = []
 
     params = list(recipe.model.parametrizations)
     params += [p for p in dict.fromkeys(df["parametrization"].astype(str)) if p not in params]
     recipe_points = recipe.scales.points()
     data_points = [
-        Scale(width=w, depth=d, batch_size=b, seq_len=s)
-        for w, d, b, s in dict.fromkeys(df[list(AXES)].itertuples(index=False, name=None))
+        Scale(**dict(zip(fit_axes, (int(v) for v in values), strict=True)))
+        for values in dict.fromkeys(df[list(fit_axes)].itertuples(index=False, name=None))
     ]
     all_points = list(dict.fromkeys([*recipe_points, *data_points]))
 
@@ -898,6 +925,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
                 & (in_param["depth"] == scale.depth)
                 & (in_param["batch_size"] == scale.batch_size)
                 & (in_param["seq_len"] == scale.seq_len)
+                & ((in_param["steps"] == scale.steps) if with_steps else True)
             ]
             if rows.empty and scale not in recipe_points:
                 continue
@@ -915,7 +943,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
         for name in present_hp:
             kind = kinds[name]
             if kind == "choice":
-                transfers.append(_choice_transfer(param, name, by_scale, base, target, axes, warnings))
+                transfers.append(_choice_transfer(param, name, by_scale, base, recipe, axes, warnings))
                 continue
             b_u = _bounds_u(space[name])
             param_laws = {
@@ -926,6 +954,15 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
             transfers.append(
                 _numeric_transfer(param, name, kind, by_scale, draws, param_laws, base, target, recipe, b_u, warnings)
             )
+
+    # What the literature says does not transfer under the recipe's conventions is still reported (the proxies'
+    # optimum is information), but flagged, and its transfer says why: the export marks it rather than copy it.
+    for i, t in enumerate(transfers):
+        reason = does_not_transfer(recipe, t.hparam)
+        if reason is None:
+            continue
+        warnings.append(FitWarning("does_not_transfer", reason, t.parametrization, t.hparam))
+        transfers[i] = replace(t, note="; ".join(x for x in (t.note, f"does not transfer: {reason}") if x))
 
     return FitResult(
         recipe_name=recipe.name,
@@ -1024,7 +1061,7 @@ def _fit_point(
 
 def _along(axis: str, by_scale: dict[Scale, PointFit], base: Scale) -> list[Scale]:
     """Points that differ from the base only along `axis` (the base included), ascending."""
-    others = [a for a in AXES if a != axis]
+    others = [a for a in (*AXES, "steps") if a != axis]
     pts = [s for s in by_scale if all(getattr(s, a) == getattr(base, a) for a in others)]
     return sorted(pts, key=lambda s: getattr(s, axis))
 
@@ -1131,11 +1168,17 @@ def _numeric_transfer(
     base_pf = by_scale.get(base)
     base_opt = base_pf.optima.get(name) if base_pf is not None else None
     steps = []
-    for axis in AXES:
-        b_val, t_val = getattr(base, axis), getattr(target, axis)
+    for axis in _fit_axes(recipe):
+        b_val, t_val = getattr(base, axis), _target_at(recipe, axis)
         law = laws[axis][0] if axis in laws else None
         proxies = [getattr(s, axis) for s in _along(axis, by_scale, base)] if law is not None else [b_val]
         largest = max(proxies) if proxies else b_val
+        if t_val is None:
+            note = "the target states no tokens: its training steps are unknown, kept the base proxy's horizon"
+            warnings.append(FitWarning("no_target_steps", note, param, name, axis=axis))
+            steps.append(AxisStep(axis, b_val, b_val, largest, False, 0.0, 0.0, b_val / largest,
+                                  math.log2(b_val / largest), note))
+            continue
         ratio = t_val / largest
         dbl = math.log2(ratio)
         if law is None:
@@ -1183,7 +1226,7 @@ def _numeric_transfer(
         msg = f"the transferred {name} {_fmt(val(u_t))} lies outside the searched range [{_fmt(val(b_u[0]))}, {_fmt(val(b_u[1]))}]"
         warnings.append(FitWarning("outside_range", msg, param, name))
         notes.append(msg)
-    if name == "lr" and target.tokens is not None:
+    if name == "lr" and target.tokens is not None and "steps" not in laws:
         proxy_tokens = recipe.steps_at(base) * base.batch_size * base.seq_len
         ratio = target.tokens / proxy_tokens
         if ratio >= HORIZON_RATIO:
@@ -1216,13 +1259,15 @@ def _choice_transfer(
     name: str,
     by_scale: dict[Scale, PointFit],
     base: Scale,
-    target: Target,
+    recipe: Recipe,
     axes: tuple[str, ...],
     warnings: list[FitWarning],
 ) -> Transfer:
     steps = []
-    for axis in AXES:
-        b_val, t_val = getattr(base, axis), getattr(target, axis)
+    for axis in _fit_axes(recipe):
+        b_val = getattr(base, axis)
+        t_val = _target_at(recipe, axis)
+        t_val = b_val if t_val is None else t_val
         proxies = [getattr(s, axis) for s in _along(axis, by_scale, base)] if axis in axes else [b_val]
         largest = max(proxies) if proxies else b_val
         note = "a choice has no law: kept the base value" if axis in axes else "not swept: kept the base value"
@@ -1273,6 +1318,8 @@ def value_at(result: FitResult, parametrization: str, hparam: str, scale: Scale)
         return None
     u = float(opt.u)
     for law in result.laws:
+        if getattr(scale, law.axis, None) is None or getattr(result.base, law.axis, None) is None:
+            continue  # e.g. a steps law asked about a size without its own steps: the base horizon
         if (law.parametrization, law.hparam) == (parametrization, hparam) and law.fitted:
             u += law.slope * (math.log2(getattr(scale, law.axis)) - math.log2(getattr(result.base, law.axis)))
     return float(2.0**u) if kind == "log" else float(u)

@@ -24,6 +24,20 @@ Parametrizations
   σ defaults to 0.02 (gpt) and ``base_width ** -0.5`` (mlp). The embedding output (the MLP's input layer output) is
   multiplied by ``embed_mult``. The init runs after ``set_base_shapes``, which rescales ``MuReadout``.
 
+Depth
+-----
+``depth_scaling`` (recipe ``model.depth_scaling``, with ``model.base_depth``): every residual branch's output is
+multiplied by ``(depth / base_depth) ** -alpha`` and the Adam learning rate of every parameter inside a residual
+block (weights, biases, LayerNorm gains) by ``(depth / base_depth) ** (alpha - 1)``; embeddings, the final LayerNorm
+and the readout keep theirs. ``depth-mup`` is alpha = 1/2 (Tensor Programs VI, Yang et al. 2023: branch
+multiplier L^-1/2 and, for Adam, LR L^-1/2); ``completep`` is alpha = 1 (Dey et al. 2025, "Don't be lazy: CompleteP
+enables compute-efficient deep transformers", Table 1, and its reference nanoGPT: branch multiplier L^-1, no depth
+change to the LR). Init is not changed with depth. mup's base shapes are width only: the depth factor is this
+module's own, written on each parameter by ``tag_params`` and applied by ``optimizer_for`` as a group LR that mup's
+width split then keeps as its base. ``eps_scaling: width`` multiplies Adam's epsilon by ``1 / width_mult`` and,
+under depth scaling, by ``(depth / base_depth) ** -alpha`` (CompleteP's reference code). The MLP gets residual
+blocks with ``residual: true``: ``h + m · W relu(h)`` (Tensor Programs VI's network).
+
 A user's builder
 ----------------
 ``model.family: "package.module:function"`` names ``fn(cfg: BuildConfig) -> nn.Module``. Its ``forward(x)`` takes the
@@ -52,11 +66,12 @@ import torch.nn.functional as F
 from mup import MuReadout
 from torch import nn
 
-from mutransfer.recipe import BUILTIN_FAMILIES, KNOWN_HPARAMS, resolve_entrypoint
+from mutransfer.recipe import BUILTIN_FAMILIES, DEPTH_ALPHA, KNOWN_HPARAMS, resolve_entrypoint
 
 if TYPE_CHECKING:
     from mutransfer.data import Dataset
     from mutransfer.plan import TrialSpec
+    from mutransfer.recipe import Model
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,10 @@ class BuildConfig:
     base_width: int = 64
     hparams: dict[str, Any] = field(default_factory=dict)  # every hyperparameter of the trial
     options: dict[str, Any] = field(default_factory=dict)  # model.options
+    depth_scaling: str = "none"  # none | depth-mup | completep (see the module doc, "Depth")
+    base_depth: int | None = None  # the depth at which the depth multipliers are 1
+    residual: bool = False  # mlp: residual hidden blocks
+    eps_scaling: str = "none"  # none | width: Adam's epsilon over width_mult (and depth_mult ** alpha)
 
     @property
     def mup(self) -> bool:
@@ -88,6 +107,41 @@ class BuildConfig:
     @property
     def width_mult(self) -> float:
         return self.width / self.base_width
+
+    @property
+    def depth_alpha(self) -> float:
+        return DEPTH_ALPHA[self.depth_scaling]
+
+    @property
+    def depth_mult(self) -> float:
+        """depth / base_depth under depth scaling, else 1."""
+        if self.depth_scaling == "none" or self.base_depth is None:
+            return 1.0
+        return self.depth / self.base_depth
+
+    @property
+    def branch_mult(self) -> float:
+        """What every residual branch's output is multiplied by: (L / L_base) ** -alpha (CompleteP Table 1)."""
+        return self.depth_mult**-self.depth_alpha
+
+    @property
+    def depth_lr_mult(self) -> float:
+        """Adam LR factor of the parameters inside residual blocks: (L / L_base) ** (alpha - 1) (CompleteP Table 1).
+
+        With the branch scaled by L^-alpha, an Adam step (whose size does not follow the gradient's) moves each
+        block's output by lr·L^-alpha; the L blocks' updates add up to lr·L^(1-alpha), so lr·L^(alpha-1) keeps the
+        total change of the residual stream Θ(1) in depth. 1 without depth scaling.
+        """
+        if self.depth_scaling == "none":
+            return 1.0
+        return self.depth_mult ** (self.depth_alpha - 1.0)
+
+    @property
+    def eps_mult(self) -> float:
+        """Adam epsilon factor: CompleteP scales eps by width_mult^-1 · depth_mult^-alpha (their reference code)."""
+        if self.eps_scaling == "none":
+            return 1.0
+        return (1.0 / self.width_mult) * self.depth_mult**-self.depth_alpha
 
     def at_width(self, width: int) -> BuildConfig:
         return replace(self, width=width)
@@ -106,6 +160,24 @@ def _role(module: nn.Module, role: str) -> nn.Module:
     return module
 
 
+def _block(module: nn.Module) -> nn.Module:
+    # A residual block: its parameters take the depth LR factor (cfg.depth_lr_mult), the CompleteP reference's
+    # "hidden" weights, biases and LayerNorms, as opposed to the embeddings, final norm and readout.
+    module._mt_block = True  # type: ignore[assignment]
+    return module
+
+
+def _branch_out(module: nn.Module) -> nn.Module:
+    # The last layer of a residual branch: its output is what the branch multiplier scales (describe_groups).
+    module._mt_branch_out = True  # type: ignore[assignment]
+    return module
+
+
+def mark_block(module: nn.Module) -> nn.Module:
+    """For a user's builder: the module is a residual block, its parameters get the depth LR factor."""
+    return _block(module)
+
+
 def _readout(cfg: BuildConfig, out: int, bias: bool) -> nn.Module:
     if cfg.mup:
         return _role(MuReadout(cfg.width, out, bias=bias, readout_zero_init=True, output_mult=cfg.output_mult), "readout")
@@ -121,12 +193,23 @@ class MLP(nn.Module):
             raise ValueError("the mlp family needs depth >= 1 (hidden width x width layers)")
         w = cfg.width
         self.inp = _role(nn.Linear(cfg.input_dim, w), "input")
-        self.hidden = nn.ModuleList(_role(nn.Linear(w, w), "hidden") for _ in range(cfg.depth))
+        self.residual = cfg.residual
+        self.hidden = nn.ModuleList(
+            (_branch_out(_block(_role(nn.Linear(w, w), "hidden"))) if cfg.residual else _role(nn.Linear(w, w), "hidden"))
+            for _ in range(cfg.depth)
+        )
         self.out = _readout(cfg, cfg.num_classes, bias=True)
         self.embed_mult = cfg.embed_mult
+        self.branch_mult = cfg.branch_mult
         self.logit_mult = 1.0 if cfg.mup else cfg.output_mult  # MuReadout applies output_mult itself
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            # Tensor Programs VI's residual network: h_l = h_(l-1) + L^-alpha · W_l relu(h_(l-1)).
+            h = self.inp(x) * self.embed_mult
+            for layer in self.hidden:
+                h = h + self.branch_mult * layer(F.relu(h))
+            return self.out(F.relu(h)) * self.logit_mult
         h = F.relu(self.inp(x) * self.embed_mult)
         for layer in self.hidden:
             h = F.relu(layer(h))
@@ -155,7 +238,7 @@ class CausalSelfAttention(nn.Module):
         self.q = _role(nn.Linear(w, w, bias=False), "query")
         self.k = _role(nn.Linear(w, w, bias=False), "hidden")
         self.v = _role(nn.Linear(w, w, bias=False), "hidden")
-        self.proj = _role(nn.Linear(w, w, bias=False), "hidden")
+        self.proj = _branch_out(_role(nn.Linear(w, w, bias=False), "hidden"))
         if cfg.mup:
             # 1/d: q·k grows like d once q and k correlate in training; sqrt(base) makes it equal SP at base width.
             self.scale = cfg.attn_mult * math.sqrt(base_head_dim) / self.head_dim
@@ -175,7 +258,7 @@ class FeedForward(nn.Module):
         d_ffn = max(1, round(cfg.ffn_ratio * cfg.width))
         self.fc = _role(nn.Linear(cfg.width, d_ffn, bias=False), "hidden")
         self.act = nn.GELU()
-        self.proj = _role(nn.Linear(d_ffn, cfg.width, bias=False), "hidden")
+        self.proj = _branch_out(_role(nn.Linear(d_ffn, cfg.width, bias=False), "hidden"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.act(self.fc(x)))
@@ -188,10 +271,14 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.width)
         self.mlp = FeedForward(cfg)
+        self.branch_mult = cfg.branch_mult
+        _block(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+        # Depth scaling multiplies each branch by (L / L_base) ** -alpha (1 without it), as the CompleteP reference
+        # nanoGPT does: x + m·attn(ln1(x)), then x + m·mlp(ln2(x)).
+        x = x + self.branch_mult * self.attn(self.ln1(x))
+        return x + self.branch_mult * self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
@@ -274,6 +361,7 @@ def _assemble(
     builtin = _is_builtin(family)
     fn = _builder(family)
     model = _construct(fn, cfg, device, builtin)
+    tag_params(model, cfg)
     if not (cfg.mup or builtin or shapes):
         return model, {}  # a user's SP model: nothing to rescale, no reason to call the builder twice more
     base, delta = _base_and_delta(fn, cfg, builtin)
@@ -282,6 +370,21 @@ def _assemble(
     if builtin:
         init_builtin(model, cfg, family, base_shapes=mup.get_shapes(base))
     return model, {"base": mup.get_shapes(base), "delta": mup.get_shapes(delta)}
+
+
+def tag_params(model: nn.Module, cfg: BuildConfig) -> None:
+    """Write the depth LR factor and the epsilon factor on each parameter, where `optimizer_for` reads them.
+
+    On the tensors (as mup's `infshape`) rather than in a side table: whoever builds an optimizer from
+    `model.parameters()` (train.py, batched trials, the export's describe_groups) gets the same groups.
+    """
+    for p in model.parameters():
+        p._mt_lr_mult = 1.0  # type: ignore[attr-defined]
+        p._mt_eps_mult = cfg.eps_mult  # type: ignore[attr-defined]
+    for m in model.modules():
+        if getattr(m, "_mt_block", False):
+            for p in m.parameters():
+                p._mt_lr_mult = cfg.depth_lr_mult  # type: ignore[attr-defined]
 
 
 def build_model(cfg: BuildConfig, family: Family, device: str | torch.device = "cpu") -> nn.Module:
@@ -312,7 +415,14 @@ def build_config(spec: TrialSpec, dataset: Dataset) -> BuildConfig:
         base_width=m.base_width,
         hparams=hparams,
         options=dict(m.options),
+        **depth_fields(m),
     )
+
+
+def depth_fields(m: Model) -> dict[str, Any]:
+    """The BuildConfig fields that come from the recipe's depth and epsilon conventions (model section)."""
+    return {"depth_scaling": m.depth_scaling, "base_depth": m.base_depth, "residual": m.residual,
+            "eps_scaling": m.eps_scaling}
 
 
 def build(spec: TrialSpec, dataset: Dataset, device: str | torch.device = "cpu") -> nn.Module:
@@ -377,8 +487,25 @@ def optimizer_for(
     eps: float = 1e-8,
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
-    """MuAdam/MuAdamW/MuSGD under µP (params need base shapes), else the plain torch optimizer."""
+    """MuAdam/MuAdamW/MuSGD under µP (params need base shapes), else the plain torch optimizer.
+
+    Parameters tagged by `tag_params` (every model built here) are split into groups by their depth LR factor and
+    epsilon factor: group lr = lr · depth factor, eps = eps · eps factor. mup then splits each group by width as
+    usual, keeping the group's lr as its base, so width and depth factors multiply. weight_decay is left as given:
+    as in the CompleteP reference, AdamW's lr·wd then shrinks with the depth factor inside blocks.
+    """
     mu = parametrization == "mup"
+    params = list(params)
+    if params and not isinstance(params[0], dict):
+        by: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for p in params:
+            key = (float(getattr(p, "_mt_lr_mult", 1.0)), float(getattr(p, "_mt_eps_mult", 1.0)))
+            by.setdefault(key, []).append(p)
+        if set(by) != {(1.0, 1.0)}:
+            adam = optimizer in ("adam", "adamw")
+            params = [
+                {"params": ps, "lr": lr * lm, **({"eps": eps * em} if adam else {})} for (lm, em), ps in by.items()
+            ]
     if optimizer in ("adam", "adamw"):
         kw: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps}
         if mu:
@@ -434,9 +561,12 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
     """What µP does to every parameter of the model at cfg's size, grouped by name pattern (layer index -> `*`).
 
     Each entry: name, count (tensors in the group), shape, kind (vector-like | matrix-like | readout), width_mult
-    (mup's infshape width_mult; 1 under SP), lr_mult and wd_mult (what MuAdam/MuAdamW/MuSGD multiply the base
-    learning rate and weight decay by; 1 under SP), forward_mult (what the layer's output is multiplied by: the
-    readout's output_mult / width_mult under µP, output_mult under SP; 1 elsewhere), init ("normal" | "zeros" | "ones", None for a user's builder)
+    (mup's infshape width_mult; 1 under SP), lr_mult and wd_mult (what the optimizer multiplies the base learning
+    rate and weight decay by: MuAdam/MuAdamW/MuSGD's width rule times the depth factor; 1 under SP without depth
+    scaling), depth_lr_mult (the depth factor alone, (L / L_base) ** (alpha - 1) inside residual blocks),
+    eps_mult (Adam's epsilon factor, model.eps_scaling), forward_mult (what the layer's output is multiplied by:
+    the readout's output_mult / width_mult under µP, output_mult under SP; a residual branch's last layer the
+    branch multiplier (L / L_base) ** -alpha; 1 elsewhere), init ("normal" | "zeros" | "ones", None for a user's builder)
     and init_std (the std this code's init uses at this size; 0 for zero-init; a user's builder: the std of the
     built tensor when it could not be built on meta, else None). Built on the meta device: a 4096-wide, 32-layer
     target costs no memory.
@@ -447,12 +577,14 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
     rules = init_rules(model, cfg, family, shapes["base"]) if builtin else {}
     lr_mult: dict[int, float] = {}
     wd_mult: dict[int, float] = {}
-    if cfg.mup:
-        # The real mup optimizer with LR and WD 1: whatever mup does, the multipliers read off its groups.
-        opt = optimizer_for(model.parameters(), "mup", optimizer, lr=1.0, weight_decay=1.0)
-        for g in opt.param_groups:
-            for p in g["params"]:
-                lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
+    eps_mult: dict[int, float] = {}
+    # The real optimizer (mup's under µP) with LR, WD and eps 1: whatever mup and the depth rules do, the
+    # multipliers are read off its groups. Under SP only the depth factor can make them differ from 1.
+    opt = optimizer_for(model.parameters(), cfg.parametrization, optimizer, lr=1.0, weight_decay=1.0, eps=1.0)
+    for g in opt.param_groups:
+        for p in g["params"]:
+            lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
+            eps_mult[id(p)] = g.get("eps", 1.0)
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
@@ -463,7 +595,7 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
                 init, std = rules[name]
             else:
                 init, std = None, None if p.is_meta or p.numel() < 2 else float(p.detach().float().std())
-            forward_mult = 1.0
+            forward_mult = cfg.branch_mult if getattr(module, "_mt_branch_out", False) else 1.0
             if kind == "readout":
                 mult = getattr(module, "output_mult", cfg.output_mult)
                 forward_mult = float(mult / ish.width_mult()) if cfg.mup else float(cfg.output_mult)
@@ -474,6 +606,8 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[di
                 "width_mult": float(ish.width_mult()) if cfg.mup else 1.0,
                 "lr_mult": float(lr_mult.get(id(p), 1.0)),
                 "wd_mult": float(wd_mult.get(id(p), 1.0)),
+                "depth_lr_mult": float(getattr(p, "_mt_lr_mult", 1.0)),
+                "eps_mult": float(eps_mult.get(id(p), 1.0)),
                 "forward_mult": forward_mult,
                 "init": init,
                 "init_std": std,
@@ -500,6 +634,9 @@ class CoordCheck:
     metric: str  # "change": mean |h_t - h_0| on a fixed probe batch; "l1": mean |h_t|
     # With track_steps: layer -> per optimizer step (1..steps) -> value per width; the last step equals `values`.
     step_values: dict[str, list[list[float]]] = field(default_factory=dict)
+    # What `widths` holds: "width", or "depth" for a check over depth (then `widths` are depths and the slopes are
+    # against log(depth); only the layers every depth has, e.g. the first blocks, the final norm and the logits).
+    axis: str = "width"
 
     def unstable(self, threshold: float = 0.25) -> list[str]:
         """Layers whose statistic grows (or shrinks) faster than width**threshold, steepest first."""
@@ -543,6 +680,7 @@ def coord_check(
     metric: str = "change",
     device: str | torch.device = "cpu",
     track_steps: bool = False,
+    axis: str = "width",
 ) -> CoordCheck:
     """mup's coordinate check: train each width a few steps on one fixed batch, measure every layer's output.
 
@@ -555,9 +693,15 @@ def coord_check(
     MLP's softmax saturates within a few steps and hides its own blow-up. `batch_fn(cfg, generator) -> (x, y)`
     supplies data for models that `synthetic_batch` does not fit. `track_steps` also records the statistic after
     every step (`CoordCheck.step_values`), for plots like mup's, at one extra forward pass per step.
+
+    `axis="depth"`: `widths` are depths and `make_cfg(depth)` builds each one: the same check over depth. Under
+    depth scaling (depth-mup, completep) the change of the residual stream and of the logits stays flat in depth;
+    without it each block adds its own Θ(1) update and the change grows with depth.
     """
     if metric not in ("change", "l1"):
         raise ValueError("metric is 'change' or 'l1'")
+    if axis not in ("width", "depth"):
+        raise ValueError("axis is 'width' or 'depth'")
     widths = sorted(widths)
     per_width: list[dict[str, float]] = []
     per_width_steps: list[list[dict[str, float]]] = []  # [width][step] -> layer -> value
@@ -580,7 +724,8 @@ def coord_check(
     slopes = {k: _slope(widths, v) for k, v in values.items()}
     step_values = {k: [[per_width_steps[i][t].get(k, float("nan")) for i in range(len(widths))]
                        for t in range(steps)] for k in layers} if track_steps else {}
-    return CoordCheck(widths=list(widths), values=values, slopes=slopes, metric=metric, step_values=step_values)
+    return CoordCheck(widths=list(widths), values=values, slopes=slopes, metric=metric, step_values=step_values,
+                      axis=axis)
 
 
 def _coord_run(
@@ -613,6 +758,10 @@ def _coord_run(
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    # The last block of every stack also as "<stack>.last" (the residual stream the readout sees): a check over
+    # depth compares it across depths, where "blocks.7" exists at some depths only.
+    handles += [m[-1].register_forward_hook(hook(f"{n}.last")) for n, m in model.named_modules()
+                if n and isinstance(m, nn.ModuleList) and len(m)]
 
     def probe() -> dict[str, torch.Tensor]:
         outputs.clear()

@@ -25,6 +25,11 @@ BUILTIN_FAMILIES = ("mlp", "gpt")
 TRAIN_HPARAMS = ("lr", "weight_decay", "momentum", "adam_eps")
 MODEL_HPARAMS = ("init_std", "output_mult", "embed_mult", "attn_mult")
 KNOWN_HPARAMS = TRAIN_HPARAMS + MODEL_HPARAMS
+# model.depth_scaling -> alpha: residual branches times (depth / base_depth) ** -alpha.
+DEPTH_ALPHA = {"none": 0.0, "depth-mup": 0.5, "completep": 1.0}
+# Model keys added after recipes were first stored: left out of the hash while at their default, so a recipe that
+# does not use them keeps the hash (and the resumable sweep) it had.
+_NEW_MODEL_DEFAULTS = {"depth_scaling": "none", "base_depth": None, "residual": False, "eps_scaling": "none"}
 
 
 class RecipeError(ValueError):
@@ -56,6 +61,17 @@ class Model(_Strict):
     output_mult: PositiveFloat = 1.0
     embed_mult: PositiveFloat = 1.0
     attn_mult: PositiveFloat = 1.0
+    # Depth: residual branches multiplied by (depth / base_depth) ** -alpha, block parameters' Adam LR by
+    # (depth / base_depth) ** (alpha - 1). depth-mup: alpha 1/2 (Tensor Programs VI, Yang et al. 2023); completep:
+    # alpha 1 (Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep transformers", Table 1).
+    # none: the residual stream is a plain sum and the optimal LR drifts with depth. See mutransfer.proxy.
+    depth_scaling: Literal["none", "depth-mup", "completep"] = "none"
+    base_depth: PositiveInt | None = None  # the depth at which the depth multipliers are 1 (needed by depth_scaling)
+    # mlp only: hidden layers as residual blocks h + m·W·relu(h) (what depth scaling acts on) instead of a plain stack.
+    residual: bool = False
+    # Adam's epsilon: `width` divides it by width_mult (and, with depth scaling, by (depth / base_depth) ** alpha
+    # too, CompleteP's rule) so that it stays below the shrinking µP gradients of a wide (and deep) target.
+    eps_scaling: Literal["none", "width"] = "none"
     # Free-form options handed to a user's builder.
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -91,7 +107,22 @@ class Model(_Strict):
     def _heads(self) -> Model:
         if self.head_dim is not None and self.n_heads is not None:
             raise ValueError("give head_dim or n_heads, not both")
+        if self.depth_scaling != "none" and self.base_depth is None:
+            raise _at(
+                "model.base_depth",
+                f"depth_scaling {self.depth_scaling!r} needs base_depth (the depth whose multipliers are 1, "
+                "usually scales.base.depth)",
+            )
+        if self.depth_scaling != "none" and self.family == "mlp" and not self.residual:
+            raise _at("model.residual", "depth scaling acts on residual branches: the mlp needs residual: true")
+        if self.residual and self.family == "gpt":
+            raise _at("model.residual", "the gpt is residual already; residual applies to the mlp")
         return self
+
+    @property
+    def depth_alpha(self) -> float:
+        """alpha of the residual multiplier (depth / base_depth) ** -alpha: 0 without depth scaling."""
+        return DEPTH_ALPHA[self.depth_scaling]
 
 
 class Data(_Strict):
@@ -207,14 +238,20 @@ class Scale(_Strict):
     depth: PositiveInt = 2
     batch_size: PositiveInt = 32
     seq_len: PositiveInt = 1  # tokens per example (gpt); 1 for the mlp
+    # Training length as a scale axis (the token horizon): optimizer steps of this proxy; None: train.steps/tokens.
+    steps: PositiveInt | None = None
 
     def tag(self) -> str:
-        return f"w{self.width}-d{self.depth}-b{self.batch_size}-s{self.seq_len}"
+        # The steps suffix only when set: keys of sweeps that do not vary steps stay what they were.
+        tail = f"-t{self.steps}" if self.steps is not None else ""
+        return f"w{self.width}-d{self.depth}-b{self.batch_size}-s{self.seq_len}{tail}"
 
 
 class Scales(_Strict):
     base: Scale
-    vary: dict[Literal["width", "depth", "batch_size", "seq_len"], list[PositiveInt]] = Field(default_factory=dict)
+    vary: dict[Literal["width", "depth", "batch_size", "seq_len", "steps"], list[PositiveInt]] = Field(
+        default_factory=dict
+    )
     mode: Literal["one_at_a_time", "grid"] = "one_at_a_time"
 
     @field_validator("vary")
@@ -294,6 +331,15 @@ class Recipe(_Strict):
             for axis in ("seq_len",):
                 if axis in self.scales.vary:
                     raise _at(f"scales.vary.{axis}", "the mlp family has no sequence length to vary")
+        if "steps" in self.scales.vary and self.scales.base.steps is None:
+            raise _at("scales.base.steps", "varying steps needs the base proxy's steps (the horizon the laws start from)")
+        if m.depth_scaling != "none" and self.train.optimizer == "sgd":
+            raise _at("model.depth_scaling", "the depth rules implemented are Adam's (CompleteP Table 1): use adam or adamw")
+        if m.eps_scaling != "none" and self.train.optimizer == "sgd":
+            raise _at("model.eps_scaling", "sgd has no epsilon to scale")
+        if getattr(self.train, "batch_trials", 1) > 1 and (m.depth_scaling != "none" or m.residual):
+            # mutransfer.batched writes the forward of the plain families; it has no residual multiplier yet.
+            raise _at("train.batch_trials", "batched trials do not support depth scaling or a residual mlp yet: use 1")
         if self.train.optimizer != "sgd" and "momentum" in self.search.space:
             raise _at("search.space.momentum", f"momentum applies to sgd, not {self.train.optimizer}")
         widths = [p.width for p in self.scales.points()]
@@ -320,11 +366,29 @@ class Recipe(_Strict):
 
     def hash(self) -> str:
         """Identity of the sweep: the same validated recipe (whatever its comments or key order) gives the same hash."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        for key, default in _NEW_MODEL_DEFAULTS.items():
+            if data["model"].get(key) == default:
+                del data["model"][key]
+        scales = data["scales"]
+        for point in (scales["base"], data["target"]):
+            if point.get("steps", "absent") is None:
+                del point["steps"]
+        canon = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    def target_steps(self) -> int | None:
+        """Optimizer steps of the target run (its tokens over tokens per step); None without target.tokens."""
+        t = self.target
+        if t.tokens is None:
+            return None
+        per_step = t.batch_size * (t.seq_len if self.model.family != "mlp" else 1)
+        return max(1, math.ceil(t.tokens / per_step))
 
     def steps_at(self, scale: Scale) -> int:
         """Optimizer steps of a trial at `scale`: fixed, or its token budget over tokens per step."""
+        if getattr(scale, "steps", None) is not None:
+            return scale.steps  # type: ignore[union-attr, return-value]
         if self.train.steps is not None:
             return self.train.steps
         per_step = scale.batch_size * (scale.seq_len if self.model.family != "mlp" else 1)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mutransfer.recipe import BUILTIN_FAMILIES
+from mutransfer.recipe import BUILTIN_FAMILIES, DEPTH_ALPHA
 
 if TYPE_CHECKING:
     from torch import nn
@@ -104,6 +104,10 @@ def build_config_from_export(config: dict[str, Any]) -> tuple[BuildConfig, str, 
         size["input_dim"] = _field(config, "model.input_dim", int)
     else:
         size["vocab_size"] = _field(config, "model.vocab_size", int)
+    # model.depth (exports before depth scaling have none: plain residual sums).
+    depth = _field(config, "model.depth", dict, required=False) or {}
+    if depth.get("scaling", "none") not in DEPTH_ALPHA:
+        raise TargetError(f"model.depth.scaling: {depth.get('scaling')!r} is not one of {', '.join(DEPTH_ALPHA)}")
     cfg = BuildConfig(
         width=_field(config, "target.width", int),
         depth=_field(config, "target.depth", int),
@@ -120,6 +124,10 @@ def build_config_from_export(config: dict[str, Any]) -> tuple[BuildConfig, str, 
         base_width=_field(config, "model.base_width", int),
         hparams=hparams,
         options=dict(_field(config, "model.options", dict, required=False) or {}),
+        depth_scaling=str(depth.get("scaling", "none")),
+        base_depth=depth.get("base_depth"),
+        residual=bool(depth.get("residual", False)),
+        eps_scaling=str(depth.get("eps_scaling", "none")),
         **size,
     )
     return cfg, family, str(_field(config, "optimizer.name", str))
