@@ -112,9 +112,23 @@ def test_trial_that_raises_is_stored_failed_and_the_sweep_goes_on(tmp_path: Path
     assert any('"boom": 1' in h for h, _, _ in rows) and any('"boom": 0' in h for h, _, _ in rows)
 
 
-def _worker_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _worker_pids(driver: int) -> list[int]:
+    """The trial processes of this sweep: Ray workers under the driver's process tree (Ray started in-process), not
+    those of anything else running on the machine."""
+    import psutil
+
+    try:
+        tree = psutil.Process(driver).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    pids = []
+    for p in tree:
+        try:
+            if "ray::ImplicitFunc" in " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return pids
 
 
 @pytest.mark.slow
@@ -123,8 +137,8 @@ def test_killed_trial_process_is_marked_failed_and_the_sweep_goes_on(tmp_path: P
     (tmp_path / "long.yaml").write_text(SLOW_RECIPE.replace("samples: 4", "samples: 2"))
     proc = subprocess.Popen([sys.executable, "-m", "mutransfer.cli", "sweep", "long.yaml", "-q"], cwd=tmp_path,
                             env=env_for(tmp_path, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: statuses(db).get("running", 0) >= 1 and _worker_pids(), 300, "a running trial")
-    os.kill(_worker_pids()[0], signal.SIGKILL)
+    wait_for(lambda: statuses(db).get("running", 0) >= 1 and _worker_pids(proc.pid), 300, "a running trial")
+    os.kill(_worker_pids(proc.pid)[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     after = statuses(db)
