@@ -165,7 +165,21 @@ def export_texts(url: str, sweep_id: int, stamp: tuple[Any, ...], parametrizatio
                                  r.train.optimizer)
     config = export_config(r, info.result, sweep_name=sweep.name, sweep_id=sweep.id, recipe_hash=sweep.recipe_hash,
                            param_groups=groups, parametrization=parametrization)
-    return {fmt: render(config, fmt) for fmt in ("yaml", "json")}  # type: ignore[arg-type]
+    from mutransfer.launchers import FORMATS, LauncherError, render_format
+
+    # Every format `mutransfer export --format` writes; a launcher that cannot take this model (e.g. a GPT-only
+    # format for an MLP, a target without training tokens) gets the one-line reason instead of a text.
+    texts: dict[str, str] = {fmt: render(config, fmt) for fmt in ("yaml", "json")}  # type: ignore[arg-type]
+    for fmt in FORMATS:
+        if fmt not in texts:
+            try:
+                texts[fmt] = render_format(config, fmt)
+            except LauncherError as e:
+                texts[fmt] = f"{UNAVAILABLE}{e}"
+    return texts
+
+
+UNAVAILABLE = "unavailable: "
 
 
 def clear() -> None:

@@ -268,6 +268,9 @@ def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.Monke
     assert config["provenance"]["sweep"]["name"] == "good" and config["parametrization"] == "mup"
     assert "hyperparameters:" in yaml_text
     assert len(at.get("download_button")) >= 2
+    # The launcher formats are tabs too; this sweep is an MLP, so the GPT launchers say why they are missing.
+    infos = " ".join(str(i.value) for i in at.info)
+    assert "No nanoGPT config for this sweep" in infos and "describes a GPT" in infos
     at.radio[0].set_value("sp").run()
     _clean(at)
     assert json.loads(at.code[1].value)["parametrization"] == "sp"

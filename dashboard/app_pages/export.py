@@ -29,11 +29,31 @@ except (ValueError, KeyError, ImportError, OSError, RuntimeError) as e:
     ui.say(f"The config could not be built ({type(e).__name__}: {e}).")
 st.caption("Built from the latest fit when one is stored, else from a fit made here; it is not stored (the "
            "`mutransfer export` command stores what it writes).")
-for tab, fmt in zip(st.tabs(["YAML", "JSON"]), ("yaml", "json"), strict=True):
+# What each format is for, and the file it is saved as (see the README's Launchers section).
+FORMATS = {
+    "yaml": ("YAML", "the full config: provenance, hyperparameters with intervals, µP rules, compute", "yaml",
+             "application/x-yaml"),
+    "json": ("JSON", "the same as YAML, for machines", "json", "application/json"),
+    "nanogpt": ("nanoGPT", "a config file for nanoGPT's train.py (`python train.py config.py`)", "py", "text/x-python"),
+    "hf": ("Hugging Face", "TrainingArguments and a GPT-2 model config, one JSON with both", "json",
+           "application/json"),
+    "torchrun": ("torchrun", "a command line for nanoGPT's train.py under torchrun", "sh", "text/x-sh"),
+    "litgpt": ("LitGPT", "a config for `litgpt pretrain --config`", "yaml", "application/x-yaml"),
+    "megatron": ("Megatron-LM", "pretrain_gpt.py arguments", "sh", "text/x-sh"),
+}
+shown = [f for f in FORMATS if f in texts]
+for tab, fmt in zip(st.tabs([FORMATS[f][0] for f in shown]), shown, strict=True):
+    label, what, ext, mime = FORMATS[fmt]
     with tab:
-        st.download_button(f"Download {fmt.upper()}", texts[fmt], file_name=f"{sweep.name}-{param}-target.{fmt}",
-                           mime="application/json" if fmt == "json" else "application/x-yaml", key=f"dl-{fmt}")
-        st.code(texts[fmt], language=fmt)
+        text = texts[fmt]
+        if text.startswith(data.UNAVAILABLE):
+            st.info(f"No {label} config for this sweep: {text.removeprefix(data.UNAVAILABLE)}")
+            continue
+        st.caption(what)
+        st.download_button(f"Download {label}", text, file_name=f"{sweep.name}-{param}-{fmt}.{ext}", mime=mime,
+                           key=f"dl-{fmt}")
+        st.code(text, language={"nanogpt": "python", "torchrun": "bash", "megatron": "bash", "hf": "json"}.get(
+            fmt, fmt))
 
 stored = data.exports(ui.url(), sweep.id)
 if stored:
