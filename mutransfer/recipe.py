@@ -165,6 +165,9 @@ class Train(_Strict):
     # Stop a trial as diverged when its loss is NaN/inf or exceeds this multiple of its first loss.
     diverge_factor: Annotated[float, Field(gt=1)] | None = 4.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Train up to this many trials of the same shape at once, as one stacked model (mutransfer.batched); built-in
+    # families only. How trials run, not what they compute: left out of the recipe's hash.
+    batch_trials: PositiveInt = 1
 
     @model_validator(mode="after")
     def _budget(self) -> Train:
@@ -366,7 +369,9 @@ class Recipe(_Strict):
 
     def hash(self) -> str:
         """Identity of the sweep: the same validated recipe (whatever its comments or key order) gives the same hash."""
-        data = self.model_dump(mode="json")
+        # batch_trials changes how trials run, not their results: a sweep resumed with another value is the same
+        # sweep (and recipes written before the key existed keep their hash).
+        data = self.model_dump(mode="json", exclude={"train": {"batch_trials"}})
         for key, default in _NEW_MODEL_DEFAULTS.items():
             if data["model"].get(key) == default:
                 del data["model"][key]

@@ -38,6 +38,8 @@ from mutransfer.store import CheckRecord, Store, TrialRecord  # noqa: E402
 log = logging.getLogger("mutransfer.sweep")
 
 FINISHED = ("completed", "diverged", "failed")
+# At most this many trials run one after another in one Ray trial (see packs_for).
+TRIALS_PER_TASK = 16
 # Reported to Ray as the searcher's objective for a diverged trial: Optuna needs a number, and a diverged
 # trial is the worst outcome there is.
 DIVERGED_OBJECTIVE = 1e9
@@ -71,11 +73,7 @@ def _run_trial(config: dict[str, Any], specs: dict[str, TrialSpec] | None = None
     else:  # adaptive search: the searcher picked the values
         assert template is not None
         spec = replace(template, hparams={k: v for k, v in config.items() if k != "key"})
-    # Hostname plus Ray's node id: two Ray nodes may share a host (and an IP) yet are different nodes.
-    try:
-        node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    except Exception:
-        node = socket.gethostname()
+    node = _node()
     last: dict[str, Any] = {}
 
     def report(point: dict[str, Any]) -> None:
@@ -89,16 +87,73 @@ def _run_trial(config: dict[str, Any], specs: dict[str, TrialSpec] | None = None
     try:
         result = train(spec, report, threads=threads)
     except Exception as e:  # a trial that raises is data: stored as failed with its message, the sweep goes on
-        tb = traceback.format_exc(limit=-3)
-        tune.report({"final": True, "status": "failed", "error": f"{type(e).__name__}: {e}\n{tb}",
-                     "objective": DIVERGED_OBJECTIVE, "node": node, "wall_time": time.time() - start})
+        tune.report(_failed(e, node, start))
         return
-    tune.report({
+    tune.report(_final(result, node))
+
+
+def _node() -> str:
+    # Hostname plus Ray's node id: two Ray nodes may share a host (and an IP) yet are different nodes.
+    try:
+        return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:
+        return socket.gethostname()
+
+
+def _final(result: Any, node: str) -> dict[str, Any]:
+    return {
         "final": True, "status": result.status, "metric": result.metric, "best_metric": result.best_metric,
         "steps_done": result.steps, "wall_time": result.wall_time, "flops": result.flops,
         "n_params": result.n_params, "node": node,
         "objective": result.metric if result.metric is not None else DIVERGED_OBJECTIVE,
-    })
+    }
+
+
+def _failed(e: Exception, node: str, start: float) -> dict[str, Any]:
+    tb = traceback.format_exc(limit=-3)
+    return {"final": True, "status": "failed", "error": f"{type(e).__name__}: {e}\n{tb}",
+            "objective": DIVERGED_OBJECTIVE, "node": node, "wall_time": time.time() - start}
+
+
+def _run_pack(config: dict[str, Any], packs: dict[str, list[TrialSpec]], threads: int = 1,
+              batch: bool = False) -> None:
+    """The Ray trainable of a random search: several trials in one Ray trial, each reported under its own key.
+
+    One Ray trial costs Tune a scheduling round, an actor reset and its bookkeeping whatever it runs; a proxy of a
+    few steps costs less than that. Running several trials per Ray trial pays it once for all of them. With
+    `batch` the trials (all of one shape, see batched.pack) train at once as one stacked model; else one by one.
+    Every report carries `trial_key`: the StoreCallback files it under that trial.
+    """
+    from mutransfer.batched import train_batch
+    from mutransfer.train import train
+
+    specs = packs[config["key"]]
+    node = _node()
+
+    def send(spec: TrialSpec, point: dict[str, Any]) -> None:
+        value = point.get(spec.train.metric)
+        objective = value if value is not None and math.isfinite(value) else DIVERGED_OBJECTIVE
+        tune.report({**point, "objective": objective, "node": node, "final": False, "trial_key": spec.key})
+
+    if batch and len(specs) > 1:
+        start = time.time()
+        try:
+            results = train_batch(specs, send, threads=threads)
+        except Exception as e:  # the batch failed as a whole: every trial in it is stored as failed
+            for spec in specs:
+                tune.report({**_failed(e, node, start), "trial_key": spec.key})
+            return
+        for spec, result in zip(specs, results, strict=True):
+            tune.report({**_final(result, node), "trial_key": spec.key})
+        return
+    for spec in specs:
+        start = time.time()
+        try:
+            result = train(spec, lambda point, spec=spec: send(spec, point), threads=threads)
+        except Exception as e:  # a trial that raises is data: stored as failed with its message, the pack goes on
+            tune.report({**_failed(e, node, start), "trial_key": spec.key})
+            continue
+        tune.report({**_final(result, node), "trial_key": spec.key})
 
 
 # --------------------------------------------------------------------------------------------- driver side
@@ -189,9 +244,13 @@ class StoreCallback(tune.Callback):
     """Writes every reported point and each trial's outcome to the store, on the driver."""
 
     def __init__(self, store: Store, sweep_id: int, key_of: Callable[[Any], str], progress: Progress,
-                 metric: str, flush_every: float = 2.0) -> None:
+                 metric: str, flush_every: float = 2.0, packs: dict[str, list[str]] | None = None,
+                 batched: bool = False) -> None:
         self.store, self.sweep_id, self.key_of, self.progress = store, sweep_id, key_of, progress
         self.metric = metric
+        # A Ray trial that runs a pack of trials: its key -> the trials' keys; reports name theirs (`trial_key`).
+        self.packs = packs or {}
+        self.batched = batched
         self.flush_every = flush_every
         self._points: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._last_flush: dict[str, float] = {}
@@ -201,22 +260,33 @@ class StoreCallback(tune.Callback):
     def _group(self, key: str) -> str:
         return key.rsplit("/", 1)[0]
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def _keys(self, trial: Any) -> list[str]:
         key = self.key_of(trial)
-        if key in self._started:
+        return self.packs.get(key, [key])
+
+    def _start(self, key: str) -> None:
+        if key in self._started or key in self._done:
             return
         self._started.add(key)
         self.store.mark_running(self.sweep_id, key, node=None)
+        self.progress.started()
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        keys = self._keys(trial)
+        # A batched pack runs all its trials at once; a sequential one starts with its first (the others are marked
+        # running as their first report arrives).
+        for key in keys if self.batched else keys[:1]:
+            self._start(key)
         hparams = {k: v for k, v in trial.config.items() if k != "key"}
         if hparams:
-            self.store.update_hparams(self.sweep_id, key, hparams)
-        self.progress.started()
+            self.store.update_hparams(self.sweep_id, keys[0], hparams)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        key = self.key_of(trial)
+        key = result.get("trial_key") or self.key_of(trial)
         if key in self._done:
             return
+        self._start(key)
         if not result.get("final"):
             point = {"step": int(result["step"])}
             for name in ("train_loss", "val_loss", "lr", "tokens", "elapsed"):
@@ -241,19 +311,22 @@ class StoreCallback(tune.Callback):
         self.progress.finished(key, self._group(key), status, _finite(result.get("metric")))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        # The trial's process died (killed, out of memory, lost node): the trainable could not report.
-        key = self.key_of(trial)
-        if key in self._done:
+        # The trial's process died (killed, out of memory, lost node): the trainable could not report. Every trial
+        # of its pack that had not finished goes down with it.
+        keys = [k for k in self._keys(trial) if k not in self._done]
+        if not keys:
             return
-        self._done.add(key)
         err = None
         try:
             err = trial.get_error()
         except Exception:  # the error file may be gone with the node
             err = None
         msg = str(err or "trial process died without reporting").strip()
-        self.store.finish_trial(self.sweep_id, key, "failed", error=msg[-4000:], points=self._points.pop(key, None))
-        self.progress.finished(key, self._group(key), "failed", None)
+        for key in keys:
+            self._done.add(key)
+            self.store.finish_trial(self.sweep_id, key, "failed", error=msg[-4000:],
+                                    points=self._points.pop(key, None))
+            self.progress.finished(key, self._group(key), "failed", None)
 
     def _flush(self, key: str) -> None:
         points = self._points.pop(key, None)
@@ -307,6 +380,10 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
         except Exception as e:
             raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     else:
+        # Ray starts its workers at nice 15. The trials are this job's work, not background work: on a machine
+        # shared with other processes a niced trial ran at half the speed of the same loop in a plain process
+        # (BENCHMARKS.md, training throughput). A value the user set wins.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=os.cpu_count() or 1, num_gpus=0 if not _has_cuda() else None, **kwargs)
 
 
@@ -405,12 +482,7 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     with Progress(len(specs), len(specs) - len(todo), counts, recipe.train.metric, enabled=progress) as prog:
         try:
             if recipe.search.method == "random":
-                by_key = {s.key: s for s in todo}
-                trainable = tune.with_resources(tune.with_parameters(_run_trial, specs=by_key, threads=threads),
-                                                resources)
-                cb = StoreCallback(store, sweep.id, lambda t: t.config["key"], prog, recipe.train.metric)
-                _fit_tuner(trainable, {"key": tune.grid_search([s.key for s in todo])}, None, 1, res.max_concurrent,
-                           storage, f"{name}-{sweep.id}", cb)
+                _run_packed(recipe, store, sweep.id, todo, resources, threads, storage, f"{name}-{sweep.id}", prog)
             else:
                 _run_optuna(recipe, store, sweep.id, todo, resources, threads, storage, name, prog)
         except KeyboardInterrupt:
@@ -452,15 +524,36 @@ def run_specs(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpec
     resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
     with Progress(len(specs), len(specs) - len(todo), {}, recipe.train.metric, enabled=progress) as prog:
         try:
-            trainable = tune.with_resources(
-                tune.with_parameters(_run_trial, specs={s.key: s for s in todo}, threads=max(1, int(res.cpus))),
-                resources)
-            cb = StoreCallback(store, sweep_id, lambda t: t.config["key"], prog, recipe.train.metric)
-            _fit_tuner(trainable, {"key": tune.grid_search([s.key for s in todo])}, None, 1, res.max_concurrent,
-                       storage, f"{role}-{sweep_id}", cb)
+            _run_packed(recipe, store, sweep_id, todo, resources, max(1, int(res.cpus)), storage, f"{role}-{sweep_id}",
+                        prog)
         finally:
             shutil.rmtree(storage, ignore_errors=True)
     return len(todo)
+
+
+def packs_for(recipe: Recipe, todo: list[TrialSpec], slots: int) -> list[list[TrialSpec]]:
+    """How the trials are split into Ray trials: batches of one shape (train.batch_trials > 1), else runs of
+    consecutive trials, enough of them (four per slot) to keep every slot busy to the end, at most
+    TRIALS_PER_TASK each so that a worker process that dies takes few trials with it."""
+    from mutransfer.batched import pack
+
+    if recipe.train.batch_trials > 1:
+        return pack(todo, recipe.train.batch_trials)
+    per = max(1, min(TRIALS_PER_TASK, len(todo) // (4 * max(1, slots))))
+    return [todo[i:i + per] for i in range(0, len(todo), per)]
+
+
+def _run_packed(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpec], resources: dict[str, float],
+                threads: int, storage: Path, name: str, prog: Progress) -> None:
+    slots = recipe.resources.max_concurrent or cluster_slots(recipe)
+    packs = {p[0].key: p for p in packs_for(recipe, todo, slots)}
+    batch = recipe.train.batch_trials > 1
+    trainable = tune.with_resources(tune.with_parameters(_run_pack, packs=packs, threads=threads, batch=batch),
+                                    resources)
+    cb = StoreCallback(store, sweep_id, lambda t: t.config["key"], prog, recipe.train.metric,
+                       packs={k: [s.key for s in p] for k, p in packs.items()}, batched=batch)
+    _fit_tuner(trainable, {"key": tune.grid_search(list(packs))}, None, 1, recipe.resources.max_concurrent, storage,
+               name, cb)
 
 
 def _fit_tuner(trainable: Any, param_space: dict[str, Any], search_alg: Any, num_samples: int,
