@@ -417,7 +417,8 @@ def _format(err: ValidationError) -> str:
     if isinstance(ctx_err, _FieldError):
         return f"{ctx_err.path}: {ctx_err.msg}"
     # Drop pydantic's union-branch names (e.g. 'LogUniform') so the path reads like the YAML.
-    loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))]
+    loc = [str(p) if isinstance(p, int) or str(p).isidentifier() else repr(p)  # a key like "\n" stays on one line
+           for p in e["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))]
     path = ".".join(loc) or "recipe"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
@@ -428,7 +429,7 @@ def _format(err: ValidationError) -> str:
         msg = f"{msg} (got {e['input']!r})"
     if len(err.errors()) > 1 and {x["loc"][:1] for x in err.errors()} != {e["loc"][:1]}:
         msg += f" (and {len(err.errors()) - 1} more problems)"
-    return f"{path}: {msg}"
+    return f"{path}: {msg}".replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the YAML held
 
 
 def parse_recipe(text: str, *, default_name: str = "sweep", source: str = "recipe") -> Recipe:
