@@ -1,7 +1,9 @@
 """Ray Tune glue: run a recipe's trials, stream their results into the store on the driver.
 
 Trials never touch the database: each worker runs `train(spec, report)` and reports through Ray; the
-`StoreCallback` on the driver writes. The trial plan comes from the store (pending trials), so a rerun of the
+`StoreCallback` on the driver writes. A random search hands each Ray trial a pack of trials (`packs_for`): a run of
+consecutive trials, or with `train.batch_trials` a batch of one shape trained as one stacked model
+(`mutransfer.batched`); every report names its trial, so the store sees each trial on its own. The trial plan comes from the store (pending trials), so a rerun of the
 same command resumes a sweep: finished trials are skipped and none is stored twice.
 """
 
