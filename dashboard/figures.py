@@ -322,9 +322,6 @@ def shared_y_range(datas: Sequence[CurvesData], *, log: bool = False) -> tuple[f
     return lo - pad, hi + pad + (hi - lo + 2 * pad) * DIVERGED_ROW * (rows + 0.5) if rows else hi + pad
 
 
-WEBGL_POINTS = 1000  # trial markers per chart above which the trials are drawn with WebGL
-
-
 def transfer_curves_figure(data: CurvesData, *, colors: dict[int, str] | None = None,
                            y_range: tuple[float, float] | None = None, log_y: bool | None = None,
                            height: int = 520) -> go.Figure:
@@ -346,14 +343,11 @@ def transfer_curves_figure(data: CurvesData, *, colors: dict[int, str] | None = 
     div_y: list[float] = []
     div_c: list[str] = []
     div_t: list[str] = []
-    # Thousands of SVG markers take the browser seconds to lay out; WebGL draws them at once. Small sweeps keep
-    # SVG (crisper, and the browser test counts its SVG traces).
-    trial_trace = go.Scattergl if sum(len(s.x) for s in data.series) > WEBGL_POINTS else go.Scatter
     for s in data.series:
         color = colors.get(s.scale, "#444")
         group = f"{data.axis}={s.scale}"
         name = f"{axis_name} {s.scale}"
-        fig.add_trace(trial_trace(
+        fig.add_trace(go.Scatter(
             x=s.x, y=s.y, mode="lines+markers" if s.lines else "markers", name=name, legendgroup=group,
             line={"color": color, "width": 2}, marker={"color": color, "size": 6},
             customdata=s.keys, hovertemplate=f"{name}<br>{data.hparam} %{{x:.4g}}<br>{data.metric} %{{y:.4f}}"
