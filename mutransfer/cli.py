@@ -72,6 +72,15 @@ def _sweep(store: Any, ref: str) -> Any:
     return sweep
 
 
+def _parametrization(recipe: Any, sweep_name: str, given: str | None) -> str:
+    """--parametrization, checked against the sweep's; by default mup when the sweep has it."""
+    params = recipe.model.parametrizations
+    param = given or ("mup" if "mup" in params else params[0])
+    if param not in params:
+        raise UserError(f"--parametrization: sweep {sweep_name!r} has {', '.join(params)}, not {param!r}")
+    return param
+
+
 def _recipe_of(sweep: Any) -> Any:
     from mutransfer.recipe import Recipe
 
@@ -421,10 +430,7 @@ def export(
     store = _store(db)
     s = _sweep(store, sweep)
     recipe = _recipe_of(s)
-    params = recipe.model.parametrizations
-    param = parametrization or ("mup" if "mup" in params else params[0])
-    if param not in params:
-        raise UserError(f"--parametrization: sweep {s.name!r} has {', '.join(params)}, not {param!r}")
+    param = _parametrization(recipe, s.name, parametrization)
     if fmt not in ("yaml", "json") and recipe.model.family != "gpt":
         # Before any work: these launchers train a GPT; say so in one line.
         raise UserError(f"--format: {fmt} describes a GPT, and sweep {s.name!r} is a {recipe.model.family!r} "
@@ -537,10 +543,7 @@ def verify(
     store = _store(db)
     s = _sweep(store, sweep)
     recipe = _recipe_of(s)
-    params = recipe.model.parametrizations
-    param = parametrization or ("mup" if "mup" in params else params[0])
-    if param not in params:
-        raise UserError(f"--parametrization: sweep {s.name!r} has {', '.join(params)}, not {param!r}")
+    param = _parametrization(recipe, s.name, parametrization)
     sizes = {k: v for k, v in {"width": width, "depth": depth, "batch_size": batch_size, "seq_len": seq_len}.items()
              if v is not None}
     scale = verify_scale(recipe, sizes)
