@@ -102,10 +102,21 @@ class _Stack:
         )
 
 
+def _is_matmul_weight(name: str, p: torch.Tensor) -> bool:
+    # A Linear's weight (out, in); not the embeddings (rows looked up by token) nor LayerNorm's (1-D).
+    return p.dim() == 2 and name.endswith(".weight") and not name.startswith(("wte.", "wpe."))
+
+
 def _stack_models(models: list[torch.nn.Module], specs: Sequence[TrialSpec], device: torch.device) -> _Stack:
     names = [n for n, _ in models[0].named_parameters()]
-    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device).requires_grad_(True)
-              for n in names}
+    params = {}
+    for n, p0 in models[0].named_parameters():
+        stacked = torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device)
+        if _is_matmul_weight(n, p0):
+            # Stored as (K, in, out): the forward is bmm(x, w) and autograd hands back the gradient in the
+            # parameter's own layout. As (K, out, in) every step would transpose-copy each weight's gradient.
+            stacked = stacked.transpose(1, 2).contiguous()
+        params[n] = stacked.requires_grad_(True)
     lrs: dict[str, list[float]] = {n: [] for n in names}
     wds: dict[str, list[float]] = {n: [] for n in names}
     for model, spec in zip(models, specs, strict=True):
@@ -143,11 +154,11 @@ def _col(v: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x (K, ..., in) @ w (K, out, in)^T [+ b (K, out)] as one batched matmul."""
+    """x (K, ..., in) @ w (K, in, out) [+ b (K, out)] as one batched matmul (w stored transposed: _stack_models)."""
     k, shape = x.shape[0], x.shape
     flat = x.reshape(k, -1, shape[-1])
-    y = torch.bmm(flat, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
-    return y.view(*shape[:-1], w.shape[1])
+    y = torch.bmm(flat, w) if b is None else torch.baddbmm(b.unsqueeze(1), flat, w)
+    return y.view(*shape[:-1], w.shape[2])
 
 
 def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -202,44 +213,54 @@ def _losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _clip(st: _Stack, max_norm: float) -> None:
     # torch.nn.utils.clip_grad_norm_ per trial: the norm over all of that trial's gradients.
     grads = [p.grad for p in st.params.values() if p.grad is not None]
-    sq = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]).sum(0)
-    coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads])
+    coef = (max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(_col(coef, g.dim()))
 
 
 @torch.no_grad()
 def _step(st: _Stack, optimizer: str, betas: tuple[float, float], factor: float, step: int) -> None:
-    """One optimizer step on every trial, torch's Adam/AdamW/SGD formulas with per-trial (K,) LR and decay."""
+    """One optimizer step on every trial, torch's Adam/AdamW/SGD formulas with per-trial (K,) LR and decay.
+
+    In place, through one scratch tensor per parameter: a stacked tensor is K times a trial's, and fresh
+    full-size temporaries at every op (allocation, page faults, a pass over memory each) cost more than the math.
+    """
     beta1, beta2 = betas
     for n, p in st.params.items():
         g = p.grad
         if g is None:
             continue
+        if not g.is_contiguous():
+            g = p.grad = g.contiguous()
         nd = p.dim()
         lr = _col(st.lr[n] * factor, nd)
         wd = _col(st.wd[n], nd)
         s = st.state[n]
+        if "tmp" not in s:
+            s["tmp"] = torch.empty_like(p)
+        tmp = s["tmp"]
+        if optimizer != "adamw" and bool((st.wd[n] != 0).any()):
+            g.add_(torch.mul(p, wd, out=tmp))  # coupled L2 (Adam, SGD): g + wd * p
         if optimizer == "sgd":
-            g = g + wd * p
             if "buf" not in s:
                 s["buf"] = g.clone()
             else:
                 s["buf"].mul_(_col(st.momentum, nd)).add_(g)
-            p.sub_(lr * s["buf"])
+            p.sub_(torch.mul(s["buf"], lr, out=tmp))
             continue
         if optimizer == "adamw":
             p.mul_(1 - lr * wd)
-        else:
-            g = g + wd * p
         if "m" not in s:
             s["m"], s["v"] = torch.zeros_like(p), torch.zeros_like(p)
         s["m"].lerp_(g, 1 - beta1)
         s["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
         bc1 = 1 - beta1**step
         bc2_sqrt = math.sqrt(1 - beta2**step)
-        denom = (s["v"].sqrt() / bc2_sqrt).add_(_col(st.eps, nd))
-        p.sub_((lr / bc1) * s["m"] / denom)
+        # p -= (lr / bc1) * m / (sqrt(v) / bc2_sqrt + eps)
+        torch.sqrt(s["v"], out=tmp).div_(bc2_sqrt).add_(_col(st.eps, nd))
+        torch.div(s["m"], tmp, out=tmp).mul_(lr / bc1)
+        p.sub_(tmp)
 
 
 def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int | None = None) -> list[TrialResult]:
