@@ -2,6 +2,7 @@
 vs the same K trials one by one through train.train, per width; the crossover width where batching stops paying.
 
     .venv/bin/python bench/batched.py [--reps 3] [--k 8] [--widths 32,64,128,256,512] [--families gpt,mlp]
+                                      [--mlp-steps 200] [--gpt-steps 30]
 
 In one process, one thread (a sweep's trial gets one CPU by default), model building included (it is part of a
 trial's cost); variants interleaved per repetition, speedup = median of per-repetition ratios.
@@ -55,7 +56,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=30)
+    # An MLP step on digits takes well under a millisecond: 8 trials of 20 steps are over in 0.05 s, less than the
+    # timer's noise on a shared machine. Each family gets a length that takes seconds.
+    ap.add_argument("--mlp-steps", type=int, default=200)
+    ap.add_argument("--gpt-steps", type=int, default=30)
     ap.add_argument("--widths", default="32,64,128,256,512")
     ap.add_argument("--families", default="gpt,mlp")
     args = ap.parse_args()
@@ -75,7 +79,8 @@ def main() -> None:
         rows = []
         speedups = []
         for width in widths:
-            text = (GPT if family == "gpt" else MLP).format(data=ROOT / "mutransfer", steps=args.steps, k=args.k,
+            steps = args.gpt_steps if family == "gpt" else args.mlp_steps
+            text = (GPT if family == "gpt" else MLP).format(data=ROOT / "mutransfer", steps=steps, k=args.k,
                                                             width=width)
             specs = plan(parse_recipe(text))
 
@@ -105,7 +110,7 @@ def main() -> None:
                        f"2x up to width {crossover(widths, speedups, 2.0)}; goal ≥ 2x for width ≤ 256 **{goal}**")
         shape = ("µP GPT, depth 2, head_dim 16, batch 8 x 64 characters, AdamW, cosine" if family == "gpt"
                  else "µP MLP on digits, depth 2, batch 32, Adam")
-        sections.append(f"**{family}** ({shape}; {args.k} trials, {args.steps} steps each, one evaluation)\n\n"
+        sections.append(f"**{family}** ({shape}; {args.k} trials, {steps} steps each, one evaluation)\n\n"
                         + table(["width", "trials/hour one by one", "trials/hour batched", "speedup",
                                  "runs s (one by one/batched)"], rows))
     body = (f"{args.k} trials of one shape (different lr and output_mult) trained one by one through `train.train`"
@@ -113,7 +118,7 @@ def main() -> None:
             "repetitions interleaved; speedup = median of per-repetition ratios.\n\n" + "\n\n".join(sections)
             + "\n\n" + "\n".join(f"- {s}" for s in summary) + "\n")
     update_section("batched", "Batched trials", f".venv/bin/python bench/batched.py --reps {args.reps} --k {args.k}"
-                   f" --steps {args.steps} --widths {args.widths} --families {args.families}", body)
+                   f" --mlp-steps {args.mlp_steps} --gpt-steps {args.gpt_steps} --widths {args.widths} --families {args.families}", body)
 
 
 if __name__ == "__main__":
