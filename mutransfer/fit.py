@@ -797,7 +797,10 @@ def _match_choice(values: pd.Series, choices: list[Any]) -> np.ndarray:
 
 
 _WARN_TEXT = {
-    "edge": "{hp} optimum {val} is at the {side} end of the searched range [{lo}, {hi}]: widen the range {dir}",
+    # Also raised when the best point is the lowest (highest) value tried inside a wider range: the optimum may lie
+    # beyond it either way.
+    "edge": "{hp} optimum {val} is at the {side} end of the values tried (searched range [{lo}, {hi}]): widen the "
+            "range {dir} or sample more there",
     "few_near_optimum": "only {n_near} completed trials within {near} of the {hp} optimum: add samples near it",
     "flat": "the metric barely changes with {hp} (spread under {flat:.0%} of its level): its optimum means little",
     "noisy": "the quadratic near the {hp} optimum explains little of the metric (R² = {r2}): the optimum is uncertain",
