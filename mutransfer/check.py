@@ -20,6 +20,19 @@ skips MuReadout's 1/width +0.8..+1.0 (logits); a µP model with plain Adam +0.8.
 (lr 0.1, MuSGD): µP within 0.15, SP logits +0.3..+0.8. At lr 1e-2 finite-width effects push µP's attention to +0.3,
 hence the moderate LR. Thresholds: "blows up" above +0.3, "vanishes" below -0.4.
 
+Over depth (`run_coord_check(..., depths=[2, 4, 8])`, `mutransfer coord-check --depths`): the same measurement at
+the base scale point's width, one model per depth. Only the residual stream the readout sees (`<stack>.last`, the
+last block's output) and the logits are judged: an interior block's own change is expected to shrink as more blocks
+share the update (it is reported, not judged). With a depth rule (model.depth_scaling depth-mup or completep) they
+stay flat and the check passes; without one each block adds its own Θ(1) update, so they grow with depth: reported,
+as SP's growth over width is, and not a failure. Calibration (3 Adam steps, 2 seeds, widths 32 and 64, depths
+2..4 and 2..16, lr 3e-3 and 1e-2, µP and SP): with depth-µP or CompleteP the stream's slope was -0.56..+0.60 (the
+residual MLP's +0.26..+0.53 at lr 3e-3 under depth-µP, lower over depths 4..16 than over 2..8: a finite-depth
+effect) and the logits' -0.35..+0.56; without a depth rule the stream's was +0.77..+1.95 at lr 3e-3 (+0.61 at
+lr 1e-2, GPT), the residual MLP's logits mostly +0.5..+1.5, the GPT's about 0 (its final LayerNorm hides the
+stream's growth).
+Hence wider thresholds over depth: "blows up" above +0.65, "vanishes" below -0.65.
+
 This module imports torch, mup and plotly only inside functions: reading a stored report is cheap.
 """
 
@@ -38,9 +51,12 @@ if TYPE_CHECKING:
     from mutransfer.data import Dataset
     from mutransfer.recipe import Recipe
 
-KIND = "coord"  # the `kind` of a stored coordinate check
+KIND = "coord"  # the `kind` of a stored coordinate check (over width)
+KIND_DEPTH = "coord_depth"  # ... over depth: a separate kind so `show` keeps the latest of each
 BLOW_UP = 0.3  # slope of log(change) vs log(width) above which a layer blows up
 VANISH = -0.4  # ... below which it vanishes (finite widths pull µP a little below 0: more room on this side)
+DEPTH_BLOW_UP = 0.65  # the same over depth: finite depths move the depth rules' stream further from 0 (see above)
+DEPTH_VANISH = -0.65
 DEFAULT_STEPS = 3
 DEFAULT_LR = {"adam": 3e-3, "adamw": 3e-3, "sgd": 0.1}
 N_WIDTHS = 4  # base_width x 1, 2, 4, 8
@@ -51,7 +67,7 @@ SEEDS = (0, 1)
 # Roles of a layer, from which of its parameters' dimensions grow with width.
 ROLE_WORDS = {
     "readout": "readout", "hidden": "hidden", "input": "input", "vector": "norm/bias", "other": "no weights",
-    "output": "model output",
+    "output": "model output", "stream": "residual stream",
 }
 
 
@@ -68,10 +84,12 @@ class LayerCheck:
     values: list[float]  # per width, mean over seeds
     verdict: str  # flat | blows up | vanishes | unchanged | non-finite
     step_values: list[list[float]] = field(default_factory=list)  # per step (1..steps), per width
+    # False: measured and shown, but its verdict cannot fail the check (interior layers over depth).
+    judged: bool = True
 
     @property
     def bad(self) -> bool:
-        return self.verdict in ("blows up", "vanishes", "non-finite")
+        return self.judged and self.verdict in ("blows up", "vanishes", "non-finite")
 
     @property
     def has_weights(self) -> bool:
@@ -86,8 +104,8 @@ class CoordCheckReport:
     optimizer: str
     lr: float
     steps: int
-    widths: list[int]
-    depth: int
+    widths: list[int]  # the values along `axis`: widths, or the depths of a check over depth
+    depth: int  # the base scale point's depth (the depth of a check over width)
     batch_size: int
     seq_len: int
     data: str
@@ -99,6 +117,10 @@ class CoordCheckReport:
     blow_up: float = BLOW_UP
     vanish: float = VANISH
     seconds: float = 0.0
+    # Stored checks from before these fields have none of them: they were checks over width.
+    axis: str = "width"  # width | depth
+    width: int | None = None  # depth: the width every depth is built at
+    depth_scaling: str = "none"  # the recipe's model.depth_scaling
 
     # ------------------------------------------------------------------------------------------ verdicts
 
@@ -107,14 +129,24 @@ class CoordCheckReport:
         return self.parametrization == "mup"
 
     @property
+    def over_depth(self) -> bool:
+        return self.axis == "depth"
+
+    @property
+    def expects_flat(self) -> bool:
+        """Whether the model claims to be stable along the axis: width, µP; depth, a depth rule."""
+        return self.depth_scaling != "none" if self.over_depth else self.mup
+
+    @property
     def stable(self) -> bool:
-        """No layer blows up, vanishes or turns non-finite, and (µP) the model's structure is µP's."""
+        """No judged layer blows up, vanishes or turns non-finite, and (µP) the model's structure is µP's."""
         return not any(layer.bad for layer in self.layers) and not self.shape_problems and not self.plain_readouts
 
     @property
     def passed(self) -> bool:
-        """µP: stable. SP is expected to blow up: the check informs, it does not fail."""
-        return self.stable or not self.mup
+        """Stable, when the model claims to be. SP over width and no depth rule over depth are expected to grow:
+        the check informs, it does not fail."""
+        return self.stable or not self.expects_flat
 
     def offending(self, verdict: str | None = None) -> list[LayerCheck]:
         """Failing layers, steepest first; layers with weights (and the logits) before containers/activations."""
@@ -132,6 +164,8 @@ class CoordCheckReport:
 
     def diagnosis(self) -> list[tuple[str, str]]:
         """The likely causes, most specific first: (short, explanation) in words."""
+        if self.over_depth:
+            return self._depth_diagnosis()
         out: list[tuple[str, str]] = []
         up = self.offending("blows up")
         hidden = [x for x in up if x.role == "hidden"]
@@ -180,18 +214,27 @@ class CoordCheckReport:
                         f"in {self.steps} steps at lr {self.lr:g}: try a smaller --lr"))
         return out
 
+    def _depth_diagnosis(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.offending("blows up"):
+            out.append(("the residual stream grows with depth although the recipe sets depth_scaling "
+                        f"{self.depth_scaling!r}",
+                        "every residual branch must be multiplied by (depth / base_depth)^-alpha (a builder gets "
+                        "it as cfg.branch_mult) and the blocks trained with the depth-scaled optimizer groups; a "
+                        "builder that ignores cfg.branch_mult, or a residual sum outside the model's ModuleList of "
+                        "blocks, adds a full-size update per block"))
+        if self.offending("vanishes"):
+            out.append(("the residual stream stops learning as depth grows",
+                        "a depth factor applied twice (e.g. a builder that scales its branches by depth itself on "
+                        "top of cfg.branch_mult)"))
+        if self.offending("non-finite"):
+            out.append(("the loss became NaN or inf", f"in {self.steps} steps at lr {self.lr:g}: try a smaller --lr"))
+        return out
+
     def causes(self) -> list[str]:
         return [f"{short}: {why}" for short, why in self.diagnosis()]
 
-    def summary(self) -> str:
-        """A paragraph in words: passed or not, which layers blow up or vanish, the likely cause."""
-        span = f"widths {self.widths[0]}..{self.widths[-1]}, {self.steps} {self.optimizer} steps at lr {self.lr:g}"
-        finite = [abs(x.slope) for x in self.layers if math.isfinite(x.slope) and x.verdict != "unchanged"]
-        worst = max(finite, default=0.0)
-        if self.stable:
-            head = ("µP check passed" if self.mup else "SP check: unexpectedly flat")
-            return (f"{head}: every layer's activation change stays flat as width grows ({span}; largest |slope| "
-                    f"{worst:.2f}, a layer blows up above {self.blow_up:+.2f}).")
+    def _failing_parts(self, along: str) -> list[str]:
         parts = []
         for verdict in ("blows up", "vanishes", "non-finite"):
             layers = self.offending(verdict)
@@ -199,7 +242,46 @@ class CoordCheckReport:
                 shown = ", ".join(f"{x.name} ({x.slope:+.2f})" for x in layers[:6])
                 more = f" and {len(layers) - 6} more" if len(layers) > 6 else ""
                 word = {"blows up": "blow up", "vanishes": "vanish", "non-finite": "turn NaN/inf"}[verdict]
-                parts.append(f"{len(layers)} layer(s) {word} with width: {shown}{more}")
+                parts.append(f"{len(layers)} layer(s) {word} with {along}: {shown}{more}")
+        return parts
+
+    def _depth_summary(self) -> str:
+        span = (f"depths {self.widths[0]}..{self.widths[-1]} at width {self.width}, {self.steps} {self.optimizer} "
+                f"steps at lr {self.lr:g}")
+        judged = [x for x in self.layers if x.judged]
+        names = ", ".join(x.name for x in judged)
+        finite = [abs(x.slope) for x in judged if math.isfinite(x.slope) and x.verdict != "unchanged"]
+        worst = max(finite, default=0.0)
+        if self.stable:
+            head = (f"Depth check passed ({self.depth_scaling})" if self.expects_flat
+                    else "Depth check (no depth scaling): flat here all the same")
+            return (f"{head}: the residual stream the readout sees and the logits ({names}) stay flat as depth "
+                    f"grows ({span}; largest |slope| {worst:.2f}, growth above {self.blow_up:+.2f}).")
+        parts = self._failing_parts("depth")
+        if self.expects_flat:
+            text = f"Depth check FAILED ({self.depth_scaling}, {span}): " + "; ".join(parts) + "."
+            causes = self.causes()
+            if causes:
+                text += " Likely cause: " + " Also: ".join(c + "." for c in causes)
+            return text
+        how = "depth-mup or completep (with model.base_depth" + (
+            ", and model.residual: true for the mlp)" if self.family == "mlp" else ")")
+        return (f"Depth check: not depth-stable, as expected without depth scaling ({span}): " + "; ".join(parts)
+                + ". The recipe has no depth scaling (model.depth_scaling: none), so its optimal learning rate will "
+                f"drift with depth; set model.depth_scaling to {how} to make it transfer. Not a failure.")
+
+    def summary(self) -> str:
+        """A paragraph in words: passed or not, which layers blow up or vanish, the likely cause."""
+        if self.over_depth:
+            return self._depth_summary()
+        span = f"widths {self.widths[0]}..{self.widths[-1]}, {self.steps} {self.optimizer} steps at lr {self.lr:g}"
+        finite = [abs(x.slope) for x in self.layers if math.isfinite(x.slope) and x.verdict != "unchanged"]
+        worst = max(finite, default=0.0)
+        if self.stable:
+            head = ("µP check passed" if self.mup else "SP check: unexpectedly flat")
+            return (f"{head}: every layer's activation change stays flat as width grows ({span}; largest |slope| "
+                    f"{worst:.2f}, a layer blows up above {self.blow_up:+.2f}).")
+        parts = self._failing_parts("width")
         if not parts:
             parts.append("every layer stays flat in these few steps, but the model's structure is not µP's")
         if self.mup:
@@ -212,7 +294,7 @@ class CoordCheckReport:
                 "not a failure.")
 
     def headline(self, recipe_path: str | None = None) -> str:
-        """One line for a refused sweep: the failing layers, the first cause, what to run next."""
+        """One line for a sweep refused by the (width) gate: the failing layers, the first cause, what to run next."""
         names = ", ".join(self.culprits())
         diagnosis = self.diagnosis()
         cause = f": {diagnosis[0][0]}" if diagnosis else ""
@@ -282,13 +364,22 @@ def default_widths(recipe: Recipe, parametrization: str = "mup", dataset: Datase
 
 def parse_widths(text: str) -> list[int]:
     """'64,128,256' -> [64, 128, 256]; at least two distinct positive widths."""
+    return _parse_sizes(text, "width")
+
+
+def parse_depths(text: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8]; at least two distinct positive depths."""
+    return _parse_sizes(text, "depth")
+
+
+def _parse_sizes(text: str, axis: str) -> list[int]:
     try:
-        widths = sorted({int(w) for w in text.replace(" ", "").split(",") if w})
+        sizes = sorted({int(w) for w in text.replace(" ", "").split(",") if w})
     except ValueError:
-        raise CheckError(f"--widths: {text!r} is not a comma-separated list of integers") from None
-    if len(widths) < 2 or widths[0] < 1:
-        raise CheckError(f"--widths: give at least two different positive widths, got {text!r}")
-    return widths
+        raise CheckError(f"--{axis}s: {text!r} is not a comma-separated list of integers") from None
+    if len(sizes) < 2 or sizes[0] < 1:
+        raise CheckError(f"--{axis}s: give at least two different positive {axis}s, got {text!r}")
+    return sizes
 
 
 def _dataset(recipe: Recipe, dataset: Dataset | None) -> Dataset:
@@ -299,15 +390,16 @@ def _dataset(recipe: Recipe, dataset: Dataset | None) -> Dataset:
     return load_dataset(recipe.data, recipe.model)
 
 
-def _make_cfg(recipe: Recipe, parametrization: str, dataset: Dataset) -> Any:
-    """width -> the BuildConfig a trial at the base scale point, at that width, would get (base hyperparameters)."""
+def _make_cfg(recipe: Recipe, parametrization: str, dataset: Dataset, axis: str = "width") -> Any:
+    """width (or depth, `axis="depth"`) -> the BuildConfig a trial at the base scale point, at that width (depth),
+    would get (base hyperparameters; the depth rule's base_depth is the recipe's)."""
     from mutransfer.plan import spec_for
     from mutransfer.proxy import build_config
 
     base = recipe.scales.base
 
-    def make(width: int) -> Any:
-        spec = spec_for(recipe, parametrization, base.model_copy(update={"width": width}), 0, 0, {})
+    def make(size: int) -> Any:
+        spec = spec_for(recipe, parametrization, base.model_copy(update={axis: size}), 0, 0, {})
         return build_config(spec, dataset)
 
     return make
@@ -327,23 +419,28 @@ def run_coord_check(
     parametrization: str = "mup",
     widths: Sequence[int] | None = None,
     *,
+    depths: Sequence[int] | None = None,
     steps: int = DEFAULT_STEPS,
     lr: float | None = None,
     seeds: Sequence[int] = SEEDS,
     dataset: Dataset | None = None,
     device: str | None = None,
     track_steps: bool = True,
-    blow_up: float = BLOW_UP,
-    vanish: float = VANISH,
+    blow_up: float | None = None,
+    vanish: float | None = None,
     threads: int = 1,
 ) -> CoordCheckReport:
     """mup's coordinate check on the recipe's model (built-in or the user's builder), with the recipe's optimizer.
 
     Widths default to `default_widths` (base_width x 1..8 within a FLOP budget); depth, batch size and sequence
-    length are the recipe's base scale point's; the multipliers and init are the recipe's base values. `lr`
+    length are the recipe's base scale point's; the multipliers and init are the recipe's base values. The
+    thresholds default to BLOW_UP and VANISH (DEPTH_BLOW_UP and DEPTH_VANISH over depth). `lr`
     defaults to 3e-3 (Adam, AdamW) or 0.1 (SGD): the calibrated values. Raises CheckError when the model cannot
     be built or run. Runs on `threads` torch threads (1: these models are small, and more threads on a busy
     machine made the check 15x slower here), restored afterwards.
+
+    `depths` instead of `widths`: the check over depth, at the base scale point's width (see the module docstring;
+    `CoordCheckReport.axis` is "depth" and its `widths` hold the depths).
     """
     import torch
 
@@ -353,25 +450,43 @@ def run_coord_check(
         raise CheckError(f"--parametrization: use mup or sp, not {parametrization!r}")
     if steps < 1:
         raise CheckError("--steps: give at least 1 step")
+    if widths is not None and depths is not None:
+        raise CheckError("--widths, --depths: give one of them (a check varies one axis at a time)")
+    axis = "depth" if depths is not None else "width"
+    blow_up = (DEPTH_BLOW_UP if axis == "depth" else BLOW_UP) if blow_up is None else blow_up
+    vanish = (DEPTH_VANISH if axis == "depth" else VANISH) if vanish is None else vanish
     t0 = time.perf_counter()
     ds = _dataset(recipe, dataset)
     optimizer = recipe.train.optimizer
     lr = float(lr if lr is not None else DEFAULT_LR[optimizer])
-    widths = sorted(set(widths)) if widths is not None else default_widths(recipe, parametrization, ds, steps=steps)
-    if len(widths) < 2:
-        raise CheckError("the coordinate check needs at least two widths")
+    if depths is not None:
+        widths = sorted(set(depths))
+        if len(widths) < 2 or widths[0] < 1:
+            raise CheckError("the coordinate check over depth needs at least two positive depths")
+    else:
+        widths = (sorted(set(widths)) if widths is not None
+                  else default_widths(recipe, parametrization, ds, steps=steps))
+        if len(widths) < 2:
+            raise CheckError("the coordinate check needs at least two widths")
     scale = recipe.scales.base
     is_seq = ds.input_dim is None
     seq_len = scale.seq_len if is_seq else 1
     if is_seq:
         ds.check(seq_len)
-    make_cfg = _make_cfg(recipe, parametrization, ds)
+    make_cfg = _make_cfg(recipe, parametrization, ds, axis)
     family = recipe.model.family
 
     def batch_fn(_cfg: Any, generator: Any) -> Any:
         return ds.get_batch("train", scale.batch_size, seq_len, generator)
 
-    roles, shape_problems, plain_readouts = _inspect(make_cfg, family, widths, parametrization)
+    if axis == "width":
+        roles, shape_problems, plain_readouts = _inspect(make_cfg, family, widths, parametrization)
+    else:
+        # Roles still come from which dimensions grow with width (base width and twice it, at the base depth).
+        # µP's structural problems are the width check's business: a depth check reports the depth rule alone.
+        roles, _, _ = _inspect(_make_cfg(recipe, parametrization, ds), family, [scale.width, 2 * scale.width],
+                               parametrization)
+        shape_problems, plain_readouts = [], []
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -381,19 +496,26 @@ def run_coord_check(
         with _mup_readout_assertion_off():
             cc = coord_check(make_cfg, widths, family, steps=steps, lr=lr, optimizer=optimizer,
                              batch_size=scale.batch_size, seeds=tuple(seeds), batch_fn=batch_fn, metric="change",
-                             device=device or _device(recipe), track_steps=track_steps)
+                             device=device or _device(recipe), track_steps=track_steps, axis=axis)
     except Exception as e:
-        raise CheckError(f"coordinate check: the {family} model did not train at widths {widths}: "
+        raise CheckError(f"coordinate check: the {family} model did not train at {axis}s {widths}: "
                          f"{type(e).__name__}: {_one_line(e)}") from None
     finally:
         torch.set_num_threads(before)
     top = max((max(v) for v in cc.values.values() if v and all(math.isfinite(x) for x in v)), default=0.0)
     floor = 1e-9 * top
+
+    def role(name: str) -> tuple[str, str]:
+        if axis == "depth" and is_stream(name):
+            return "stream", roles.get(f"{name[:-len('.last')]}.0", ("other", "?"))[1]
+        return roles.get(name, ("other", "?"))
+
     layers = [
-        LayerCheck(name=name, role=roles.get(name, ("other", "?"))[0], module=roles.get(name, ("other", "?"))[1],
+        LayerCheck(name=name, role=role(name)[0], module=role(name)[1],
                    slope=cc.slopes[name], values=[float(v) for v in values],
                    verdict=verdict(values, cc.slopes[name], blow_up=blow_up, vanish=vanish, floor=floor),
-                   step_values=[[float(v) for v in row] for row in cc.step_values.get(name, [])])
+                   step_values=[[float(v) for v in row] for row in cc.step_values.get(name, [])],
+                   judged=axis == "width" or name == "logits" or is_stream(name))
         for name, values in cc.values.items()
     ]
     return CoordCheckReport(
@@ -401,7 +523,14 @@ def run_coord_check(
         steps=steps, widths=list(widths), depth=scale.depth, batch_size=scale.batch_size, seq_len=seq_len,
         data=recipe.data.kind, metric=cc.metric, layers=layers, shape_problems=shape_problems,
         plain_readouts=plain_readouts, blow_up=blow_up, vanish=vanish, seconds=time.perf_counter() - t0,
+        axis=axis, width=scale.width if axis == "depth" else None, depth_scaling=recipe.model.depth_scaling,
     )
+
+
+def is_stream(name: str) -> bool:
+    """`<stack>.last` of a top-level stack of blocks (proxy.coord_check's name for the last block's output): the
+    residual stream the readout sees. A stack nested in a block ("blocks.0.heads.last") is not."""
+    return name.endswith(".last") and not any(part.isdigit() for part in name.split("."))
 
 
 @contextmanager
@@ -494,8 +623,9 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
 
 
 def figure_data(report: CoordCheckReport) -> list[dict[str, Any]]:
-    """Long rows for the plot: layer, role, verdict, slope, step, width, value (the last step when steps were not
-    tracked). Pure: a stored report's dict, through `CoordCheckReport.from_dict`, plots the same."""
+    """Long rows for the plot: layer, role, verdict, slope, step, width (or depth: the report's axis), value (the
+    last step when steps were not tracked). Pure: a stored report's dict, through `CoordCheckReport.from_dict`,
+    plots the same."""
     rows: list[dict[str, Any]] = []
     for layer in report.layers:
         per_step = layer.step_values or [layer.values]
@@ -503,12 +633,13 @@ def figure_data(report: CoordCheckReport) -> list[dict[str, Any]]:
         for t, values in enumerate(per_step, start=first):
             for width, value in zip(report.widths, values, strict=True):
                 rows.append({"layer": layer.name, "role": layer.role, "verdict": layer.verdict,
-                             "slope": layer.slope, "step": t, "width": width, "value": value})
+                             "slope": layer.slope, "step": t, report.axis: width, "value": value})
     return rows
 
 
 def figure(report: CoordCheckReport) -> go.Figure:
-    """Log-log activation change against width, one line per layer, one panel per step; failing layers bold."""
+    """Log-log activation change against width (or depth), one line per layer, one panel per step; failing layers
+    bold; over depth, the layers not judged (interior blocks) dotted."""
     import plotly.express as px
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -518,29 +649,40 @@ def figure(report: CoordCheckReport) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(steps), shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=[f"after step {t}" for t in steps])
     palette = px.colors.qualitative.Dark24
+    axis = report.axis
     for i, layer in enumerate(report.layers):
         color = palette[i % len(palette)]
-        label = f"{layer.name} ({layer.slope:+.2f}{', ' + layer.verdict if layer.bad else ''})"
+        note = ", " + layer.verdict if layer.bad else "" if layer.judged else ", not judged"
+        label = f"{layer.name} ({layer.slope:+.2f}{note})"
         for col, t in enumerate(steps, start=1):
-            pts = [(r["width"], r["value"]) for r in rows if r["layer"] == layer.name and r["step"] == t
+            pts = [(r[axis], r["value"]) for r in rows if r["layer"] == layer.name and r["step"] == t
                    and r["value"] is not None and math.isfinite(r["value"]) and r["value"] > 0]
             if not pts:
                 continue
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label,
-                legendgroup=layer.name, showlegend=col == 1, line={"color": color, "width": 3.5 if layer.bad else 1.2},
+                legendgroup=layer.name, showlegend=col == 1,
+                line={"color": color, "width": 3.5 if layer.bad else 1.2, "dash": "solid" if layer.judged else "dot"},
                 marker={"size": 7 if layer.bad else 4}, opacity=1.0 if layer.bad else 0.75,
-                hovertemplate=f"{layer.name} ({ROLE_WORDS.get(layer.role, layer.role)})<br>width %{{x}}<br>"
+                hovertemplate=f"{layer.name} ({ROLE_WORDS.get(layer.role, layer.role)})<br>{axis} %{{x}}<br>"
                               f"change %{{y:.3g}}<extra>step {t}</extra>",
             ), row=1, col=col)
-    fig.update_xaxes(type="log", title_text="width", tickvals=report.widths)
+    fig.update_xaxes(type="log", title_text=axis, tickvals=report.widths)
     fig.update_yaxes(type="log")
     fig.update_yaxes(title_text="mean |Δ activation| per coordinate" if report.metric == "change"
                      else "mean |activation|", row=1, col=1)
-    status = "passed" if report.stable else ("FAILED" if report.mup else "not width-stable (expected for SP)")
+    if report.over_depth:
+        status = "passed" if report.stable else (
+            "FAILED" if report.expects_flat else "grows with depth (expected without depth scaling)")
+        what = f"over depth, width {report.width}, depth_scaling {report.depth_scaling}"
+        flat = "flat lines = depth-stable (judged: the residual stream and the logits)"
+    else:
+        status = "passed" if report.stable else ("FAILED" if report.mup else "not width-stable (expected for SP)")
+        what, flat = "", "flat lines = width-stable"
     fig.update_layout(
-        title={"text": f"Coordinate check: {report.recipe} ({report.parametrization}, {report.family}): {status}"
-                       f"<br><sup>flat lines = width-stable; slope > {report.blow_up:+.2f} blows up, "
+        title={"text": f"Coordinate check{' ' + what if what else ''}: {report.recipe} ({report.parametrization}, "
+                       f"{report.family}): {status}"
+                       f"<br><sup>{flat}; slope > {report.blow_up:+.2f} blows up, "
                        f"< {report.vanish:+.2f} vanishes; {report.optimizer} lr {report.lr:g}</sup>"},
         legend={"title": {"text": "layer (slope)"}}, template="plotly_white", height=520,
         width=max(700, 330 * len(steps) + 300),
@@ -554,6 +696,7 @@ def save_figure(report: CoordCheckReport, path: Any) -> None:
 
 
 __all__ = [
-    "BLOW_UP", "KIND", "VANISH", "CheckError", "CoordCheckReport", "LayerCheck", "default_widths", "figure",
-    "figure_data", "parse_widths", "run_coord_check", "save_figure", "verdict",
+    "BLOW_UP", "DEPTH_BLOW_UP", "DEPTH_VANISH", "KIND", "KIND_DEPTH", "VANISH", "CheckError", "CoordCheckReport",
+    "LayerCheck", "default_widths", "figure", "figure_data", "is_stream", "parse_depths", "parse_widths",
+    "run_coord_check", "save_figure", "verdict",
 ]

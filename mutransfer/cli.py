@@ -113,8 +113,11 @@ def coord_check(
     = None,
     widths: Annotated[str | None, typer.Option(help="Comma-separated widths (default: base_width x 1, 2, 4, 8).")]
     = None,
+    depths: Annotated[str | None, typer.Option(help="Comma-separated depths, e.g. 2,4,8,16: check over depth at the "
+                                                    "base width instead of over width.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML plot to write (default: "
-                                                "<recipe name>-coord-check.html).")] = None,
+                                                "<recipe name>-coord-check.html, -coord-check-depth.html with "
+                                                "--depths).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per width.")] = 3,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: 3e-3 for Adam/AdamW, 0.1 for SGD).")]
     = None,
@@ -125,37 +128,49 @@ def coord_check(
     """Train the recipe's model a few steps at several widths; say which layers blow up or vanish with width.
 
     Exit code 0 when the check passes (or the model is SP: it is expected to blow up), 1 when a µP model fails it.
+    With --depths, the same over depth: 1 when a model with depth scaling fails it (without, growth is expected).
     """
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from mutransfer.check import KIND, parse_widths, run_coord_check, save_figure
+    from mutransfer.check import KIND, KIND_DEPTH, parse_depths, parse_widths, run_coord_check, save_figure
 
+    if widths is not None and depths is not None:
+        raise UserError("--widths, --depths: give one of them (a check varies width or depth, not both)")
     r = load_recipe(recipe)
     params = r.model.parametrizations
     param = parametrization or ("mup" if "mup" in params else params[0])
     if param not in ("mup", "sp"):
         raise UserError(f"--parametrization: use mup or sp, not {param!r}")
     ws = parse_widths(widths) if widths else None
-    out = output or Path(f"{r.name}-coord-check.html")
+    ds = parse_depths(depths) if depths is not None else None
+    axis = "depth" if ds is not None else "width"
+    out = output or Path(f"{r.name}-coord-check{'-depth' if ds is not None else ''}.html")
     st = _store(db) if store else None  # a bad --db fails now, not after the check
-    rep = run_coord_check(r, param, ws, steps=steps, lr=lr)
+    rep = run_coord_check(r, param, ws, depths=ds, steps=steps, lr=lr)
     c = Console()
     colors = {"flat": "green", "blows up": "red", "vanishes": "yellow", "non-finite": "red", "unchanged": "dim"}
-    t = Table(title=f"coordinate check: {r.name} ({param}, {r.model.family}), widths "
-                    f"{', '.join(map(str, rep.widths))}",
-              caption="w<N>: mean |change| of the layer's output per coordinate at width N; slope: of log(change) "
-                      "against log(width)")
+    if ds is not None:
+        title = (f"coordinate check over depth: {r.name} ({param}, {r.model.family}, depth_scaling "
+                 f"{r.model.depth_scaling}), width {rep.width}, depths {', '.join(map(str, rep.widths))}")
+        judged = ("; over depth only the residual stream (<stack>.last) and the logits are judged, other layers' "
+                  "verdicts are in (brackets)")
+    else:
+        title = f"coordinate check: {r.name} ({param}, {r.model.family}), widths {', '.join(map(str, rep.widths))}"
+        judged = ""
+    letter = axis[0]
+    t = Table(title=title, caption=f"{letter}<N>: mean |change| of the layer's output per coordinate at {axis} N; "
+                                   f"slope: of log(change) against log({axis}){judged}")
     t.add_column("layer", no_wrap=True)
     t.add_column("role", no_wrap=True)
-    for col in (f"w{rep.widths[0]}", f"w{rep.widths[-1]}", "slope"):
+    for col in (f"{letter}{rep.widths[0]}", f"{letter}{rep.widths[-1]}", "slope"):
         t.add_column(col, justify="right", no_wrap=True, min_width=6)
     t.add_column("verdict", no_wrap=True, min_width=10)
     for x in rep.layers:
         color = colors.get(x.verdict, "white")
-        t.add_row(escape(x.name), x.role, f"{x.values[0]:.3g}", f"{x.values[-1]:.3g}", f"{x.slope:+.2f}",
-                  f"[{color}]{x.verdict}[/]")
+        shown = f"[{color}]{x.verdict}[/]" if x.judged else f"[dim]({x.verdict})[/]"
+        t.add_row(escape(x.name), x.role, f"{x.values[0]:.3g}", f"{x.values[-1]:.3g}", f"{x.slope:+.2f}", shown)
     c.print(t)
     c.print(escape(rep.summary()))
     try:
@@ -166,7 +181,8 @@ def coord_check(
     if st is not None:
         found = st.get_sweep(r.name) if r.name else None
         sweep_id = found.id if found is not None and found.recipe_hash == r.hash() else None
-        check_id = st.save_check(sweep_id, KIND, param, rep.passed, rep.summary(), rep.to_dict())
+        kind = KIND_DEPTH if ds is not None else KIND
+        check_id = st.save_check(sweep_id, kind, param, rep.passed, rep.summary(), rep.to_dict())
         c.print(f"stored as check {check_id}" + (f" of sweep {found.name}" if sweep_id is not None else "")
                 + f" in {st.masked_url}")
     if not rep.passed:
@@ -326,7 +342,8 @@ def _print_checks(c: Any, checks: list[Any]) -> None:
         c.print("checks: none stored (`mutransfer coord-check RECIPE`, `mutransfer verify SWEEP`)")
         return
     for (kind, param), x in sorted(latest.items()):
-        what = {"coord": "coordinate check", "verify": "verification"}.get(kind, kind)
+        what = {"coord": "coordinate check", "coord_depth": "coordinate check over depth",
+                "verify": "verification"}.get(kind, kind)
         verdict = "[green]passed[/]" if x.passed else "[red]failed[/]"
         c.print(f"{what} ({param}, {x.created_at:%Y-%m-%d %H:%M}): {verdict}: {escape(x.summary)}")
 

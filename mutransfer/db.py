@@ -290,7 +290,7 @@ class Check(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # coord
+    kind: Mapped[str] = mapped_column(String(32))  # coord | coord_depth | verify
     parametrization: Mapped[str] = mapped_column(String(16))
     passed: Mapped[bool] = mapped_column(Boolean)
     summary: Mapped[str] = mapped_column(Text)  # one paragraph, in words

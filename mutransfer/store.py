@@ -122,7 +122,7 @@ class TrialRecord:
 class CheckRecord:
     """A check to store with a sweep (e.g. the coordinate check that gated it), as `save_check` takes it."""
 
-    kind: str  # coord | verify
+    kind: str  # coord | coord_depth | verify
     parametrization: str
     passed: bool
     summary: str
@@ -131,7 +131,8 @@ class CheckRecord:
 
 @dataclass(frozen=True)
 class CheckInfo:
-    """A stored check: `kind` "coord" (the coordinate check) or "verify" (a transfer checked at a larger size)."""
+    """A stored check: `kind` "coord" (the coordinate check over width), "coord_depth" (over depth) or "verify" (a
+    transfer checked at a larger size)."""
 
     id: int
     sweep_id: int | None

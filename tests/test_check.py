@@ -358,3 +358,125 @@ def test_skip_check_runs_the_sweep_anyway(tmp_path: Path) -> None:
     trials = store.trials_frame(sweep.id)
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
     assert store.checks(sweep.id) == []
+
+
+# ------------------------------------------------------------------------------------------------ over depth
+
+
+def depth_gpt_recipe(corpus: Path, scaling: str, name: str) -> str:
+    rule = f", depth_scaling: {scaling}, base_depth: 2" if scaling != "none" else ""
+    return f"""
+name: {name}
+model: {{family: gpt, parametrization: mup, base_width: 32, head_dim: 16{rule}}}
+data: {{kind: chars, path: {corpus}}}
+train: {{steps: 20, eval_interval: 10, optimizer: adamw}}
+search: {{samples: 2, space: {{lr: {{loguniform: [1.0e-3, 1.0e-2]}}}}}}
+scales: {{base: {{width: 32, depth: 2, batch_size: 8, seq_len: 32}}}}
+target: {{width: 1024, depth: 16, batch_size: 8, seq_len: 32}}
+"""
+
+
+def depth_mlp_recipe(scaling: str, residual: bool = True) -> str:
+    rule = f", depth_scaling: {scaling}, base_depth: 2" if scaling != "none" else ""
+    return MLP.format(name="ccd", family="mlp", param="mup").replace(
+        "base_width: 32}", f"base_width: 32, residual: {str(residual).lower()}{rule}}}")
+
+
+def test_cli_coord_check_over_depth_passes_with_depth_mup_and_reports_growth_without(
+        tmp_path: Path, corpus: Path) -> None:
+    from mutransfer.store import Store
+
+    db = f"sqlite:///{tmp_path / 'mt.db'}"
+    mup_text = depth_gpt_recipe(corpus, "depth-mup", "deep")
+    (tmp_path / "deep.yaml").write_text(mup_text)
+    (tmp_path / "plain.yaml").write_text(depth_gpt_recipe(corpus, "none", "plain"))
+    # A sweep of the depth-µP recipe exists: its depth check is stored with it, and `show` labels it.
+    r = parse_recipe(mup_text)
+    store = Store.open(db)
+    sweep = store.create_sweep("deep", mup_text, r.model_dump_json(), r.hash(), 0, r.train.metric)
+
+    res = _cli(["coord-check", "deep.yaml", "--depths", "2,4,8", "--steps", "3"], db, tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "Depth check passed (depth-mup)" in res.stdout, res.stdout
+    assert "coordinate check over depth" in res.stdout and "against log(depth)" in res.stdout
+    assert "d2" in res.stdout and "d8" in res.stdout and "w32" not in res.stdout
+    html = (tmp_path / "deep-coord-check-depth.html").read_text()
+    assert '"title":{"text":"depth"}' in html
+
+    res = _cli(["coord-check", "plain.yaml", "--depths", "2,4,8", "--steps", "3"], db, tmp_path)
+    assert res.exit_code == 0, res.output  # growth without depth scaling is expected: reported, not failed
+    assert "blows up" in res.stdout and "as expected without depth scaling" in res.stdout
+    assert "The recipe has no depth scaling (model.depth_scaling: none), so its optimal learning rate will drift " \
+           "with depth" in " ".join(res.stdout.split())
+
+    (deep,) = store.checks(sweep.id)
+    assert deep.kind == "coord_depth" and deep.passed
+    rep = CoordCheckReport.from_dict(deep.result)
+    assert rep.axis == "depth" and rep.widths == [2, 4, 8] and rep.width == 32 and rep.depth_scaling == "depth-mup"
+    judged = {x.name: x.slope for x in rep.layers if x.judged}
+    assert set(judged) == {"blocks.last", "logits"} and all(abs(s) < 0.3 for s in judged.values()), judged
+    assert CoordCheckReport.from_dict(json.loads(json.dumps(rep.to_dict()))) == rep
+
+    (plain,) = store.checks(None)
+    rep = CoordCheckReport.from_dict(plain.result)
+    assert plain.kind == "coord_depth" and plain.passed and not rep.stable and rep.axis == "depth"
+    assert [x.name for x in rep.offending("blows up")] == ["blocks.last"], _describe(rep)
+
+    res = _cli(["show", "deep"], db, tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "coordinate check over depth (mup" in res.stdout and "passed" in res.stdout
+
+
+def test_residual_mlp_over_depth_flat_with_depth_scaling_and_grows_without() -> None:
+    for scaling in ("depth-mup", "completep"):
+        rep = run_coord_check(parse_recipe(depth_mlp_recipe(scaling)), "mup", depths=[2, 4, 8])
+        assert rep.passed and rep.stable and rep.axis == "depth", _describe(rep)
+        judged = {x.name: x for x in rep.layers if x.judged}
+        assert set(judged) == {"hidden.last", "logits"} and judged["hidden.last"].role == "stream"
+        assert all(x.verdict == "flat" for x in judged.values()), _describe(rep)
+        assert "Depth check passed" in rep.summary()
+
+    none = run_coord_check(parse_recipe(depth_mlp_recipe("none")), "mup", depths=[2, 4, 8])
+    assert none.passed and not none.stable and not none.expects_flat
+    assert {"hidden.last", "logits"} <= {x.name for x in none.offending("blows up")}, _describe(none)
+    assert "model.depth_scaling" in none.summary() and "model.residual: true" in none.summary()
+    # An interior block's verdict is shown but cannot fail a depth check.
+    assert all(x.judged == (x.name in ("hidden.last", "logits")) for x in none.layers)
+
+    plain = run_coord_check(parse_recipe(depth_mlp_recipe("none", residual=False)), "mup", depths=[2, 4])
+    assert plain.passed and plain.axis == "depth"  # a plain MLP over depth is reported, never failed
+
+    fig = figure(none)
+    assert fig.layout.xaxis.title.text == "depth" and "over depth" in fig.layout.title.text
+    assert {"depth", "value"} <= set(figure_data(none)[0]) and "width" not in figure_data(none)[0]
+
+
+def test_depth_check_mistakes_and_old_reports() -> None:
+    from mutransfer.check import parse_depths
+
+    assert parse_depths("8, 2,4") == [2, 4, 8]
+    for bad in ("4", "0,4", "-2,4", "a,b"):
+        with pytest.raises(CheckError, match="--depths"):
+            parse_depths(bad)
+    with pytest.raises(CheckError, match="--widths, --depths"):
+        run_coord_check(parse_recipe(mlp_recipe()), "mup", widths=[32, 64], depths=[2, 4])
+    # A check stored before the depth check existed has no axis, width, depth_scaling or judged: a width check.
+    d = _fake().to_dict()
+    for key in ("axis", "width", "depth_scaling"):
+        d.pop(key)
+    for layer in d["layers"]:
+        layer.pop("judged")
+    old = CoordCheckReport.from_dict(d)
+    assert old.axis == "width" and old == _fake() and not old.passed
+
+
+def test_cli_depth_check_mistakes_are_one_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'mt.db'}"
+    (tmp_path / "r.yaml").write_text(depth_mlp_recipe("depth-mup"))
+    for args, word in ((["--widths", "32,64", "--depths", "2,4"], "--widths, --depths"),
+                       (["--depths", "4"], "--depths"), (["--depths", "0,4"], "--depths")):
+        res = _cli(["coord-check", "r.yaml", *args], db, tmp_path)
+        assert res.exit_code == 2, res.output
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and word in lines[0] and "Traceback" not in res.output, res.stderr
+    assert not list(tmp_path.glob("*.html"))
