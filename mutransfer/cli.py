@@ -87,6 +87,15 @@ def _recipe_of(sweep: Any) -> Any:
     return Recipe.model_validate_json(sweep.recipe_json)
 
 
+def _console() -> Any:
+    """A rich console; piped or captured (a log, CI, grep) rich would fall back to 80 columns and cut sweep names
+    and intervals short, so then it gets a width that fits every table here."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=200)
+
+
 @app.command()
 @_user_errors
 def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
@@ -130,7 +139,6 @@ def coord_check(
     Exit code 0 when the check passes (or the model is SP: it is expected to blow up), 1 when a µP model fails it.
     With --depths, the same over depth: 1 when a model with depth scaling fails it (without, growth is expected).
     """
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -149,7 +157,7 @@ def coord_check(
     out = output or Path(f"{r.name}-coord-check{'-depth' if ds is not None else ''}.html")
     st = _store(db) if store else None  # a bad --db fails now, not after the check
     rep = run_coord_check(r, param, ws, depths=ds, steps=steps, lr=lr)
-    c = Console()
+    c = _console()
     colors = {"flat": "green", "blows up": "red", "vanishes": "yellow", "non-finite": "red", "unchanged": "dim"}
     if ds is not None:
         title = (f"coordinate check over depth: {r.name} ({param}, {r.model.family}, depth_scaling "
@@ -250,10 +258,9 @@ def _coord_gate(r: Any, recipe_path: Path, dataset: Any) -> list[Any]:
 
 
 def _print_summary(summary: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    c = _console()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     ran = f"ran {summary.ran} now" if summary.ran else "nothing left to run"
     c.print(f"sweep [bold]{summary.name}[/] (id {summary.sweep_id}): {summary.total} trials: {counts}; {ran}; "
@@ -276,7 +283,6 @@ def _print_summary(summary: Any) -> None:
 @_user_errors
 def ls(db: DbOpt = None) -> None:
     """List the sweeps in the database."""
-    from rich.console import Console
     from rich.table import Table
 
     store = _store(db)
@@ -293,20 +299,19 @@ def ls(db: DbOpt = None) -> None:
         best = f"{s.best_metric:.4f}" if s.best_metric is not None else "-"
         t.add_row(str(s.id), s.name, s.status, f"{done}/{s.total_trials}", str(c.get("diverged", 0)),
                   str(c.get("failed", 0)), best, f"{s.created_at:%Y-%m-%d %H:%M}")
-    Console().print(t)
+    _console().print(t)
 
 
 @app.command()
 @_user_errors
 def show(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbOpt = None) -> None:
     """Show a sweep: its trials per scale point and the best of each."""
-    from rich.console import Console
     from rich.table import Table
 
     store = _store(db)
     s = _sweep(store, sweep)
     frame = store.trials_frame(s.id)
-    c = Console()
+    c = _console()
     counts = ", ".join(f"{k} {v}" for k, v in sorted((s.counts or {}).items()))
     c.print(f"sweep [bold]{s.name}[/] (id {s.id}, recipe {s.recipe_hash}) {s.status}: {s.total_trials} trials: "
             f"{counts}")
@@ -406,12 +411,11 @@ def _completed_frame(store: Any, s: Any) -> Any:
 
 
 def _print_fit(result: Any, name: str, fit_id: int, compute: Any = None) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
     from mutransfer.report import fit_tables
 
-    c = Console()
+    c = _console()
     c.print(f"fit {fit_id} of sweep [bold]{name}[/]")
     for table in fit_tables(result):
         c.print(table)
@@ -518,11 +522,10 @@ def target(
     if as_json:
         sys.stdout.write(json.dumps(tm.summary(), indent=2, allow_nan=False) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
     cfg = tm.config
-    c = Console()
+    c = _console()
     c.print(f"target: {tm.family} ({cfg.parametrization}), width {cfg.width}, depth {cfg.depth}, width_mult "
             f"{cfg.width_mult:g}, on {device}: {tm.n_params:,} parameters ({tm.n_params_non_embedding:,} "
             "non-embedding)")
@@ -572,7 +575,6 @@ def verify(
                f"{', '.join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))}", err=True)
     run_specs(recipe, store, s.id, specs, role="verify", address=address, progress=not quiet)
     rep = report(store.trials_frame(s.id), specs, hparam)
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"verification at {rep.scale} ({rep.parametrization})")
@@ -581,7 +583,7 @@ def verify(
     for row in rep.rows:
         t.add_row(f"x{row.factor:g}" + (" (transferred)" if row.factor == 1.0 else ""), f"{row.value:.4g}",
                   f"{row.metric:.4f}" if row.metric is not None else "-", row.statuses)
-    c = Console()
+    c = _console()
     c.print(t)
     c.print(rep.summary())
     store.save_check(s.id, "verify", param, rep.transferred_is_best, rep.summary(), rep.to_dict()) \
