@@ -191,6 +191,9 @@ class CurveSeries:
     opt_lo: float | None = None
     opt_hi: float | None = None
     opt_method: str = ""
+    # With several seeds per value (search.repeats) the line goes through their mean at each x; the points stay.
+    mean_x: list[Any] = field(default_factory=list)
+    mean_y: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -270,10 +273,15 @@ def curves_data(trials: pd.DataFrame, fit: FitResult | None, *, parametrization:
                 opt_kw = {"opt_x": str(opt.value) if kind == "choice" else float(opt.value),
                           "opt_y": _opt_y(opt, xs, ys, pt.best_metric if pt else None),
                           "opt_lo": opt.lo, "opt_hi": opt.hi, "opt_method": opt.method}
+        lines = not others and kind != "choice"
+        mean_kw: dict[str, Any] = {}
+        if lines and comp["_x"].duplicated().any():
+            means = comp.assign(_y=comp["metric"].astype(float)).groupby("_x", sort=True)["_y"].mean()
+            mean_kw = {"mean_x": [float(v) for v in means.index], "mean_y": [float(v) for v in means.to_numpy()]}
         series.append(CurveSeries(
             scale=int(scale), x=comp["_x"].tolist(), y=[float(v) for v in comp["metric"]], keys=comp["key"].tolist(),
-            diverged_x=div["_x"].tolist(), diverged_keys=div["key"].tolist(), lines=not others and kind != "choice",
-            fit_x=fx, fit_y=fy, **opt_kw,
+            diverged_x=div["_x"].tolist(), diverged_keys=div["key"].tolist(), lines=lines,
+            fit_x=fx, fit_y=fy, **opt_kw, **mean_kw,
         ))
     verify = None
     if "role" in rows:
@@ -347,8 +355,14 @@ def transfer_curves_figure(data: CurvesData, *, colors: dict[int, str] | None = 
         color = colors.get(s.scale, "#444")
         group = f"{data.axis}={s.scale}"
         name = f"{axis_name} {s.scale}"
+        if s.mean_x:
+            fig.add_trace(go.Scatter(
+                x=s.mean_x, y=s.mean_y, mode="lines", name=f"mean over seeds, {name}", legendgroup=group,
+                showlegend=False, line={"color": color, "width": 2}, hoverinfo="skip",
+                meta={"role": "mean", "scale": s.scale},
+            ))
         fig.add_trace(go.Scatter(
-            x=s.x, y=s.y, mode="lines+markers" if s.lines else "markers", name=name, legendgroup=group,
+            x=s.x, y=s.y, mode="lines+markers" if s.lines and not s.mean_x else "markers", name=name, legendgroup=group,
             line={"color": color, "width": 2}, marker={"color": color, "size": 6},
             customdata=s.keys, hovertemplate=f"{name}<br>{data.hparam} %{{x:.4g}}<br>{data.metric} %{{y:.4f}}"
                                              "<br>%{customdata}<extra></extra>",

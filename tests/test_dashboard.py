@@ -71,6 +71,30 @@ def test_transfer_curves_one_trace_per_width_with_fit_and_diverged(frames: dict)
             assert s.opt_lo <= s.opt_x <= s.opt_hi
 
 
+def test_repeated_seeds_draw_a_line_through_their_mean(frames: dict) -> None:
+    # search.repeats: the same lr twice at each width. The line must go through the mean of the seeds at each lr,
+    # not zigzag between them; every seed stays drawn as a point.
+    trials = frames["trials"]["good"]
+    one = trials[(trials.parametrization == "mup") & (trials.role == "sweep")]
+    again = one.assign(key=one["key"] + "-r1", metric=one["metric"] + 0.2)
+    both = pd.concat([one, again], ignore_index=True)
+    base = make_recipe("good").scales.base
+    data = figures.curves_data(both, None, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
+    for s in data.series:
+        assert s.lines and len(s.x) == 2 * len(s.mean_x)
+        assert s.mean_x == sorted(set(s.x))
+        for x, y in zip(s.mean_x, s.mean_y, strict=True):
+            ys = [b for a, b in zip(s.x, s.y, strict=True) if a == x]
+            assert len(ys) == 2 and y == pytest.approx(sum(ys) / 2)
+    fig = figures.transfer_curves_figure(data)
+    assert figures.count_traces(fig, "trials") == figures.count_traces(fig, "mean") == len(WIDTHS)
+    assert {t.mode for t in fig.data if t.meta["role"] == "trials"} == {"markers"}
+    # One seed per value: no mean line, the points are joined as before.
+    single = figures.curves_data(one, None, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
+    assert all(not s.mean_x for s in single.series)
+    assert figures.count_traces(figures.transfer_curves_figure(single), "mean") == 0
+
+
 def test_verification_trials_are_their_own_trace(frames: dict) -> None:
     trials, fit = frames["trials"]["good"], frames["fit"]
     base = make_recipe("good").scales.base
