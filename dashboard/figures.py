@@ -24,7 +24,10 @@ from mutransfer.fit import FitResult, Optimum, quad_curve
 from mutransfer.recipe import AXES, Choice, LogUniform, Recipe, Scale
 from mutransfer.store import SweepInfo
 
-AXIS_LABEL = {"width": "width", "depth": "depth", "batch_size": "batch size", "seq_len": "sequence length"}
+AXIS_LABEL = {"width": "width", "depth": "depth", "batch_size": "batch size", "seq_len": "sequence length",
+              "steps": "training steps"}
+# The scale axes a transfer-curves chart can run along: the model's, and the training length (scales.vary.steps).
+CURVE_AXES = (*AXES, "steps")
 PARAM_LABEL = {"mup": "µP", "sp": "SP"}
 FINISHED = ("completed", "diverged", "failed")
 PARAM_COLORS = {"mup": "#1f77b4", "sp": "#d62728"}
@@ -158,19 +161,34 @@ def single_value_reason(trials: pd.DataFrame, hparam: str) -> str | None:
 # ------------------------------------------------------------------------------------------------ transfer curves
 
 
+def _axis_values(trials: pd.DataFrame, axis: str) -> pd.Series | None:
+    # A trial's planned length is its scale point; the store's `steps` is how far it got (less, if it diverged).
+    col = "steps_planned" if axis == "steps" and "steps_planned" in trials else axis
+    return pd.to_numeric(trials[col], errors="coerce") if col in trials else None
+
+
 def along_axis(trials: pd.DataFrame, axis: str, base: Scale) -> pd.DataFrame:
     """The rows whose scale differs from `base` only along `axis` (the base included)."""
     mask = np.ones(len(trials), dtype=bool)
-    for a in AXES:
-        if a != axis and a in trials:
-            mask &= (pd.to_numeric(trials[a], errors="coerce") == getattr(base, a)).to_numpy()
+    for a in CURVE_AXES:
+        want = getattr(base, a)
+        values = _axis_values(trials, a)
+        if a != axis and want is not None and values is not None:
+            mask &= (values == want).to_numpy()
     return trials[mask]
 
 
 def varied_axes(trials: pd.DataFrame, base: Scale) -> list[str]:
     """The axes along which the sweep's own trials take more than one value (around the base)."""
     own = trials[trials["role"] == "sweep"] if "role" in trials else trials
-    return [a for a in AXES if a in own and along_axis(own, a, base)[a].nunique() > 1]
+    out = []
+    for a in CURVE_AXES:
+        if a == "steps" and base.steps is None:
+            continue  # not a steps sweep: every trial of a scale point trains the recipe's length
+        values = _axis_values(along_axis(own, a, base), a)
+        if values is not None and values.nunique() > 1:
+            out.append(a)
+    return out
 
 
 @dataclass(frozen=True)
@@ -239,6 +257,8 @@ def curves_data(trials: pd.DataFrame, fit: FitResult | None, *, parametrization:
     completed trials as points, diverged ones apart, and the fit's optimum and local quadratic when there is one."""
     col = f"hp.{hparam}"
     rows = trials[trials["parametrization"].astype(str) == parametrization]
+    if axis == "steps" and "steps_planned" in rows:
+        rows = rows.assign(steps=rows["steps_planned"])
     own = rows[rows["role"] == "sweep"] if "role" in rows else rows
     on_axis = along_axis(own, axis, base)
     hidden = {k: int(v) for k, v in on_axis["status"].value_counts().items() if k not in ("completed", "diverged")}
@@ -480,7 +500,7 @@ def law_data(fit: FitResult, parametrization: str, hparam: str, axis: str) -> La
         return None
     base = fit.base
     pts = sorted((p for p in fit.points if p.parametrization == parametrization
-                  and all(getattr(p.scale, a) == getattr(base, a) for a in AXES if a != axis)),
+                  and all(getattr(p.scale, a) == getattr(base, a) for a in CURVE_AXES if a != axis)),
                  key=lambda p: getattr(p.scale, axis))
     scales, values, lo, hi, methods = [], [], [], [], []
     for p in pts:
@@ -494,8 +514,15 @@ def law_data(fit: FitResult, parametrization: str, hparam: str, axis: str) -> La
         methods.append(o.method)
     to_v = (lambda u: float(2.0 ** u)) if kind == "log" else float
     b0 = getattr(base, axis)
-    t_ax = getattr(fit.target, axis)
     largest = max(scales) if scales else b0
+    t_ax = getattr(fit.target, axis, None)
+    if axis == "steps":  # the target's length is its tokens over tokens per step: the fit worked it out
+        try:
+            t_ax = next((s.target for s in fit.transfer(parametrization, hparam).steps if s.axis == "steps"), None)
+        except KeyError:
+            t_ax = None
+    if t_ax is None:
+        t_ax = largest  # no target length: the law over the proxies only
     base_pt = next((p for p in pts if getattr(p.scale, axis) == b0), None)
     base_opt = base_pt.optima.get(hparam) if base_pt is not None else None
     line_x: list[float] = []
@@ -655,9 +682,9 @@ def warnings_table(fit: FitResult) -> pd.DataFrame:
 
 
 def law_axes(fit: FitResult) -> list[str]:
-    """The axes with a law in the fit, in AXES order."""
+    """The axes with a law in the fit, in CURVE_AXES order (the training length last)."""
     have = {law.axis for law in fit.laws}
-    return [a for a in AXES if a in have]
+    return [a for a in CURVE_AXES if a in have]
 
 
 # ------------------------------------------------------------------------------------------------ trials

@@ -869,11 +869,12 @@ def _prepare(trials: pd.DataFrame, with_steps: bool = False) -> pd.DataFrame:
     for axis in AXES:
         df[axis] = pd.to_numeric(df[axis], errors="coerce").fillna(1).astype(int)
     if with_steps:
-        # The store plans each trial's steps (steps_planned); a synthetic frame may name the column steps.
-        if "steps" not in df:
-            if "steps_planned" not in df:
-                raise ValueError("trials frame lacks a steps (or steps_planned) column: the recipe varies steps")
+        # The scale point is the planned length (steps_planned); the store's `steps` is how far a trial got, which
+        # for a diverged trial is where it stopped. A synthetic frame may name the planned column steps.
+        if "steps_planned" in df:
             df["steps"] = df["steps_planned"]
+        elif "steps" not in df:
+            raise ValueError("trials frame lacks a steps (or steps_planned) column: the recipe varies steps")
         df["steps"] = pd.to_numeric(df["steps"], errors="coerce").fillna(1).astype(int)
     df["metric"] = pd.to_numeric(df["metric"], errors="coerce").astype(float)
     status = df["status"].astype(str)

@@ -86,6 +86,43 @@ def test_fit_recovers_the_horizon_law_and_extrapolates_to_the_target_steps() -> 
     assert again.law("mup", "lr", "steps").slope == law.slope
 
 
+def test_a_diverged_trial_stays_at_its_planned_horizon() -> None:
+    # The store hands over both steps_planned (the scale point) and steps (how far the trial got). A trial that
+    # diverged at step 188 of 200 belongs to the 200-step point: it must not make a scale point of its own.
+    r = _parse(HORIZON)
+    frame = _frame(r, lambda s: -6.0 - 0.5 * math.log2(s.steps / 100))
+    frame["steps"] = frame["steps_planned"]
+    hot = frame.index[(frame["steps_planned"] == 200) & (frame["hp.lr"] > 0.3)]
+    assert len(hot)
+    frame.loc[hot, ["status", "metric", "steps"]] = ["diverged", np.nan, 188]
+    fit = fit_sweep(frame, r)
+    assert sorted({p.scale.steps for p in fit.points}) == [100, 200, 400, 800]
+    at_200 = next(p for p in fit.points if p.scale.steps == 200)
+    assert at_200.n_diverged == len(hot)
+    assert not fit.warnings_with("all_diverged")
+
+
+def test_dashboard_draws_transfer_curves_along_the_training_length() -> None:
+    from dashboard import figures
+
+    r = _parse(HORIZON)
+    frame = _frame(r, lambda s: -6.0 - 0.5 * math.log2(s.steps / 100)).assign(role="sweep")
+    frame["steps"] = frame["steps_planned"]
+    frame.loc[frame.index[(frame["steps_planned"] == 400) & (frame["hp.lr"] > 0.3)], ["status", "metric", "steps"]] = [
+        "diverged", np.nan, 377]
+    base = r.scales.base
+    assert figures.varied_axes(frame, base) == ["steps"]
+    fit = fit_sweep(frame, r)
+    data = figures.curves_data(frame, fit, parametrization="mup", hparam="lr", kind="log", axis="steps", base=base)
+    assert data.scales == [100, 200, 400, 800]  # one curve per planned length, diverged trials included in theirs
+    assert sum(len(s.x) + len(s.diverged_x) for s in data.series) == len(frame)
+    assert all(s.opt_x is not None for s in data.series)  # each length has the fit's optimum
+    assert figures.count_traces(figures.transfer_curves_figure(data), "trials") == 4
+    assert figures.law_axes(fit) == ["steps"]
+    law = figures.law_data(fit, "mup", "lr", "steps")
+    assert law is not None and list(law.scales) == [100, 200, 400, 800]
+
+
 def test_without_target_tokens_the_horizon_law_is_not_applied() -> None:
     r = _parse(HORIZON, target={"width": 1024, "depth": 2, "batch_size": 32})
     fit = fit_sweep(_frame(r, lambda s: -6.0 - 0.5 * math.log2(s.steps / 100)), r)

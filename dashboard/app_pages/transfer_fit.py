@@ -13,8 +13,9 @@ info = ui.sweep_fit(sweep)
 if info is None:
     ui.say(f"There is no fit of sweep {sweep.name!r} to show.")
 fit = info.result
+tokens = f", {fit.target.tokens:,} training tokens" if getattr(fit.target, "tokens", None) else ""
 st.caption(f"Fit: {info.source}. Target: width {fit.target.width}, depth {fit.target.depth}, batch size "
-           f"{fit.target.batch_size}, sequence length {fit.target.seq_len}.")
+           f"{fit.target.batch_size}, sequence length {fit.target.seq_len}{tokens}.")
 
 numeric = [n for n, k in fit.hparams.items() if k != "choice"]
 left, right = st.columns([3, 2], gap="large")
