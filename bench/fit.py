@@ -9,7 +9,6 @@ No rival runs the same fit, so the time is also given in units of a fixed CPU wo
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -25,26 +24,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
 
-    from test_fit import recipe, trials  # the synthetic sweep of test_five_thousand_trials
+    from test_fit import five_thousand_trials  # the synthetic sweep of test_five_thousand_trials
 
     from mutransfer.fit import fit_sweep
 
-    r = recipe(
-        model__parametrization=["mup", "sp"],
-        train__optimizer="sgd",
-        search__samples=625,
-        search__space={
-            "lr": {"loguniform": [1e-4, 1.0]},
-            "output_mult": {"loguniform": [1 / 16, 16.0]},
-            "momentum": {"choice": [0.0, 0.9]},
-        },
-    )
-
-    def metric(s, p, hp):  # noqa: ANN001, ANN202
-        drift = math.log2(s.width / 32) if p == "sp" else 0.0
-        return 2.0 + 0.05 * (math.log2(hp["lr"]) + 7 + drift) ** 2 + 0.03 * (math.log2(hp["output_mult"]) - 1) ** 2
-
-    df = trials(r, metric, noise=0.01, diverged=lambda s, hp: math.log2(hp["lr"]) > -3)
+    r, df = five_thousand_trials()
     assert len(df) == 5000
 
     def fit() -> float:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recipe_edits import edit
 from typer.testing import CliRunner
 
 from mutransfer.cli import app
@@ -26,17 +27,7 @@ target: {width: 1024, depth: 2, batch_size: 32}
 
 
 def mutate(**changes: object) -> str:
-    doc = yaml.safe_load(yaml.safe_dump(GOOD))
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        node = doc
-        for p in parents:
-            node = node[p]
-        if value is None:
-            del node[leaf]
-        else:
-            node[leaf] = value
-    return yaml.safe_dump(doc)
+    return edit(GOOD, **changes)
 
 
 RECIPES = [

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from recipe_edits import edit
 
 from mutransfer import __version__
 from mutransfer.export import export_config, render
@@ -39,14 +40,7 @@ target: {width: 512, depth: 4, batch_size: 64, seq_len: 256}
 
 
 def _recipe(text: str, **changes: Any) -> Recipe:
-    doc = yaml.safe_load(text)
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        node = doc
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return parse_recipe(yaml.safe_dump(doc))
+    return parse_recipe(edit(text, **changes))
 
 
 def _fit(r: Recipe) -> FitResult:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from recipe_edits import edit
 
 from mutransfer.fit import FitResult, fit_law, fit_sweep, optimum_1d
 from mutransfer.plan import plan
@@ -28,14 +28,7 @@ target: {width: 1024, depth: 2, batch_size: 32}
 
 def recipe(**changes: object) -> Recipe:
     """BASE with dotted-path (`a__b`) changes applied."""
-    doc = yaml.safe_load(BASE)
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        node = doc
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return parse_recipe(yaml.safe_dump(doc))
+    return parse_recipe(edit(BASE, **changes))
 
 
 Metric = Callable[[Scale, str, dict[str, float]], float]
@@ -328,7 +321,9 @@ def test_fit_law_recovers_a_line() -> None:
         fit_law([32, 32], [-5.0, -6.0], [1.0, 1.0])
 
 
-def test_five_thousand_trials() -> None:
+def five_thousand_trials() -> tuple[Recipe, pd.DataFrame]:
+    """5,000 synthetic trials (µP and SP, 4 widths, 625 samples of lr, output_mult and momentum; lr >= 1/8
+    diverges): µP's optimum lr = 2^-7 at every width, SP's drifting as width^-1. Also bench/fit.py's sweep."""
     r = recipe(
         model__parametrization=["mup", "sp"],
         train__optimizer="sgd",
@@ -344,7 +339,11 @@ def test_five_thousand_trials() -> None:
         drift = math.log2(s.width / 32) if p == "sp" else 0.0
         return 2.0 + 0.05 * (math.log2(hp["lr"]) + 7 + drift) ** 2 + 0.03 * (math.log2(hp["output_mult"]) - 1) ** 2
 
-    df = trials(r, metric, noise=0.01, diverged=lambda s, hp: math.log2(hp["lr"]) > -3)
+    return r, trials(r, metric, noise=0.01, diverged=lambda s, hp: math.log2(hp["lr"]) > -3)
+
+
+def test_five_thousand_trials() -> None:
+    r, df = five_thousand_trials()
     assert len(df) == 5000
     fit = fit_sweep(df, r)
     assert len(fit.points) == 8 and len(fit.laws) == 4 and len(fit.transfers) == 6

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from recipe_edits import edit
 
 from mutransfer.plan import plan
 from mutransfer.recipe import RecipeError, load_recipe, parse_recipe
@@ -28,17 +29,7 @@ target: {width: 1024, depth: 2, batch_size: 256}
 
 def _with(**changes: object) -> str:
     """GOOD with dotted-path changes applied; a value of None deletes the key."""
-    doc = yaml.safe_load(GOOD)
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        node = doc
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return yaml.safe_dump(doc)
+    return edit(GOOD, **changes)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
+from recipe_edits import edit
 
 from mutransfer.conventions import conventions, does_not_transfer
 from mutransfer.export import data_sizes, export_config, render, target_build_config
@@ -33,14 +33,7 @@ target: {width: 1024, depth: 2, batch_size: 32, tokens: 102400}
 
 
 def _parse(text: str, **changes: Any) -> Recipe:
-    doc = yaml.safe_load(text)
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        node = doc
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return parse_recipe(yaml.safe_dump(doc))
+    return parse_recipe(edit(text, **changes))
 
 
 def _frame(r: Recipe, opt_log2: Any, seed: int = 0) -> pd.DataFrame:
