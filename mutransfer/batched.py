@@ -30,10 +30,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mutransfer.data import load_dataset
 from mutransfer.plan import TrialSpec
 from mutransfer.proxy import GPT, MLP, build, count_params, make_optimizer
-from mutransfer.train import VAL_SEED, TrialResult, _device, _threads, lr_factor
+from mutransfer.train import (
+    TrialResult,
+    _device,
+    _threads,
+    load_data,
+    lr_factor,
+    train_flops_per_token,
+    validation_batches,
+)
 
 BatchReport = Callable[[TrialSpec, dict[str, Any]], None]
 
@@ -280,12 +287,7 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
     first = specs[0]
     cfg = first.train
     device = _device(cfg)
-    dataset = load_dataset(first.data, first.model)
-    is_seq = dataset.input_dim is None
-    batch_size = first.scale.batch_size
-    seq_len = first.scale.seq_len if is_seq else 1
-    if is_seq:
-        dataset.check(seq_len)
+    dataset, batch_size, seq_len = load_data(first)
 
     models = []
     for s in specs:
@@ -309,13 +311,8 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
 
     factor = lr_factor(cfg, first.steps)
     tokens_per_step = batch_size * seq_len
-    flops_per_token = 6.0 * n_params
-    if family == "gpt":
-        flops_per_token += 12.0 * depth * seq_len * first.scale.width
-
-    val_gen = torch.Generator().manual_seed(VAL_SEED)
-    val_batches = [tuple(t.to(device) for t in dataset.get_batch("val", batch_size, seq_len, val_gen))
-                   for _ in range(cfg.eval_batches)]
+    flops_per_token = train_flops_per_token(first, n_params, seq_len)
+    val_batches = validation_batches(first, dataset, seq_len, device)
     # One generator per distinct seed: trials that share a seed see the same batches, drawn once per step.
     gens = {s.seed: torch.Generator().manual_seed(s.seed) for s in specs}
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mutransfer.data import load_dataset
+from mutransfer.data import Dataset, load_dataset
 from mutransfer.plan import TrialSpec
 from mutransfer.proxy import build, count_params, make_optimizer
 from mutransfer.recipe import Train
@@ -32,6 +32,32 @@ class TrialResult:
     flops: float  # training FLOPs, estimated
     n_params: int
     final: dict[str, Any] = field(default_factory=dict)  # the last reported point
+
+
+def load_data(spec: TrialSpec) -> tuple[Dataset, int, int]:
+    """The trial's dataset, batch size and tokens per example (1 for a non-sequence dataset), checked."""
+    dataset = load_dataset(spec.data, spec.model)
+    seq_len = spec.scale.seq_len if dataset.input_dim is None else 1
+    if dataset.input_dim is None:
+        dataset.check(seq_len)
+    return dataset, spec.scale.batch_size, seq_len
+
+
+def validation_batches(spec: TrialSpec, dataset: Dataset, seq_len: int,
+                       device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    """train.eval_batches validation batches drawn with VAL_SEED: the same data for every trial of the sweep."""
+    gen = torch.Generator().manual_seed(VAL_SEED)
+    return [tuple(t.to(device) for t in dataset.get_batch("val", spec.scale.batch_size, seq_len, gen))
+            for _ in range(spec.train.eval_batches)]
+
+
+def train_flops_per_token(spec: TrialSpec, n_params: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6·N, plus attention scores and values for the gpt (PaLM's estimate:
+    12 · layers · context · width per token, forward and backward)."""
+    flops = 6.0 * n_params
+    if spec.model.family == "gpt":
+        flops += 12.0 * spec.scale.depth * seq_len * spec.scale.width
+    return flops
 
 
 def lr_factor(train: Train, steps: int) -> Callable[[int], float]:
@@ -97,12 +123,7 @@ def train(
     torch.manual_seed(spec.seed)
     cfg = spec.train
     device = _device(cfg)
-    dataset = load_dataset(spec.data, spec.model)
-    is_seq = dataset.input_dim is None
-    batch_size = spec.scale.batch_size
-    seq_len = spec.scale.seq_len if is_seq else 1
-    if is_seq:
-        dataset.check(seq_len)
+    dataset, batch_size, seq_len = load_data(spec)
 
     model = build(spec, dataset, device)
     n_params = count_params(model)
@@ -112,17 +133,9 @@ def train(
     base_lr = float(spec.hparam("lr"))
 
     gen = torch.Generator().manual_seed(spec.seed)
-    val_gen = torch.Generator().manual_seed(VAL_SEED)
-    val_batches = [
-        tuple(t.to(device) for t in dataset.get_batch("val", batch_size, seq_len, val_gen))
-        for _ in range(cfg.eval_batches)
-    ]
-
+    val_batches = validation_batches(spec, dataset, seq_len, device)
     tokens_per_step = batch_size * seq_len
-    flops_per_token = 6.0 * n_params
-    if spec.model.family == "gpt":
-        # Attention scores and values (PaLM's estimate): 12 * layers * context * width per token, fwd + bwd.
-        flops_per_token += 12.0 * spec.scale.depth * seq_len * spec.scale.width
+    flops_per_token = train_flops_per_token(spec, n_params, seq_len)
 
     @torch.no_grad()
     def evaluate() -> float:
