@@ -259,16 +259,20 @@ class CoordCheckReport:
                     f"grows ({span}; largest |slope| {worst:.2f}, growth above {self.blow_up:+.2f}).")
         parts = self._failing_parts("depth")
         if self.expects_flat:
-            text = f"Depth check FAILED ({self.depth_scaling}, {span}): " + "; ".join(parts) + "."
-            causes = self.causes()
-            if causes:
-                text += " Likely cause: " + " Also: ".join(c + "." for c in causes)
-            return text
+            return self._failed(f"Depth check FAILED ({self.depth_scaling}, {span})", parts)
         how = "depth-mup or completep (with model.base_depth" + (
             ", and model.residual: true for the mlp)" if self.family == "mlp" else ")")
         return (f"Depth check: not depth-stable, as expected without depth scaling ({span}): " + "; ".join(parts)
                 + ". The recipe has no depth scaling (model.depth_scaling: none), so its optimal learning rate will "
                 f"drift with depth; set model.depth_scaling to {how} to make it transfer. Not a failure.")
+
+    def _failed(self, head: str, parts: list[str]) -> str:
+        """A failed check in words: what went wrong, then the likely causes."""
+        text = f"{head}: " + "; ".join(parts) + "."
+        causes = self.causes()
+        if causes:
+            text += " Likely cause: " + " Also: ".join(c + "." for c in causes)
+        return text
 
     def summary(self) -> str:
         """A paragraph in words: passed or not, which layers blow up or vanish, the likely cause."""
@@ -285,11 +289,7 @@ class CoordCheckReport:
         if not parts:
             parts.append("every layer stays flat in these few steps, but the model's structure is not µP's")
         if self.mup:
-            text = f"µP check FAILED ({span}): " + "; ".join(parts) + "."
-            causes = self.causes()
-            if causes:
-                text += " Likely cause: " + " Also: ".join(c + "." for c in causes)
-            return text
+            return self._failed(f"µP check FAILED ({span})", parts)
         return (f"SP is not width-stable, as expected ({span}): " + "; ".join(parts) + ". This is what µP fixes: "
                 "not a failure.")
 
