@@ -70,3 +70,11 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small character corpus for GPT tests that only need some text (a module may define its own)."""
+    f = tmp_path_factory.mktemp("corpus") / "text.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    return f

@@ -50,13 +50,6 @@ target: {{width: 1024, depth: 4, batch_size: 64, seq_len: 64}}
 """
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("corpus") / "text.txt"
-    f.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    return f
-
-
 def _spec(text: str, parametrization: str, width: int) -> TrialSpec:
     return next(s for s in plan(parse_recipe(text)) if s.parametrization == parametrization and s.scale.width == width)
 

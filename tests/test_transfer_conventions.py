@@ -192,13 +192,6 @@ target: {{width: 128, depth: 8, batch_size: 4, seq_len: 16}}
 """
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("corpus") / "text.txt"
-    f.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    return f
-
-
 def test_target_built_from_the_export_has_the_multipliers_and_group_lrs(corpus: Path, tmp_path: Path) -> None:
     r = parse_recipe(GPT.format(path=corpus))
     fit = fit_sweep(_frame(r, lambda s: -6.0), r, n_boot=50)
