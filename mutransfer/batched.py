@@ -40,6 +40,7 @@ from mutransfer.train import (
     lr_factor,
     train_flops_per_token,
     validation_batches,
+    window_metric,
 )
 
 BatchReport = Callable[[TrialSpec, dict[str, Any]], None]
@@ -410,7 +411,7 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
         finite = [v for v in reported[i] if math.isfinite(v)]
         results.append(TrialResult(
             status=status[i],
-            metric=last[i][cfg.metric] if status[i] == "completed" else None,
+            metric=window_metric(reported[i], cfg.metric_window) if status[i] == "completed" and reported[i] else None,
             best_metric=min(finite) if finite else None,
             steps=steps_done[i],
             wall_time=wall,

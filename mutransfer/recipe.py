@@ -162,6 +162,9 @@ class Train(_Strict):
     eval_interval: PositiveInt = 50
     eval_batches: PositiveInt = 4
     metric: Literal["val_loss", "train_loss"] = "val_loss"
+    # The trial's metric is the mean of its last this-many evaluations of `metric` (1: the last one). Averaging a
+    # few evaluations near the end costs nothing and shrinks the evaluation noise the fit has to see through.
+    metric_window: PositiveInt = 1
     # Stop a trial as diverged when its loss is NaN/inf or exceeds this multiple of its first loss.
     diverge_factor: Annotated[float, Field(gt=1)] | None = 4.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -375,6 +378,8 @@ class Recipe(_Strict):
         for key, default in _NEW_MODEL_DEFAULTS.items():
             if data["model"].get(key) == default:
                 del data["model"][key]
+        if data["train"].get("metric_window") == 1:
+            del data["train"]["metric_window"]  # recipes written before the key existed keep their hash
         scales = data["scales"]
         for point in (scales["base"], data["target"]):
             if point.get("steps", "absent") is None:

@@ -25,13 +25,19 @@ VAL_SEED = 1_234_567
 @dataclass(frozen=True)
 class TrialResult:
     status: str  # completed | diverged
-    metric: float | None  # the last value of train.metric; None when diverged
+    metric: float | None  # the mean of the last train.metric_window values of train.metric; None when diverged
     best_metric: float | None  # the best finite value reported
     steps: int  # optimizer steps done
     wall_time: float
     flops: float  # training FLOPs, estimated
     n_params: int
     final: dict[str, Any] = field(default_factory=dict)  # the last reported point
+
+
+def window_metric(reported: list[float], window: int) -> float:
+    """The trial's metric: the mean of its last `window` evaluations (train.metric_window; 1: the last one)."""
+    tail = reported[-window:]
+    return sum(tail) / len(tail)
 
 
 def load_data(spec: TrialSpec) -> tuple[Dataset, int, int]:
@@ -199,7 +205,7 @@ def train(
     finite = [v for v in reported if math.isfinite(v)]
     return TrialResult(
         status=status,
-        metric=last[cfg.metric] if status == "completed" else None,
+        metric=window_metric(reported, cfg.metric_window) if status == "completed" and reported else None,
         best_metric=min(finite) if finite else None,
         steps=steps_done,
         wall_time=time.perf_counter() - start,

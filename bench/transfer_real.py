@@ -1,0 +1,207 @@
+"""Transfer on a real task: does the exported learning rate hold at a width the proxies never saw?
+
+    .venv/bin/python bench/transfer_real.py [--label after] [--workers 2]
+
+The built-in GPT on this Python's standard library source (characters), µP and SP proxies at widths 32, 64 and 128
+through `mutransfer sweep` and `mutransfer fit`, then a direct LR scan at width 512 (2 seeds per value) as the
+ground truth. The recipe's target is that width-512 model, so the exported value is the one the scan judges. Each
+exported value (and, for comparison, the base proxy's optimum copied unchanged) is trained at width 512 with the
+same two seeds, and its loss is compared with the direct scan's best. Compute: the FLOPs of the proxy sweep
+against those of the direct scan.
+
+Everything trained is cached under bench/.transfer_real/ (the sweep's SQLite database, the width-512 runs as JSON):
+a second run with another `--label` (e.g. after a change to the fit) re-fits the same proxies and trains only the
+exported values it has not seen. Every label's rows stay in the BENCHMARKS.md section, so a change shows up as a
+before/after table measured against one scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import ROOT, table, update_section  # noqa: E402
+
+WORK = HERE / ".transfer_real"
+DB = f"sqlite:///{WORK / 'sweep.db'}"
+RUNS = WORK / "runs.json"  # width-512 trainings: key -> result
+LABELS = WORK / "labels.json"  # label -> exported values and the fit's readings
+TARGET_WIDTH = 512
+SEEDS = (0, 1)
+RECIPE = """\
+name: transfer-real
+description: the transfer benchmark's proxies (bench/transfer_real.py)
+model: {family: gpt, parametrization: [mup, sp], base_width: 32, head_dim: 8}
+data: {kind: chars, max_chars: 1000000}
+train: {steps: 200, optimizer: adamw, schedule: cosine, warmup_steps: 20, eval_interval: 50, eval_batches: 8,
+        metric: val_loss}
+search: {samples: 12, repeats: 2, seed: 0, space: {lr: {loguniform: [1.0e-4, 1.0e-1]}}}
+scales: {base: {width: 32, depth: 2, batch_size: 32, seq_len: 64}, vary: {width: [32, 64, 128]}}
+target: {width: 512, depth: 2, batch_size: 32, seq_len: 64, tokens: 409600}
+resources: {cpus: 1}
+"""
+# The direct scan at width 512: half an octave apart around where µP's proxies put the optimum, an octave apart
+# for SP (whose optimum moves with width; its range covers where SP's proxies and its drift point).
+SCAN = {
+    "mup": [2.0 ** (-9 + 0.5 * i) for i in range(8)],  # 0.002 .. 0.022
+    "sp": [2.0 ** (-12 + i) for i in range(6)],  # 0.00024 .. 0.0078
+}
+
+
+def recipe_path() -> Path:
+    WORK.mkdir(exist_ok=True)
+    p = WORK / "transfer-real.yaml"
+    p.write_text(RECIPE)
+    return p
+
+
+def mutransfer(*args: str) -> str:
+    exe = Path(sys.executable).parent / "mutransfer"
+    res = subprocess.run([str(exe), *args, "--db", DB], capture_output=True, text=True, cwd=ROOT)
+    if res.returncode != 0:
+        raise SystemExit(f"mutransfer {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res.stdout
+
+
+def _train_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One width-512 trial in a worker process (one thread: two of them share the two cores)."""
+    from mutransfer.plan import spec_for
+    from mutransfer.recipe import load_recipe
+    from mutransfer.train import train
+
+    recipe = load_recipe(job["recipe"])
+    scale = recipe.scales.base.model_copy(update={"width": TARGET_WIDTH})
+    spec = spec_for(recipe, job["param"], scale, 0, 0, {"lr": job["lr"]})
+    from dataclasses import replace
+
+    spec = replace(spec, seed=job["seed"], key=job["key"])
+    t = time.perf_counter()
+    res = train(spec, lambda _point: None, threads=1)
+    return {"key": job["key"], "param": job["param"], "lr": job["lr"], "seed": job["seed"], "status": res.status,
+            "metric": res.metric, "flops": res.flops, "wall_s": time.perf_counter() - t}
+
+
+def run_key(param: str, lr: float, seed: int) -> str:
+    return f"{param}/lr{lr:.6g}/s{seed}"
+
+
+def train_at_target(jobs: list[tuple[str, float]], workers: int) -> dict[str, Any]:
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else {}
+    todo = [{"key": run_key(p, lr, s), "param": p, "lr": lr, "seed": s, "recipe": str(recipe_path())}
+            for p, lr in jobs for s in SEEDS if run_key(p, lr, s) not in runs]
+    todo = list({j["key"]: j for j in todo}.values())
+    if todo:
+        print(f"training {len(todo)} width-{TARGET_WIDTH} runs on {workers} workers", file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(workers) as pool:
+            for i, r in enumerate(pool.map(_train_one, todo), 1):
+                runs[r["key"]] = r
+                RUNS.write_text(json.dumps(runs, indent=1))  # after every run: an interrupted scan resumes
+                print(f"  [{i}/{len(todo)}] {r['key']}: {r['status']} {r['metric']} ({r['wall_s']:.0f} s)",
+                      file=sys.stderr, flush=True)
+    return runs
+
+
+def mean_metric(runs: dict[str, Any], param: str, lr: float) -> float | None:
+    ms = [runs[run_key(param, lr, s)]["metric"] for s in SEEDS]
+    if any(m is None or not math.isfinite(m) for m in ms):
+        return None  # a diverged seed: the value does not train
+    return sum(ms) / len(ms)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--label", default="current", help="name of this run's fit code in the before/after table")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    os.environ.setdefault("MUTRANSFER_THREADS", "1")
+    t0 = time.perf_counter()
+    path = recipe_path()
+
+    mutransfer("sweep", str(path))  # resumes: finished trials are kept
+    fit = json.loads(mutransfer("fit", "transfer-real", "--json"))
+    fit_res = fit.get("fit", fit)
+    readings: dict[str, Any] = {}
+    for t in fit_res["transfers"]:
+        if t["hparam"] == "lr":
+            law = next((x for x in fit_res["laws"] if x["parametrization"] == t["parametrization"]
+                        and x["hparam"] == "lr" and x["axis"] == "width"), {})
+            readings[t["parametrization"]] = {"exported": t["value"], "lo": t["lo"], "hi": t["hi"],
+                                              "base_optimum": t["base_value"], "slope": law.get("slope"),
+                                              "slope_lo": law.get("slope_lo"), "slope_hi": law.get("slope_hi")}
+    labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
+    labels[args.label] = readings
+    LABELS.write_text(json.dumps(labels, indent=1))
+
+    jobs = [(p, lr) for p, lrs in SCAN.items() for lr in lrs]
+    for lab in labels.values():
+        for p, r in lab.items():
+            for v in (r["exported"], r["base_optimum"]):
+                if v is not None and math.isfinite(v) and 1e-7 < v < 10:
+                    jobs.append((p, float(v)))
+    runs = train_at_target(jobs, args.workers)
+
+    from mutransfer.store import Store
+
+    store = Store.open(DB)
+    sweep = store.get_sweep("transfer-real")
+    trials = store.trials_frame(sweep.id)
+    store.close()
+    proxy_flops = float(trials["flops"].fillna(0).sum())
+    scan_flops = sum(runs[run_key(p, lr, s)]["flops"] or 0 for p, lrs in SCAN.items() for lr in lrs for s in SEEDS)
+
+    rows = []
+    summary = []
+    for p in ("mup", "sp"):
+        scan = [(lr, mean_metric(runs, p, lr)) for lr in SCAN[p]]
+        done = [(lr, m) for lr, m in scan if m is not None]
+        best_lr, best = min(done, key=lambda x: x[1])
+        summary.append(f"{p}: direct best lr {best_lr:.4g} (val {best:.4f}); scan "
+                       + ", ".join(f"{lr:.3g}: {'diverged' if m is None else f'{m:.3f}'}" for lr, m in scan))
+        for lab, readings_l in labels.items():
+            r = readings_l.get(p)
+            if r is None:
+                continue
+            for what, v in (("exported", r["exported"]), ("base optimum copied", r["base_optimum"])):
+                if v is None or run_key(p, float(v), SEEDS[0]) not in runs:
+                    rows.append([lab, p, what, "-" if v is None else f"{v:.4g}", "-", "-", "-"])
+                    continue
+                m = mean_metric(runs, p, float(v))
+                interval = (f"[{r['lo']:.3g}, {r['hi']:.3g}]" if what == "exported" and r["lo"] is not None
+                            else "")
+                slope = (f"{r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}]"
+                         if what == "exported" and r.get("slope_lo") is not None else "")
+                rows.append([lab, p, what, f"{v:.4g} {interval}".strip(), slope,
+                             "diverged" if m is None else f"{m:.4f}",
+                             "-" if m is None else f"{100 * (m - best) / best:+.2f}%"])
+    body = f"""The built-in GPT (depth 2, head size 8, batch 32 x 64 characters, 200 AdamW steps, cosine) on this Python's
+standard library source; µP and SP proxies at widths 32/64/128, 12 LR draws in [1e-4, 1e-1] x 2 seeds ({len(trials)}
+proxy trials) through `mutransfer sweep` and `mutransfer fit`; ground truth: a direct LR scan at width
+{TARGET_WIDTH} (the recipe's target), 2 seeds per value. Every value below was trained at width {TARGET_WIDTH} with
+the same 2 seeds; the loss is their mean, compared with the scan's best. Each label is a version of the fit run on
+the same proxies and judged against the same scan.
+
+{chr(10).join('- ' + s for s in summary)}
+
+{table(["fit", "parametrization", "value", "lr at width 512 [95% interval]", "width slope [95%]", "val loss at 512",
+        "vs direct best"], rows)}
+
+Compute: the proxy sweep took {proxy_flops:.3g} FLOPs, the direct scan at width {TARGET_WIDTH}
+({sum(len(v) for v in SCAN.values()) * len(SEEDS)} runs) {scan_flops:.3g}: the µTransfer route cost
+**{proxy_flops / scan_flops:.2f}x** the direct scan. Wall time of this run: {time.perf_counter() - t0:.0f} s.
+"""
+    update_section("transfer_real", "Transfer on a real task (GPT, chars, width 512)",
+                   f".venv/bin/python bench/transfer_real.py --label {args.label}", body)
+
+
+if __name__ == "__main__":
+    main()
