@@ -439,10 +439,13 @@ def export(
     micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", help="Sequences per process per "
                                                          "forward pass (default: the largest divisor <= 16).")]
     = None,
+    allow_extrapolation: Annotated[bool, typer.Option(
+        "--allow-extrapolation", help="Export a transferred value outside the searched range or with a 95% "
+        "interval wider than 3 octaves (refused by default).")] = False,
     db: DbOpt = None,
 ) -> None:
     """Write the tuned config for the recipe's target model, as a config file or a launcher's format."""
-    from mutransfer.export import data_sizes, export_config, target_build_config
+    from mutransfer.export import data_sizes, export_config, extrapolation_problem, target_build_config
     from mutransfer.fit import FitResult, fit_sweep
     from mutransfer.launchers import FORMATS, LauncherError, hf_files, render_format
 
@@ -457,18 +460,25 @@ def export(
         raise UserError(f"--format: {fmt} describes a GPT, and sweep {s.name!r} is a {recipe.model.family!r} "
                         "model: use --format yaml or json")
     latest = store.latest_fit(s.id)
+    fit_id: int | None = None
     if latest is None:
         result = fit_sweep(_completed_frame(store, s), recipe)
-        fit_id = store.save_fit(s.id, result.to_dict())
     else:
         fit_id, data = latest
         result = FitResult.from_dict(data)
+    problem = extrapolation_problem(recipe, result, param)
+    if problem is not None and not allow_extrapolation:
+        raise UserError(problem)  # before anything is stored
+    if fit_id is None:
+        fit_id = store.save_fit(s.id, result.to_dict())
     cfg = target_build_config(recipe, param, result)
     groups = _param_groups(recipe, param, result, cfg)
     compute = _compute(store.trials_frame(s.id), recipe, result)
     config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
                            param_groups=groups, parametrization=param, data_sizes=data_sizes(cfg),
                            compute=compute.to_dict())
+    if problem is not None:
+        config["extrapolation"] = {"allowed": True, "problem": problem}  # --allow-extrapolation: said in the file
     try:
         text = render_format(config, fmt, nproc=nproc_per_node, micro_batch_size=micro_batch_size)
         files = hf_files(config, nproc=nproc_per_node, micro_batch_size=micro_batch_size) \

@@ -56,13 +56,19 @@ def _law_entry(fit: FitResult, t: Transfer, axis: str) -> dict[str, Any]:
     )
     entry: dict[str, Any] = {
         "swept": step.swept,
-        "slope": step.slope,
+        "slope": step.slope,  # the slope used: 0 where the data did not carry one (kept: false)
         "slope_interval": [law.slope_lo, law.slope_hi] if law is not None and law.fitted else None,
+        "kept": bool(law.kept) if law is not None and law.fitted else False,
         "proxy_scales": list(law.scales) if law is not None else [step.base],
         "target": step.target,
         "target_over_largest_proxy": step.extrapolation,
         "doublings_beyond_largest_proxy": step.doublings,
     }
+    if law is not None and law.fitted and law.free_slope is not None:
+        entry["free_slope"] = law.free_slope
+        entry["free_slope_interval"] = [law.free_slope_lo, law.free_slope_hi]
+    if law is not None and law.unstable:
+        entry["unstable"] = True
     if step.note:
         entry["note"] = step.note
     return entry
@@ -92,6 +98,8 @@ def _hyperparameters(
             entry["laws"] = {s.axis: _law_entry(fit, t, s.axis) for s in t.steps}
         else:
             entry["laws"] = {s.axis: {"swept": False, "note": s.note} for s in t.steps}
+        if t.unstable:
+            entry["unstable"] = True  # outside its own bootstrap interval: see the note
         if t.note:
             entry["note"] = t.note
         if fit.warnings_with("does_not_transfer", parametrization=parametrization, hparam=name):
@@ -329,12 +337,56 @@ def export_config(
         )
     if compute is not None:
         config["compute"] = compute
+    config["fit_checks"] = {
+        "model": fit.model.get(parametrization, {}),
+        "backtests": [vars(b) for b in fit.backtests if b.parametrization == parametrization],
+        "noise": [vars(n) for n in fit.noise if n.parametrization == parametrization],
+    }
     config["warnings"] = [
         {k: v for k, v in vars(w).items() if v is not None}
         for w in fit.warnings
         if w.parametrization in (None, parametrization)
     ]
     return _clean(config)
+
+
+# The extrapolation guard. A transferred value whose 95% interval spans more octaves than this (a factor 8 between
+# its ends) says "somewhere in this range", not a value to train a large model with.
+GUARD_OCTAVES = 3.0
+GUARD_LINEAR = 0.5  # of the searched range, for a uniform hyperparameter
+
+
+def extrapolation_problem(recipe: Recipe, fit: FitResult, parametrization: str) -> str | None:
+    """One line naming the first transferred value that is not a plain number to export, and the remedy; None
+    when every value is inside the searched range with an interval narrower than GUARD_OCTAVES."""
+    for t in fit.transfers:
+        if t.parametrization != parametrization or t.kind == "choice" or t.value is None:
+            continue
+        if fit.warnings_with("does_not_transfer", parametrization=parametrization, hparam=t.hparam):
+            continue  # exported as the proxies' optimum, marked transfers: false
+        dist = recipe.search.space.get(t.hparam)
+        bounds = getattr(dist, "loguniform", None) or getattr(dist, "uniform", None)
+        field = f"search.space.{t.hparam}"
+        beyond = ", ".join(f"{s.axis} {s.doublings:.1f} doublings beyond the largest proxy" for s in t.steps
+                           if s.swept and s.doublings > 0)
+        if bounds is not None and not (bounds[0] <= t.value <= bounds[1]):
+            return (f"{field}: the transferred {t.hparam} {t.value:.3g} lies outside the searched range "
+                    f"[{bounds[0]:.3g}, {bounds[1]:.3g}]{' (' + beyond + ')' if beyond else ''}: widen the range, "
+                    "or add a larger proxy to scales.vary; --allow-extrapolation exports it anyway")
+        if t.lo is None or t.hi is None:
+            continue
+        if t.kind == "log":
+            width = math.log2(t.hi / t.lo) if t.lo > 0 else math.inf
+            too_wide, shown = width > GUARD_OCTAVES, f"{width:.1f} octaves wide (more than {GUARD_OCTAVES:g})"
+        else:
+            span = (bounds[1] - bounds[0]) if bounds is not None else abs(t.value) or 1.0
+            width = t.hi - t.lo
+            too_wide, shown = width > GUARD_LINEAR * span, f"{width / span:.0%} of the searched range wide"
+        if too_wide:
+            return (f"{field}: the transferred {t.hparam} {t.value:.3g} has a 95% interval [{t.lo:.3g}, {t.hi:.3g}], "
+                    f"{shown}: add search.samples near the optimum or search.repeats and run the sweep again; "
+                    "--allow-extrapolation exports it anyway")
+    return None
 
 
 def render(config: dict[str, Any], fmt: Literal["yaml", "json"] = "yaml") -> str:

@@ -43,16 +43,44 @@ def fit_tables(result: FitResult) -> list[Any]:
     tables.append(t)
 
     if result.laws:
-        t = Table(title="transfer law per axis: log2(optimum) = a + slope * log2(scale)")
-        for col in ("param.", "hparam", "axis", "points", "slope", "slope interval", "note"):
+        t = Table(title="transfer law per axis (joint model): log2(optimum) = a + slope * log2(scale); the slope "
+                        "used, 0 where the data do not carry one")
+        for col in ("param.", "hparam", "axis", "points", "slope used", "interval", "free slope [interval]",
+                    "note"):
             t.add_column(col)
         for law in result.laws:
+            free = (f"{law.free_slope:+.2f} {_interval(law.free_slope_lo, law.free_slope_hi)}"
+                    if law.free_slope is not None else "-")
             t.add_row(law.parametrization, law.hparam, law.axis, str(len(law.scales)),
-                      f"{law.slope:+.3f}" if law.fitted else "-", _interval(law.slope_lo, law.slope_hi), law.note)
+                      f"{law.slope:+.3f}" if law.fitted else "-", _interval(law.slope_lo, law.slope_hi), free,
+                      law.note)
         tables.append(t)
 
     if len(result.parametrizations) > 1 and result.laws:
         tables.append(_compare(result))
+
+    if result.noise:
+        t = Table(title="trial noise against the curve's depth near the optimum")
+        for col in ("param.", "hparam", "noise sigma", "from", "rise at", "depth", "noise / depth"):
+            t.add_column(col)
+        for n in result.noise:
+            t.add_row(n.parametrization, n.hparam, _num(n.sigma), n.source, n.distance, _num(n.depth),
+                      f"{n.ratio:.2f}" if n.ratio is not None else "-")
+        tables.append(t)
+
+    if result.backtests:
+        t = Table(title="backtest: the largest proxy left out, its optimum predicted from the others")
+        for col in ("param.", "hparam", "axis", "left out", "fitted on", "predicted", "its own optimum",
+                    "error", "metric cost"):
+            t.add_column(col)
+        for b in result.backtests:
+            unit = " oct." if result.hparams.get(b.hparam) == "log" else ""
+            cost = (f"{b.regret:+.3g} ({100 * b.relative_regret:.1f}%)" if b.regret is not None
+                    and b.relative_regret is not None else _num(b.regret))
+            t.add_row(b.parametrization, b.hparam, b.axis, str(b.held_out), ",".join(map(str, b.fitted_on)),
+                      _num(b.predicted), f"{_num(b.observed)} {_interval(b.observed_lo, b.observed_hi)}",
+                      f"{b.error:+.2f}{unit}" if b.error is not None else "-", cost)
+        tables.append(t)
 
     t = Table(title=f"transferred to the target (width {result.target.width}, depth {result.target.depth}, "
                     f"batch {result.target.batch_size}, seq {result.target.seq_len})")
@@ -85,6 +113,10 @@ def compare_rows(result: FitResult) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def law_of(row: dict[str, Any], parametrization: str) -> Any:
+    return row[parametrization]
+
+
 def _compare(result: FitResult) -> Any:
     from rich.table import Table
 
@@ -104,8 +136,9 @@ def _compare(result: FitResult) -> Any:
                 cells.append("-")
                 continue
             cells.append(f"{law.slope:+.2f} {_interval(law.slope_lo, law.slope_hi)}")
-            lo, hi = law.slope_lo, law.slope_hi
-            flat[p] = lo is not None and hi is not None and lo <= 0 <= hi
-        reading = ", ".join(f"{p}: {'stays put' if flat[p] else 'drifts'}" for p in flat)
+            # The reading is the model's choice, the one the export uses: a kept slope drifts, a dropped one not.
+            flat[p] = not law.kept or law.slope == 0.0
+        reading = ", ".join(f"{p}: {'stays put' if flat[p] else f'drifts {law_of(row, p).slope:+.2f}/doubling'}"
+                            for p in flat)
         t.add_row(row["hparam"], row["axis"], *cells, reading)
     return t
