@@ -96,7 +96,9 @@ def run_key(param: str, lr: float, seed: int) -> str:
     return f"{param}/lr{lr:.6g}/s{seed}"
 
 
-def train_at_target(jobs: list[tuple[str, float]], workers: int) -> dict[str, Any]:
+def train_at_target(jobs: list[tuple[str, float]], workers: int, on_run: Any = None) -> dict[str, Any]:
+    """Train the (parametrization, lr) jobs at width 512, each with every seed, in order; `on_run(runs)` after
+    each one (the section is rewritten as results arrive: an interrupted run still leaves what it measured)."""
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else {}
     todo = [{"key": run_key(p, lr, s), "param": p, "lr": lr, "seed": s, "recipe": str(recipe_path())}
             for p, lr in jobs for s in SEEDS if run_key(p, lr, s) not in runs]
@@ -109,10 +111,14 @@ def train_at_target(jobs: list[tuple[str, float]], workers: int) -> dict[str, An
                 RUNS.write_text(json.dumps(runs, indent=1))  # after every run: an interrupted scan resumes
                 print(f"  [{i}/{len(todo)}] {r['key']}: {r['status']} {r['metric']} ({r['wall_s']:.0f} s)",
                       file=sys.stderr, flush=True)
+                if on_run is not None:
+                    on_run(runs)
     return runs
 
 
 def mean_metric(runs: dict[str, Any], param: str, lr: float) -> float | None:
+    if any(run_key(param, lr, s) not in runs for s in SEEDS):
+        return math.nan  # not trained (yet)
     ms = [runs[run_key(param, lr, s)]["metric"] for s in SEEDS]
     if any(m is None or not math.isfinite(m) for m in ms):
         return None  # a diverged seed: the value does not train
@@ -143,14 +149,23 @@ def main() -> None:
     labels[args.label] = readings
     LABELS.write_text(json.dumps(labels, indent=1))
 
-    jobs = [(p, lr) for p, lrs in SCAN.items() for lr in lrs]
+    # Exported values first, then the scan nearest them: on a slow machine the runs that decide come first.
+    jobs: list[tuple[str, float]] = []
     for lab in labels.values():
         for p, r in lab.items():
             for v in (r["exported"], r["base_optimum"] if p == "mup" else None):
                 if v is not None and math.isfinite(v) and 1e-7 < v < 10:
                     jobs.append((p, float(v)))
-    runs = train_at_target(jobs, args.workers)
+    ref = {p: (labels.get(args.label, {}).get(p) or {}).get("exported") or 1e-2 for p in SCAN}
+    scan = sorted(((p, lr) for p, lrs in SCAN.items() for lr in lrs),
+                  key=lambda j: (j[0] != "mup", abs(math.log2(j[1] / ref[j[0]]))))
+    jobs += scan
+    write = lambda runs: report(args.label, labels, runs, t0)  # noqa: E731
+    runs = train_at_target(jobs, args.workers, on_run=write)
+    write(runs)
 
+
+def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) -> None:
     from mutransfer.store import Store
 
     store = Store.open(DB)
@@ -158,51 +173,54 @@ def main() -> None:
     trials = store.trials_frame(sweep.id)
     store.close()
     proxy_flops = float(trials["flops"].fillna(0).sum())
-    scan_flops = sum(runs[run_key(p, lr, s)]["flops"] or 0 for p, lrs in SCAN.items() for lr in lrs for s in SEEDS)
+    scan_keys = [run_key(p, lr, s) for p, lrs in SCAN.items() for lr in lrs for s in SEEDS]
+    scan_flops = sum(runs[k]["flops"] or 0 for k in scan_keys if k in runs)
+    n_scan = sum(k in runs for k in scan_keys)
 
     rows = []
     summary = []
     for p in ("mup", "sp"):
         scan = [(lr, mean_metric(runs, p, lr)) for lr in SCAN[p]]
-        done = [(lr, m) for lr, m in scan if m is not None]
-        best_lr, best = min(done, key=lambda x: x[1])
-        summary.append(f"{p}: direct best lr {best_lr:.4g} (val {best:.4f}); scan "
-                       + ", ".join(f"{lr:.3g}: {'diverged' if m is None else f'{m:.3f}'}" for lr, m in scan))
+        done = [(lr, m) for lr, m in scan if m is not None and not math.isnan(m)]
+        best_lr, best = min(done, key=lambda x: x[1]) if done else (None, None)
+        shown = ", ".join(f"{lr:.3g}: " + ("diverged" if m is None else "not run" if math.isnan(m) else f"{m:.3f}")
+                          for lr, m in scan)
+        summary.append(f"{p}: direct best lr {best_lr:.4g} (val {best:.4f}); scan {shown}" if best is not None
+                       else f"{p}: scan not run yet ({shown})")
         for lab, readings_l in labels.items():
             r = readings_l.get(p)
             if r is None:
                 continue
             copied = (("base optimum copied", r["base_optimum"]),) if p == "mup" else ()
             for what, v in (("exported", r["exported"]), *copied):
-                if v is None or run_key(p, float(v), SEEDS[0]) not in runs:
-                    rows.append([lab, p, what, "-" if v is None else f"{v:.4g}", "-", "-", "-"])
-                    continue
-                m = mean_metric(runs, p, float(v))
+                m = mean_metric(runs, p, float(v)) if v is not None else math.nan
                 interval = (f"[{r['lo']:.3g}, {r['hi']:.3g}]" if what == "exported" and r["lo"] is not None
                             else "")
                 slope = (f"{r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}]"
                          if what == "exported" and r.get("slope_lo") is not None else "")
-                rows.append([lab, p, what, f"{v:.4g} {interval}".strip(), slope,
-                             "diverged" if m is None else f"{m:.4f}",
-                             "-" if m is None else f"{100 * (m - best) / best:+.2f}%"])
+                loss = "diverged" if m is None else "not run" if math.isnan(m) else f"{m:.4f}"
+                gap = ("-" if m is None or math.isnan(m) or best is None else f"{100 * (m - best) / best:+.2f}%")
+                rows.append([lab, p, what, "-" if v is None else f"{v:.4g} {interval}".strip(), slope, loss, gap])
     body = f"""The built-in GPT (depth 2, head size 8, batch 32 x 64 characters, 200 AdamW steps, cosine) on this Python's
 standard library source; µP and SP proxies at widths 32/64/128, 12 LR draws in [1e-4, 1e-1] x 2 seeds ({len(trials)}
 proxy trials) through `mutransfer sweep` and `mutransfer fit`; ground truth: a direct LR scan at width
 {TARGET_WIDTH} (the recipe's target), 2 seeds per value. Every value below was trained at width {TARGET_WIDTH} with
 the same 2 seeds; the loss is their mean, compared with the scan's best. Each label is a version of the fit run on
-the same proxies and judged against the same scan.
+the same proxies and judged against the same scan ("before": the fit of revision fb59df4, per-point quadratics and
+a line through them; "after": the joint model).
 
 {chr(10).join('- ' + s for s in summary)}
 
 {table(["fit", "parametrization", "value", "lr at width 512 [95% interval]", "width slope [95%]", "val loss at 512",
         "vs direct best"], rows)}
 
-Compute: the proxy sweep took {proxy_flops:.3g} FLOPs, the direct scan at width {TARGET_WIDTH}
-({sum(len(v) for v in SCAN.values()) * len(SEEDS)} runs) {scan_flops:.3g}: the µTransfer route cost
-**{proxy_flops / scan_flops:.2f}x** the direct scan. Wall time of this run: {time.perf_counter() - t0:.0f} s.
+Compute: the proxy sweep took {proxy_flops:.3g} FLOPs, the direct scan at width {TARGET_WIDTH} ({n_scan} of
+{len(scan_keys)} runs so far) {scan_flops:.3g}: the µTransfer route cost
+**{proxy_flops / scan_flops if scan_flops else float('nan'):.2f}x** the direct scan. Wall time of this run:
+{time.perf_counter() - t0:.0f} s.
 """
     update_section("transfer_real", "Transfer on a real task (GPT, chars, width 512)",
-                   f".venv/bin/python bench/transfer_real.py --label {args.label}", body)
+                   f".venv/bin/python bench/transfer_real.py --label {label}", body)
 
 
 if __name__ == "__main__":
