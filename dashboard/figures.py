@@ -523,16 +523,21 @@ def law_data(fit: FitResult, parametrization: str, hparam: str, axis: str) -> La
             t_ax = None
     if t_ax is None:
         t_ax = largest  # no target length: the law over the proxies only
-    base_pt = next((p for p in pts if getattr(p.scale, axis) == b0), None)
-    base_opt = base_pt.optima.get(hparam) if base_pt is not None else None
+    try:
+        tr = fit.transfer(parametrization, hparam)
+    except KeyError:
+        tr = None
     line_x: list[float] = []
     line_y: list[float] = []
     band_lo: list[float] = []
     band_hi: list[float] = []
     target_y = target_lo = target_hi = None
-    if base_opt is not None and base_opt.found and base_opt.u is not None:
-        u0 = float(base_opt.u)
-        iv = base_opt.u_interval or (u0, u0)
+    # The line is the joint model's law, through its own base optimum (the one the export moves), not through the
+    # base point's own optimum (a star like the others).
+    if tr is not None and tr.base_value is not None:
+        to_u = (lambda v: math.log2(v)) if kind == "log" else float
+        u0 = to_u(tr.base_value)
+        iv = (to_u(tr.base_lo), to_u(tr.base_hi)) if tr.base_lo is not None and tr.base_hi is not None else (u0, u0)
         s_lo = law.slope_lo if law.slope_lo is not None else law.slope
         s_hi = law.slope_hi if law.slope_hi is not None else law.slope
         x_min = min([*scales, b0])
@@ -548,12 +553,8 @@ def law_data(fit: FitResult, parametrization: str, hparam: str, axis: str) -> La
         target_y = to_v(u0 + law.slope * d_t)
         target_lo = to_v(iv[0] + min(s_lo * d_t, s_hi * d_t))
         target_hi = to_v(iv[1] + max(s_lo * d_t, s_hi * d_t))
-        try:
-            tr = fit.transfer(parametrization, hparam)
-        except KeyError:
-            tr = None
         # The transfer's own interval (a joint bootstrap) when this axis is the only one that moves the value.
-        if tr is not None and tr.value is not None and all(
+        if tr.value is not None and all(
             s.axis == axis or not s.swept or s.shift == 0 for s in tr.steps
         ) and tr.lo is not None and tr.hi is not None:
             target_y, target_lo, target_hi = float(tr.value), float(tr.lo), float(tr.hi)
@@ -679,6 +680,34 @@ def warnings_table(fit: FitResult) -> pd.DataFrame:
                                                           else None, w.hparam, w.scale, w.axis) if x),
              "message": w.message} for w in fit.warnings]
     return pd.DataFrame(rows, columns=["code", "where", "message"])
+
+
+def backtest_table(fit: FitResult) -> pd.DataFrame:
+    """The backtest: the largest proxy of each axis left out, its optimum predicted from the others."""
+    rows = []
+    for b in fit.backtests:
+        unit = " octaves" if fit.hparams.get(b.hparam) == "log" else ""
+        rows.append({
+            "parametrization": param_label(b.parametrization), "hyperparameter": b.hparam,
+            "axis": AXIS_LABEL.get(b.axis, b.axis), "left out": b.held_out,
+            "fitted on": ", ".join(map(str, b.fitted_on)), "predicted": _fmt(b.predicted),
+            "its own optimum": _fmt(b.observed) + (f" [{_fmt(b.observed_lo)}, {_fmt(b.observed_hi)}]"
+                                                   if b.observed_lo is not None else ""),
+            "error": f"{b.error:+.2f}{unit}" if b.error is not None else "-",
+            "metric cost": (f"{b.regret:+.3g} ({100 * b.relative_regret:.1f}%)"
+                            if b.regret is not None and b.relative_regret is not None else "-"),
+        })
+    return pd.DataFrame(rows, columns=["parametrization", "hyperparameter", "axis", "left out", "fitted on",
+                                       "predicted", "its own optimum", "error", "metric cost"])
+
+
+def noise_table(fit: FitResult) -> pd.DataFrame:
+    """Trial noise beside the curve's rise near the optimum, per parametrization and hyperparameter."""
+    rows = [{"parametrization": param_label(n.parametrization), "hyperparameter": n.hparam, "noise": _fmt(n.sigma),
+             "from": n.source, "rise at": n.distance, "depth": _fmt(n.depth),
+             "noise / depth": round(n.ratio, 2) if n.ratio is not None else None} for n in fit.noise]
+    return pd.DataFrame(rows, columns=["parametrization", "hyperparameter", "noise", "from", "rise at", "depth",
+                                       "noise / depth"])
 
 
 def law_axes(fit: FitResult) -> list[str]:

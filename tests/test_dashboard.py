@@ -136,6 +136,10 @@ def test_law_data_recovers_the_drift_and_marks_the_target(frames: dict) -> None:
     for role, n in (("band", 2), ("law", 2), ("optima", 2), ("target", 2)):
         assert figures.count_traces(fig, role) == n, role
     assert fig.layout.yaxis.type == "log"
+    # The drawn law is the one the export uses: through the joint model's base optimum, to the exported value.
+    t = fit.transfer("mup", "lr")
+    assert mup.line_y[0] == pytest.approx(t.base_value, rel=1e-6) or mup.line_x[0] != fit.base.width
+    assert mup.target_y == pytest.approx(t.value)
     table = figures.transfers_table(fit)
     assert list(table["parametrization"]) == ["µP", "SP"]
     assert table["value at target"].iloc[0] == pytest.approx(fit.transfer("mup", "lr").value)
@@ -272,6 +276,11 @@ def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.Monke
     transfers = at.dataframe[0].value
     assert list(transfers["hyperparameter"]) == ["lr", "lr"]
     assert "stored fit" in text
+    # The backtest: the widest proxy left out, predicted from the others, per parametrization.
+    backtest = next(d.value for d in at.dataframe if "left out" in d.value.columns)
+    assert set(backtest["parametrization"]) == {"µP", "SP"} and set(backtest["left out"]) == {max(WIDTHS)}
+    noise = next(d.value for d in at.dataframe if "noise / depth" in d.value.columns)
+    assert list(noise["hyperparameter"]) == ["lr", "lr"]
     checks = at.dataframe[-1].value
     assert set(checks["kind"]) == {"coord", "verify"}
 

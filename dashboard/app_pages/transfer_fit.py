@@ -44,6 +44,15 @@ with right:
     st.dataframe(figures.transfers_table(fit), hide_index=True, width="stretch",
                  column_config={"value at target": st.column_config.NumberColumn(format="%.4g")})
     st.caption("The Export page has the whole config, in YAML and JSON.")
+    if fit.backtests:
+        st.subheader("Backtest")
+        st.caption("The largest proxy of each axis left out: the law from the other proxies predicts its optimum. "
+                   "The error is how far off it was; the metric cost, what training at the prediction loses.")
+        st.dataframe(figures.backtest_table(fit), hide_index=True, width="stretch")
+    if fit.noise:
+        st.caption("Trial noise against the rise of the metric near the optimum (above 0.5, single trials cannot "
+                   "place the optimum: see the `noise` warning).")
+        st.dataframe(figures.noise_table(fit), hide_index=True, width="stretch")
     with st.expander("Optimum per scale point"):
         st.dataframe(figures.optima_table(fit), hide_index=True, width="stretch")
     ui.fit_warnings(info, expanded=True)
