@@ -25,7 +25,8 @@ Fitting choices, each a named constant below:
 - Slopes are kept only where the data carry them: after the fit with every slope free, a slope whose Wald
   chi-square (slope^2 / its variance) is below log(n), n the trials the fit uses, is set to zero and the model
   refitted. That is the BIC's penalty for one parameter (the Wald statistic approximates the likelihood ratio);
-  a µP model whose optimum does not move keeps slope 0 instead of extrapolating noise.
+  a µP model whose optimum does not move keeps slope 0 instead of extrapolating noise. The variance is the larger
+  of the cluster-robust sandwich and the bootstrap spread of the free slope (the sandwich alone understated it).
 - Uncertainty: a bootstrap that resamples trials within each scale point (configurations, then their seeds, when
   a configuration was repeated), each replicate refitted from the full-data estimate and re-selected: the
   intervals include the selection's own uncertainty. Nothing is widened to contain the point estimate.
@@ -45,6 +46,10 @@ import numpy as np
 WINDOW_FRACTION = 0.6  # of the completed trials, nearest the optimum: the kernel's reach
 KERNEL_STRETCH = 1.5  # bandwidth over the distance that holds WINDOW_FRACTION of the trials
 MIN_WINDOW = 6  # trials the window holds at least
+# ... and reaches at least this share of each searched range (4 octaves of a 10-octave LR range): with a dozen
+# draws, the trials nearest the optimum can all score alike within the noise, and a window of only those let the
+# bowl go flat and its centre run off.
+MIN_BANDWIDTH = 0.4
 # A diverged trial is at least as bad as this quantile of the completed trials of its scale point inside the
 # window. Not the worst of them: the worst is often a barely-trained run octaves below the optimum, and a bowl
 # forced up to it right past the optimum bends the whole fit (measured: the optimum moved up by an octave).
@@ -59,7 +64,10 @@ INNER = 12  # Levenberg-Marquardt steps per pass
 BOOT_OUTER = 2  # replicates start at the full-data estimate: fewer passes suffice
 BOOT_INNER = 4
 FD_STEP = 1e-5
-LOG_CURV_BOUNDS = (-25.0, 15.0)  # log curvature: metric units per squared fit unit
+LOG_CURV_BOUNDS = (-25.0, 15.0)
+# No optimum moves by more than this many fit units per doubling of scale (SP's LR drifts by about one octave):
+# beyond it, a free slope is the optimizer running off along a flat direction, not a reading of the data.
+SLOPE_BOUND = 4.0  # log curvature: metric units per squared fit unit
 
 
 @dataclass(frozen=True)
@@ -230,8 +238,9 @@ def _residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: _Weight
     return np.concatenate([r, prior], axis=1), off
 
 
-def _weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.ndarray) -> _Weights:
-    """Kernel, divergence levels and robust weights at theta."""
+def _weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.ndarray,
+             local: bool = True) -> _Weights:
+    """Kernel (unless not `local`: every trial in full), divergence levels and robust weights at theta."""
     B = th.shape[0]
     z = _z(D, L, th)
     dist = np.sqrt(((z / D.spans) ** 2).sum(-1))  # (B, n)
@@ -242,8 +251,8 @@ def _weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.n
     frac = np.clip(np.maximum(WINDOW_FRACTION, MIN_WINDOW / np.maximum(n_c, 1)), 0.0, 1.0)
     with np.errstate(all="ignore"):
         reach = np.array([np.nanquantile(dc[b], frac[b]) if n_c[b] else 1.0 for b in range(B)])
-    h = np.maximum(KERNEL_STRETCH * reach, 1e-6)
-    kern = np.clip(1.0 - (dist / h[:, None]) ** 3, 0.0, 1.0) ** 3
+    h = np.maximum(KERNEL_STRETCH * reach, MIN_BANDWIDTH)
+    kern = np.clip(1.0 - (dist / h[:, None]) ** 3, 0.0, 1.0) ** 3 if local else np.ones_like(dist)
     base = counts * kern
     # Divergence level per point: a quantile of the completed trials' metrics inside the window.
     pen = np.full((B, D.n_groups), np.nan)
@@ -281,6 +290,8 @@ def _clip(D: Design, L: Layout, th: np.ndarray) -> np.ndarray:
     mu = L.mu0(th)
     lo, hi = D.lows - D.spans, D.highs + D.spans  # an optimum a whole range beyond the data is not a number
     th[..., : L.H] = np.clip(mu, lo, hi)
+    s = slice(L.H, L.H + L.H * L.A)
+    th[..., s] = np.clip(th[..., s], -SLOPE_BOUND, SLOPE_BOUND)
     th[..., L.curv_slice()] = np.clip(th[..., L.curv_slice()], *LOG_CURV_BOUNDS)
     return th
 
@@ -339,8 +350,11 @@ def _jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: _Weights
 
 
 def _lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, counts: np.ndarray,
-        outer: int, inner: int) -> tuple[np.ndarray, _Weights, np.ndarray, np.ndarray]:
+        outer: int, inner: int, global_first: bool = False) -> tuple[np.ndarray, _Weights, np.ndarray, np.ndarray]:
     """Batched Levenberg-Marquardt under re-weighting. `free` (B, p) bool: the parameters each row may move.
+    `global_first`: the first pass weighs every trial (no kernel), so the bowl's shape is set by the whole range
+    before the window narrows onto the optimum: started locally, a window of near-equal trials let the bowl go
+    flat and its centre run off (seen on synthetic sweeps: the optimum 15 octaves below the data).
 
     Returns theta, the final weights, J'WJ (B, p, p) and J (B, n, p) of the last step."""
     B, p = th.shape
@@ -349,8 +363,8 @@ def _lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray,
     JtWJ = np.zeros((B, p, p))
     J = np.zeros((B, D.n + L.H, p))
     W = _weights(D, L, Lin, th, counts)
-    for _ in range(outer):
-        W = _weights(D, L, Lin, th, counts)
+    for o in range(outer):
+        W = _weights(D, L, Lin, th, counts, local=not (global_first and o == 0))
         r, _ = _residuals(D, L, Lin, th, W)
         cost = _cost(r, W)
         for _ in range(inner):
@@ -412,8 +426,8 @@ def _free_mask(D: Design, L: Layout, slopes_free: np.ndarray) -> np.ndarray:
 
 
 def _wald(L: Layout, th: np.ndarray, JtWJ: np.ndarray, J: np.ndarray, W: _Weights, r: np.ndarray,
-          free: np.ndarray, n_used: np.ndarray, q: int) -> np.ndarray:
-    """slope^2 / var(slope) per row (B, H, A). The variance is the sandwich (heteroskedasticity-robust) one,
+          free: np.ndarray, n_used: np.ndarray, q: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """var(slope) per row (B, H, A) (inf where the slope is not free). The sandwich (heteroskedasticity-robust) one,
     (J'WJ)^-1 J'W diag(r^2) WJ (J'WJ)^-1 with a small-sample factor n / (n - p): kernel and robust weights are not
     precision weights, and the plain sigma^2 (J'WJ)^-1 understated the variance (slopes kept on pure noise)."""
     B, p = th.shape
@@ -428,44 +442,68 @@ def _wald(L: Layout, th: np.ndarray, JtWJ: np.ndarray, J: np.ndarray, W: _Weight
     except np.linalg.LinAlgError:
         Ainv = np.linalg.pinv(A)
     Jwr = J * (W.w * r)[:, :, None]
+    if clusters is not None:
+        # Cluster-robust: scores summed within a configuration (the same draw at every scale point, its seeds)
+        # before the outer product, since a configuration's residuals share its misfit at every point.
+        Jwr = np.matmul(clusters.T[None, :, :], Jwr)
     meat = np.matmul(np.swapaxes(Jwr, 1, 2), Jwr)
     cov = Ainv @ meat @ Ainv * corr[:, None, None]
     for j in range(L.H):
         for a in range(L.A):
             k = L.slope_index(j, a)
             var = cov[:, k, k]
-            with np.errstate(all="ignore"):
-                out[:, j, a] = np.where(free[:, k] & (var > 0), th[:, k] ** 2 / var, 0.0)
+            out[:, j, a] = np.where(free[:, k] & (var > 0), var, np.inf)
     return out
 
 
-def _fit_select(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np.ndarray, identifiable: np.ndarray,
-                outer: int, inner: int) -> dict[str, np.ndarray]:
-    """Fit with every identifiable slope free, drop those the data do not carry, refit. Batched over rows."""
+def _cluster_matrix(D: Design, L: Layout) -> np.ndarray:
+    """(n + H, C) one-hot: which configuration each residual belongs to (the prior's rows, one cluster each)."""
+    ids = list(dict.fromkeys(D.cluster.tolist()))
+    M = np.zeros((D.n + L.H, len(ids) + L.H))
+    M[np.arange(D.n), [ids.index(c) for c in D.cluster.tolist()]] = 1.0
+    M[D.n + np.arange(L.H), len(ids) + np.arange(L.H)] = 1.0
+    return M
+
+
+def _fit_free(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np.ndarray, identifiable: np.ndarray,
+              outer: int, inner: int, global_first: bool = False) -> dict[str, np.ndarray]:
+    """The fit with every identifiable slope free, and each slope's (cluster-robust sandwich) variance."""
     B = counts.shape[0]
-    free_full = np.broadcast_to(_free_mask(D, L, identifiable), (B, L.p)).copy()
-    th_full, W, JtWJ, J = _lm(D, L, Lin, th0, free_full, counts, outer, inner)
-    r, _ = _residuals(D, L, Lin, th_full, W)
+    free = np.broadcast_to(_free_mask(D, L, identifiable), (B, L.p)).copy()
+    th, W, JtWJ, J = _lm(D, L, Lin, th0, free, counts, outer, inner, global_first)
+    r, _ = _residuals(D, L, Lin, th, W)
     n_used = (W.w[:, : D.n] > 0).sum(1)
-    q = Lin.shape[1]
-    wald = _wald(L, th_full, JtWJ, J, W, r, free_full, n_used, q)
-    threshold = np.log(np.maximum(n_used, 2))
-    keep = (wald > threshold[:, None, None]) & identifiable[None, :, :]
-    th_sel = th_full.copy()
-    free_sel = free_full.copy()
+    var = _wald(L, th, JtWJ, J, W, r, free, n_used, Lin.shape[1], _cluster_matrix(D, L))
+    return {"th": th, "var": var, "n_used": n_used}
+
+
+def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: np.ndarray, keep: np.ndarray,
+           counts: np.ndarray, outer: int, inner: int, global_first: bool = False) -> dict[str, np.ndarray]:
+    """The fit with only the kept slopes free (B, H, A), from th0_sel with the kept slopes' free estimates: a
+    free fit that ran off along a flat direction does not drag the refit with it."""
+    B = counts.shape[0]
+    th = np.broadcast_to(th0_sel, (B, L.p)).copy()
+    free = np.ones((B, L.p), dtype=bool)
     for j in range(L.H):
         for a in range(L.A):
             k = L.slope_index(j, a)
-            th_sel[:, k] = np.where(keep[:, j, a], th_sel[:, k], 0.0)
-            free_sel[:, k] = keep[:, j, a]
-    th_sel, W_sel, _, _ = _lm(D, L, Lin, th_sel, free_sel, counts, outer, inner)
-    r_sel, off = _residuals(D, L, Lin, th_sel, W_sel)
-    comp_in = (W_sel.w[:, : D.n] > 0) & ~D.diverged[None, :]
-    ar = np.where(comp_in, np.abs(r_sel[:, : D.n]), np.nan)
-    with np.errstate(all="ignore"):
+            th[:, k] = np.where(keep[:, j, a], th_free[:, k], 0.0)
+            free[:, k] = keep[:, j, a]
+    th, W, _, _ = _lm(D, L, Lin, th, free, counts, outer, inner, global_first)
+    r, off = _residuals(D, L, Lin, th, W)
+    comp_in = (W.w[:, : D.n] > 0) & ~D.diverged[None, :]
+    ar = np.where(comp_in, np.abs(r[:, : D.n]), np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         sigma = 1.4826 * np.nanmedian(ar, axis=1)
-    return {"free": th_full, "sel": th_sel, "keep": keep, "wald": wald, "threshold": threshold,
-            "offsets": off[:, : D.n_groups], "sigma": sigma, "n_used": (W_sel.w[:, : D.n] > 0).sum(1)}
+    return {"th": th, "offsets": off[:, : D.n_groups], "sigma": sigma, "n_used": (W.w[:, : D.n] > 0).sum(1)}
+
+
+def _robust_var(x: np.ndarray) -> np.ndarray:
+    """Variance from the interquartile range (per column of the first axis): a few runaway replicates do not
+    inflate it."""
+    q75, q25 = np.percentile(x, [75, 25], axis=0)
+    return ((q75 - q25) / 1.349) ** 2
 
 
 def bootstrap_counts(D: Design, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -497,17 +535,39 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
     for a in range(L.A):
         identifiable[:, a] = len(np.unique(D.x[:, a])) >= 2
     ones = np.ones((1, D.n))
-    full = _fit_select(D, L, Lin, _init(D, L)[None, :], ones, identifiable, OUTER, INNER)
-    th = full["sel"][0]
+    th0 = _init(D, L)[None, :]
+    free = _fit_free(D, L, Lin, th0, ones, identifiable, OUTER, INNER, global_first=True)
+    slope = L.slopes(free["th"])  # (1, H, A)
+    var = free["var"]
+    counts = bootstrap_counts(D, n_boot, rng) if n_boot > 0 else np.zeros((0, D.n))
+    if n_boot > 0:
+        # Replicates start from the full-data free fit; the selection is redone on each.
+        bfree = _fit_free(D, L, Lin, np.broadcast_to(free["th"], (n_boot, L.p)).copy(), counts, identifiable,
+                          BOOT_OUTER, BOOT_INNER)
+        b_slope = L.slopes(bfree["th"])
+        # The sandwich variance understates the slope's spread on small sweeps (the kernel and robust weights
+        # adapt to the data): measured on synthetic sweeps with a fixed optimum, the bootstrap spread was 1.4x
+        # its square root, and slopes were kept on noise 3x as often as the criterion allows. So the test uses
+        # the larger of the two, and each replicate's sandwich is scaled by the same factor.
+        boot_var = _robust_var(b_slope)[None]
+        inflate = np.where(np.isfinite(var) & (var > 0), np.maximum(boot_var / var, 1.0), 1.0)
+        var = np.maximum(var, boot_var)
+    n_used = free["n_used"]
+    threshold = np.log(np.maximum(n_used, 2))
+    with np.errstate(all="ignore"):
+        wald = np.where(np.isfinite(var) & (var > 0), slope**2 / var, 0.0)
+    keep = (wald > threshold[:, None, None]) & identifiable[None]
+    full = _refit(D, L, Lin, free["th"], th0, keep, ones, OUTER, INNER, global_first=True)
+    th = full["th"][0]
     lcm, lcp = L.log_curv(th)
     if n_boot > 0:
-        counts = bootstrap_counts(D, n_boot, rng)
-        # Start each replicate from the full-data fit with every slope free (its free estimate), so the
-        # selection is redone from scratch on each replicate.
-        start = np.broadcast_to(full["free"], (n_boot, L.p)).copy()
-        boot = _fit_select(D, L, Lin, start, counts, identifiable, BOOT_OUTER, BOOT_INNER)
-        b_mu0, b_sl, b_free, b_off = (L.mu0(boot["sel"]), L.slopes(boot["sel"]), L.slopes(boot["free"]),
-                                      boot["offsets"])
+        b_var = bfree["var"] * inflate
+        b_thr = np.log(np.maximum(bfree["n_used"], 2))
+        with np.errstate(all="ignore"):
+            b_wald = np.where(np.isfinite(b_var) & (b_var > 0), b_slope**2 / b_var, 0.0)
+        b_keep = (b_wald > b_thr[:, None, None]) & identifiable[None]
+        boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER)
+        b_mu0, b_sl, b_free, b_off = (L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope, boot["offsets"])
     else:
         b_mu0 = np.zeros((0, L.H))
         b_sl = b_free = np.zeros((0, L.H, L.A))
@@ -519,10 +579,10 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         axes=D.axes,
         mu0=L.mu0(th).copy(),
         slopes=L.slopes(th).copy(),
-        kept=full["keep"][0],
-        free_slopes=L.slopes(full["free"][0]).copy(),
-        wald=full["wald"][0],
-        threshold=float(full["threshold"][0]),
+        kept=keep[0],
+        free_slopes=slope[0].copy(),
+        wald=wald[0],
+        threshold=float(threshold[0]),
         c_minus=np.exp(np.clip(lcm, *LOG_CURV_BOUNDS)),
         c_plus=np.exp(np.clip(lcp, *LOG_CURV_BOUNDS)),
         corr=L.corr(th).copy(),
