@@ -2,7 +2,7 @@
 
 `fit_sweep(trials, recipe)` returns a `FitResult` (`transfer(param, hparam)` gives value, lo, hi). The parts:
 `joint` (one model of the metric over hyperparameters and scale, fitted on all trials of a parametrization: what
-laws, target values and the export use), `optima` (each point's own optimum: a view), `laws` (the joint model read
+laws, target values and the export use; its curve and solver in `model`, its arrays in `design`), `optima` (each point's own optimum: a view), `laws` (the joint model read
 along each axis and moved to the target), `noise`, `backtest`, `warnings`, `result` (the types).
 """
 

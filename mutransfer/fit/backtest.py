@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from mutransfer.fit.joint import Design, JointFit, fit_joint, predict_u, rise, subset
+from mutransfer.fit.design import Design, subset
+from mutransfer.fit.joint import JointFit, fit_joint, predict_u, rise
 from mutransfer.fit.result import Backtest, PointFit
 from mutransfer.recipe import Scale
 

@@ -13,7 +13,8 @@ import pandas as pd
 
 from mutransfer.conventions import does_not_transfer
 from mutransfer.fit.backtest import backtests
-from mutransfer.fit.joint import Design, JointFit, fit_joint
+from mutransfer.fit.design import Design
+from mutransfer.fit.joint import JointFit, fit_joint
 from mutransfer.fit.laws import along, axis_law, choice_transfer, fit_axes, has_steps, numeric_transfer
 from mutransfer.fit.noise import noise_readings
 from mutransfer.fit.optima import bootstrap_counts, choice_optimum, diverged_penalty, numeric_optimum

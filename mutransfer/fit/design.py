@@ -1,0 +1,69 @@
+"""The joint model's data: one parametrization's trials as arrays, their subsets and bootstrap resampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Design:
+    """One parametrization's trials as arrays (completed and diverged only)."""
+
+    names: tuple[str, ...]  # numeric hyperparameters, in the recipe's order
+    kinds: tuple[str, ...]  # log | linear
+    lows: np.ndarray  # (H,) searched range in the fit coordinate
+    highs: np.ndarray
+    axes: tuple[str, ...]  # scale axes with at least two distinct values among the trials
+    u: np.ndarray  # (n, H)
+    x: np.ndarray  # (n, A) log2(scale / base)
+    group: np.ndarray  # (n,) scale point index
+    n_groups: int
+    cat: np.ndarray  # (n,) index of the trial's combination of choice values
+    n_cats: int
+    y: np.ndarray  # (n,) metric; NaN where diverged
+    diverged: np.ndarray  # (n,) bool
+    cluster: np.ndarray  # (n,) configuration id within a point (trials that are seeds of one configuration)
+
+    @property
+    def spans(self) -> np.ndarray:
+        return np.maximum(self.highs - self.lows, 1e-9)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def subset(D: Design, keep: np.ndarray) -> Design:
+    """The design of the trials in `keep` (bool, (n,)), scale points renumbered; axes left with a single value
+    dropped (no slope can be fitted along them)."""
+    groups = sorted(set(D.group[keep].tolist()))
+    renum = {g: i for i, g in enumerate(groups)}
+    x = D.x[keep]
+    axes_keep = [a for a in range(len(D.axes)) if len(np.unique(x[:, a])) >= 2]
+    return Design(D.names, D.kinds, D.lows, D.highs, tuple(D.axes[a] for a in axes_keep), D.u[keep],
+                  x[:, axes_keep], np.array([renum[g] for g in D.group[keep].tolist()], dtype=int), len(groups),
+                  D.cat[keep], D.n_cats, D.y[keep], D.diverged[keep], D.cluster[keep])
+
+
+
+def bootstrap_counts(D: Design, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) resampling counts: within each scale point, configurations with replacement, then the seeds
+    of each drawn configuration with replacement (a configuration with one seed: plain trial resampling)."""
+    counts = np.zeros((n_boot, D.n), dtype=np.int64)
+    if n_boot <= 0:
+        return counts
+    for g in range(D.n_groups):
+        idx = np.flatnonzero(D.group == g)
+        if idx.size == 0:
+            continue
+        clusters = [idx[D.cluster[idx] == c] for c in dict.fromkeys(D.cluster[idx].tolist())]
+        picks = rng.multinomial(len(clusters), np.full(len(clusters), 1.0 / len(clusters)), size=n_boot)
+        for c, members in enumerate(clusters):
+            if members.size == 1:
+                counts[:, members[0]] = picks[:, c]
+            else:
+                counts[:, members] = rng.multinomial(picks[:, c] * members.size,
+                                                     np.full(members.size, 1.0 / members.size))
+    return counts

@@ -1,0 +1,283 @@
+"""The joint model's curve and its solver: the metric as a shared bowl shifted per scale point, fitted by a batched
+Levenberg-Marquardt (one row of theta per bootstrap replicate) under re-weighting (kernel, robust, divergence
+levels). See mutransfer.fit.joint for the model and why it is built this way."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from mutransfer.fit.design import Design
+
+WINDOW_FRACTION = 0.6  # of the completed trials, nearest the optimum: the kernel's reach
+KERNEL_STRETCH = 1.5  # bandwidth over the distance that holds WINDOW_FRACTION of the trials
+MIN_WINDOW = 6  # trials the window holds at least
+# ... and reaches at least this share of each searched range (4 octaves of a 10-octave LR range): with a dozen
+# draws, the trials nearest the optimum can all score alike within the noise, and a window of only those let the
+# bowl go flat and its centre run off.
+MIN_BANDWIDTH = 0.4
+# A diverged trial is at least as bad as this quantile of the completed trials of its scale point inside the
+# window. Not the worst of them: the worst is often a barely-trained run octaves below the optimum, and a bowl
+# forced up to it right past the optimum bends the whole fit (measured: the optimum moved up by an octave).
+DIVERGED_LEVEL = 0.5
+ROBUST_SCALE = 2.0  # soft-L1 scale in robust sigmas of the residuals: within it, a residual counts in full
+# The two sides' curvatures differ only as far as the data say: a zero-centred Gaussian prior on log(c+ / c-) with
+# this standard deviation (a factor 1.4 at one sd). With a dozen draws per point, fully free sides traded the
+# optimum's place against the curvatures (optimum sd 0.7 octave on synthetic sweeps at noise 0.08, against 0.2
+# with this prior).
+ASYMMETRY_PRIOR = 0.35
+LOG_CURV_BOUNDS = (-25.0, 15.0)  # log curvature: metric units per squared fit unit
+# No optimum moves by more than this many fit units per doubling of scale (SP's LR drifts by about one octave):
+# beyond it, a free slope is the optimizer running off along a flat direction, not a reading of the data.
+SLOPE_BOUND = 4.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each nonlinear parameter lives in theta."""
+
+    H: int
+    A: int
+
+    @property
+    def p(self) -> int:
+        return self.H + self.H * self.A + 2 * self.H + self.H * (self.H - 1) // 2
+
+    def mu0(self, th: np.ndarray) -> np.ndarray:
+        return th[..., : self.H]
+
+    def slopes(self, th: np.ndarray) -> np.ndarray:
+        return th[..., self.H : self.H + self.H * self.A].reshape(*th.shape[:-1], self.H, self.A)
+
+    def slope_index(self, j: int, a: int) -> int:
+        return self.H + j * self.A + a
+
+    def log_curv(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        o = self.H + self.H * self.A
+        return th[..., o : o + self.H], th[..., o + self.H : o + 2 * self.H]
+
+    def corr(self, th: np.ndarray) -> np.ndarray:
+        o = self.H + self.H * self.A + 2 * self.H
+        return np.tanh(th[..., o:])
+
+    def curv_slice(self) -> slice:
+        o = self.H + self.H * self.A
+        return slice(o, o + 2 * self.H)
+
+
+def shift(D: Design, L: Layout, th: np.ndarray) -> np.ndarray:
+    mu = L.mu0(th)[:, None, :] + np.matmul(D.x[None, :, :], np.swapaxes(L.slopes(th), 1, 2))  # (B, n, H)
+    return D.u[None, :, :] - mu
+
+
+def shape(D: Design, L: Layout, th: np.ndarray, z: np.ndarray) -> np.ndarray:
+    lcm, lcp = L.log_curv(th)
+    lcm = np.clip(lcm, *LOG_CURV_BOUNDS)
+    lcp = np.clip(lcp, *LOG_CURV_BOUNDS)
+    c = np.where(z < 0, np.exp(lcm)[:, None, :], np.exp(lcp)[:, None, :])  # (B, n, H)
+    f = (c * z * z).sum(-1)
+    if L.H > 1:
+        r = L.corr(th)
+        sq = np.sqrt(c) * z
+        k = 0
+        for j in range(L.H):
+            for m in range(j + 1, L.H):
+                f = f + 2.0 * r[:, k : k + 1] * sq[..., j] * sq[..., m]
+                k += 1
+    return f
+
+
+def linear_design(D: Design) -> np.ndarray:
+    """One-hot scale points, then one-hot choice combinations but the first: the offsets d and e."""
+    cols = [np.eye(D.n_groups)[D.group]]
+    if D.n_cats > 1:
+        cols.append(np.eye(D.n_cats)[D.cat][:, 1:])
+    return np.concatenate(cols, axis=1)
+
+
+def offsets(Lin: np.ndarray, resid: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least squares of resid (B, n) on the offset design, per row: (B, q). Completed trials only (w)."""
+    A = np.matmul(Lin.T[None, :, :] * w[:, None, :], Lin)  # (B, q, q); matmul, not einsum: BLAS speed
+    rhs = (w * resid) @ Lin
+    q = A.shape[1]
+    ridge = 1e-9 * (np.trace(A, axis1=1, axis2=2) / q + 1e-12)[:, None, None] * np.eye(q)
+    return np.linalg.solve(A + ridge, rhs[:, :, None])[:, :, 0]
+
+
+@dataclass
+class Weights:
+    w: np.ndarray  # (B, n + H) resampling count x kernel x robust weight (0 outside the window); 1 for the prior
+    w_lin: np.ndarray  # (B, n) the same for completed trials only: what the offsets are solved on
+    pen: np.ndarray  # (B, n_groups) the level a diverged trial must be predicted at least at
+    scale: np.ndarray  # (B,) the residuals' robust sigma: the unit of the prior's residuals
+
+
+def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals (B, n) (data - model for completed; the hinge for diverged) and the offsets (B, q)."""
+    f = shape(D, L, th, shift(D, L, th))
+    y = np.where(D.diverged, 0.0, D.y)[None, :]
+    off = offsets(Lin, y - f, W.w_lin)
+    pred = f + off @ Lin.T
+    r = y - pred
+    pen = W.pen[:, D.group]
+    hinge = np.minimum(pred - pen, 0.0)  # negative when the model calls a diverged trial better than the level
+    r = np.where(D.diverged[None, :], hinge, r)
+    # The asymmetry's prior, as H extra residuals: log(c+ / c-) / ASYMMETRY_PRIOR in units of the noise.
+    lcm, lcp = L.log_curv(th)
+    prior = W.scale[:, None] * (lcp - lcm) / ASYMMETRY_PRIOR
+    return np.concatenate([r, prior], axis=1), off
+
+
+def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.ndarray,
+             local: bool = True) -> Weights:
+    """Kernel (unless not `local`: every trial in full), divergence levels and robust weights at theta."""
+    B = th.shape[0]
+    z = shift(D, L, th)
+    dist = np.sqrt(((z / D.spans) ** 2).sum(-1))  # (B, n)
+    present = counts > 0
+    comp = present & ~D.diverged[None, :]
+    dc = np.where(comp, dist, np.nan)
+    n_c = comp.sum(1)
+    frac = np.clip(np.maximum(WINDOW_FRACTION, MIN_WINDOW / np.maximum(n_c, 1)), 0.0, 1.0)
+    with np.errstate(all="ignore"):
+        reach = np.array([np.nanquantile(dc[b], frac[b]) if n_c[b] else 1.0 for b in range(B)])
+    h = np.maximum(KERNEL_STRETCH * reach, MIN_BANDWIDTH)
+    kern = np.clip(1.0 - (dist / h[:, None]) ** 3, 0.0, 1.0) ** 3 if local else np.ones_like(dist)
+    base = counts * kern
+    # Divergence level per point: a quantile of the completed trials' metrics inside the window.
+    pen = np.full((B, D.n_groups), np.nan)
+    yc = np.where(comp & (kern > 0), D.y[None, :], np.nan)
+    for g in range(D.n_groups):
+        m = D.group == g
+        if m.any():
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no completed trial there
+                pen[:, g] = np.nanquantile(yc[:, m], DIVERGED_LEVEL, axis=1)
+    pen = np.where(np.isfinite(pen), pen, np.nanmax(np.where(np.isfinite(pen), pen, np.nan), axis=1, keepdims=True))
+    pen = np.nan_to_num(pen, nan=0.0)
+    w_lin = np.where(D.diverged[None, :], 0.0, base)
+    H = len(D.names)
+    W = Weights(np.concatenate([base, np.ones((B, H))], axis=1), w_lin, pen, np.ones(B))
+    r, _ = residuals(D, L, Lin, th, W)
+    r = r[:, : D.n]
+    # soft-L1: weight 1/sqrt(1 + (r/s)^2), s from the completed in-window residuals' median absolute size.
+    ar = np.where((base > 0) & ~D.diverged[None, :], np.abs(r), np.nan)
+    with np.errstate(all="ignore"):
+        sig = 1.4826 * np.nanmedian(ar, axis=1)
+    sig = np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
+    s = sig * ROBUST_SCALE
+    rob = 1.0 / np.sqrt(1.0 + (r / s[:, None]) ** 2)
+    w = base * rob
+    return Weights(np.concatenate([w, np.ones((B, H))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig)
+
+
+def weighted_cost(r: np.ndarray, W: Weights) -> np.ndarray:
+    return (W.w * r * r).sum(1)
+
+
+def clip(D: Design, L: Layout, th: np.ndarray) -> np.ndarray:
+    th = th.copy()
+    mu = L.mu0(th)
+    lo, hi = D.lows - D.spans, D.highs + D.spans  # an optimum a whole range beyond the data is not a number
+    th[..., : L.H] = np.clip(mu, lo, hi)
+    s = slice(L.H, L.H + L.H * L.A)
+    th[..., s] = np.clip(th[..., s], -SLOPE_BOUND, SLOPE_BOUND)
+    th[..., L.curv_slice()] = np.clip(th[..., L.curv_slice()], *LOG_CURV_BOUNDS)
+    return th
+
+
+def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, r: np.ndarray) -> np.ndarray:
+    """d residuals / d theta (B, n + H, p), analytic, the offsets projected out as `_residuals` solves them.
+
+    With r = y - f - Lin off(f) and off the weighted least-squares offsets, dr = -(I - P) df, P the weighted
+    projection onto the offsets; a diverged trial's hinge has the opposite sign where active, 0 elsewhere."""
+    B, p = th.shape
+    z = shift(D, L, th)  # (B, n, H)
+    lcm, lcp = L.log_curv(th)
+    neg = z < 0
+    c = np.where(neg, np.exp(np.clip(lcm, *LOG_CURV_BOUNDS))[:, None, :],
+                 np.exp(np.clip(lcp, *LOG_CURV_BOUNDS))[:, None, :])
+    sq = np.sqrt(c)
+    dfdz = 2.0 * c * z  # (B, n, H)
+    half = c * z * z  # what d f / d log c_j picks up from the diagonal term
+    dfdt = []
+    if L.H > 1:
+        rr = L.corr(th)
+        k = 0
+        for j in range(L.H):
+            for m in range(j + 1, L.H):
+                rk = rr[:, k : k + 1]
+                dfdz[..., j] += 2.0 * rk * sq[..., j] * sq[..., m] * z[..., m]
+                dfdz[..., m] += 2.0 * rk * sq[..., j] * sq[..., m] * z[..., j]
+                cross = rk * sq[..., j] * sq[..., m] * z[..., j] * z[..., m]
+                half[..., j] += cross
+                half[..., m] += cross
+                dfdt.append(2.0 * (1.0 - rk**2) * sq[..., j] * sq[..., m] * z[..., j] * z[..., m])
+                k += 1
+    df = np.empty((B, D.n, p))
+    df[:, :, : L.H] = -dfdz  # mu0
+    for j in range(L.H):
+        for a in range(L.A):
+            df[:, :, L.slope_index(j, a)] = -dfdz[..., j] * D.x[None, :, a]  # slopes
+    o = L.curv_slice().start
+    df[:, :, o : o + L.H] = np.where(neg, half, 0.0)  # log c-
+    df[:, :, o + L.H : o + 2 * L.H] = np.where(neg, 0.0, half)  # log c+
+    for k, col in enumerate(dfdt):
+        df[:, :, o + 2 * L.H + k] = col
+    A = np.matmul(Lin.T[None, :, :] * W.w_lin[:, None, :], Lin)
+    q = A.shape[1]
+    ridge = 1e-9 * (np.trace(A, axis1=1, axis2=2) / q + 1e-12)[:, None, None] * np.eye(q)
+    rhs = np.matmul(Lin.T[None, :, :] * W.w_lin[:, None, :], df)  # (B, q, p)
+    proj = np.matmul(Lin[None, :, :], np.linalg.solve(A + ridge, rhs))  # (B, n, p)
+    dpred = df - proj
+    active = D.diverged[None, :] & (r[:, : D.n] < 0)
+    J = np.where(D.diverged[None, :, None], np.where(active[:, :, None], dpred, 0.0), -dpred)
+    prior = np.zeros((B, L.H, p))
+    for j in range(L.H):
+        prior[:, j, o + j] = -W.scale / ASYMMETRY_PRIOR
+        prior[:, j, o + L.H + j] = W.scale / ASYMMETRY_PRIOR
+    return np.concatenate([J, prior], axis=1)
+
+
+def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, counts: np.ndarray,
+        outer: int, inner: int, global_first: bool = False) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
+    """Batched Levenberg-Marquardt under re-weighting. `free` (B, p) bool: the parameters each row may move.
+    `global_first`: the first pass weighs every trial (no kernel), so the bowl's shape is set by the whole range
+    before the window narrows onto the optimum: started locally, a window of near-equal trials let the bowl go
+    flat and its centre run off (seen on synthetic sweeps: the optimum 15 octaves below the data).
+
+    Returns theta, the final weights, J'WJ (B, p, p) and J (B, n, p) of the last step."""
+    B, p = th.shape
+    th = th.copy()
+    lam = np.full(B, 1e-2)
+    JtWJ = np.zeros((B, p, p))
+    J = np.zeros((B, D.n + L.H, p))
+    W = weights(D, L, Lin, th, counts)
+    for o in range(outer):
+        W = weights(D, L, Lin, th, counts, local=not (global_first and o == 0))
+        r, _ = residuals(D, L, Lin, th, W)
+        cost = weighted_cost(r, W)
+        for _ in range(inner):
+            J = np.where(free[:, None, :], jacobian(D, L, Lin, th, W, r), 0.0)
+            Jw = J * W.w[:, :, None]
+            JtWJ = np.matmul(np.swapaxes(Jw, 1, 2), J)
+            g = np.matmul(np.swapaxes(Jw, 1, 2), r[:, :, None])[:, :, 0]
+            diag = np.einsum("bii->bi", JtWJ)
+            damp = lam[:, None] * np.maximum(diag, 1e-12) + np.where(free, 0.0, 1.0)
+            Areg = JtWJ + damp[:, :, None] * np.eye(p)
+            try:
+                delta = np.linalg.solve(Areg, g[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                delta = np.einsum("bij,bj->bi", np.linalg.pinv(Areg), g)
+            # r = data - model, J = d r / d theta: the Gauss-Newton step is -(J'WJ)^-1 J'W r.
+            cand = clip(D, L, th - np.where(free, delta, 0.0))
+            rc, _ = residuals(D, L, Lin, cand, W)
+            cc = weighted_cost(rc, W)
+            better = np.isfinite(cc) & (cc <= cost)
+            th = np.where(better[:, None], cand, th)
+            r = np.where(better[:, None], rc, r)
+            cost = np.where(better, cc, cost)
+            lam = np.where(better, np.maximum(lam / 3.0, 1e-7), np.minimum(lam * 4.0, 1e7))
+    return th, W, JtWJ, J
