@@ -143,3 +143,15 @@ def test_schedule_scales_each_mup_group_relative_to_its_own_lr() -> None:
 def test_schedule_shapes(schedule: str, warmup: int, expected: list[float]) -> None:
     f = lr_factor(Train(steps=6, schedule=schedule, warmup_steps=warmup, min_lr_frac=0.1), 6)  # type: ignore[arg-type]
     assert [f(s) for s in range(6)] == pytest.approx(expected, abs=1e-3)
+
+
+def test_metric_window_averages_the_last_evaluations() -> None:
+    spec = _spec(MLP)
+    points: list[dict[str, Any]] = []
+    res = train(replace(spec, train=spec.train.model_copy(update={"metric_window": 2})), points.append)
+    vals = [p["val_loss"] for p in points]
+    assert len(vals) >= 3 and res.status == "completed"
+    assert res.metric == pytest.approx((vals[-1] + vals[-2]) / 2)  # not the last value alone
+    assert res.metric != pytest.approx(vals[-1])
+    last = train(spec, [].append)
+    assert last.metric == pytest.approx(vals[-1])  # window 1: the last evaluation (same seed, same run)
