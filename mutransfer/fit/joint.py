@@ -128,7 +128,8 @@ def _free_mask(D: Design, L: Layout, slopes_free: np.ndarray) -> np.ndarray:
 
 
 def _wald(L: Layout, th: np.ndarray, JtWJ: np.ndarray, J: np.ndarray, W: Weights, r: np.ndarray,
-          free: np.ndarray, n_used: np.ndarray, q: int, clusters: np.ndarray | None = None) -> np.ndarray:
+          free: np.ndarray, n_used: np.ndarray, q: int,
+          clusters: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """var(slope) per row (B, H, A) (inf where the slope is not free). The sandwich (heteroskedasticity-robust) one,
     (J'WJ)^-1 J'W diag(r^2) WJ (J'WJ)^-1 with a small-sample factor n / (n - p): kernel and robust weights are not
     precision weights, and the plain sigma^2 (J'WJ)^-1 understated the variance (slopes kept on pure noise)."""
@@ -147,7 +148,8 @@ def _wald(L: Layout, th: np.ndarray, JtWJ: np.ndarray, J: np.ndarray, W: Weights
     if clusters is not None:
         # Cluster-robust: scores summed within a configuration (the same draw at every scale point, its seeds)
         # before the outer product, since a configuration's residuals share its misfit at every point.
-        Jwr = np.matmul(clusters.T[None, :, :], Jwr)
+        order, starts = clusters
+        Jwr = np.add.reduceat(Jwr[:, order, :], starts, axis=1)
     meat = np.matmul(np.swapaxes(Jwr, 1, 2), Jwr)
     cov = Ainv @ meat @ Ainv * corr[:, None, None]
     for j in range(L.H):
@@ -158,13 +160,14 @@ def _wald(L: Layout, th: np.ndarray, JtWJ: np.ndarray, J: np.ndarray, W: Weights
     return out
 
 
-def _cluster_matrix(D: Design, L: Layout) -> np.ndarray:
-    """(n + H, C) one-hot: which configuration each residual belongs to (the prior's rows, one cluster each)."""
-    ids = list(dict.fromkeys(D.cluster.tolist()))
-    M = np.zeros((D.n + L.H, len(ids) + L.H))
-    M[np.arange(D.n), [ids.index(c) for c in D.cluster.tolist()]] = 1.0
-    M[D.n + np.arange(L.H), len(ids) + np.arange(L.H)] = 1.0
-    return M
+def _cluster_matrix(D: Design, L: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """The residuals' order by configuration and where each configuration starts (np.add.reduceat's indices);
+    the prior's rows are a cluster each."""
+    ids = np.concatenate([D.cluster.astype(np.int64) - D.cluster.min(), D.cluster.max() - D.cluster.min() + 1
+                          + np.arange(L.H)])
+    order = np.argsort(ids, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0])
+    return order, starts
 
 
 def _fit_free(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np.ndarray, identifiable: np.ndarray,

@@ -32,6 +32,7 @@ LOG_CURV_BOUNDS = (-25.0, 15.0)  # log curvature: metric units per squared fit u
 # No optimum moves by more than this many fit units per doubling of scale (SP's LR drifts by about one octave):
 # beyond it, a free slope is the optimizer running off along a flat direction, not a reading of the data.
 SLOPE_BOUND = 4.0
+CONVERGED = 1e-9  # relative cost gain of an accepted step below which a row stops iterating
 
 
 @dataclass(frozen=True)
@@ -251,33 +252,41 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
     Returns theta, the final weights, J'WJ (B, p, p) and J (B, n, p) of the last step."""
     B, p = th.shape
     th = th.copy()
-    lam = np.full(B, 1e-2)
     JtWJ = np.zeros((B, p, p))
     J = np.zeros((B, D.n + L.H, p))
-    W = weights(D, L, Lin, th, counts)
     for o in range(outer):
         W = weights(D, L, Lin, th, counts, local=not (global_first and o == 0))
         r, _ = residuals(D, L, Lin, th, W)
         cost = weighted_cost(r, W)
+        lam = np.full(B, 1e-2)
+        act = np.arange(B)  # rows still moving: a row whose accepted step gains almost nothing is done
         for _ in range(inner):
-            J = np.where(free[:, None, :], jacobian(D, L, Lin, th, W, r), 0.0)
-            Jw = J * W.w[:, :, None]
-            JtWJ = np.matmul(np.swapaxes(Jw, 1, 2), J)
-            g = np.matmul(np.swapaxes(Jw, 1, 2), r[:, :, None])[:, :, 0]
-            diag = np.einsum("bii->bi", JtWJ)
-            damp = lam[:, None] * np.maximum(diag, 1e-12) + np.where(free, 0.0, 1.0)
-            Areg = JtWJ + damp[:, :, None] * np.eye(p)
+            if act.size == 0:
+                break
+            Wa = Weights(W.w[act], W.w_lin[act], W.pen[act], W.scale[act])
+            ta, ra, fa = th[act], r[act], free[act]
+            Ja = np.where(fa[:, None, :], jacobian(D, L, Lin, ta, Wa, ra), 0.0)
+            Jw = Ja * Wa.w[:, :, None]
+            A = np.matmul(np.swapaxes(Jw, 1, 2), Ja)
+            J[act], JtWJ[act] = Ja, A
+            g = np.matmul(np.swapaxes(Jw, 1, 2), ra[:, :, None])[:, :, 0]
+            diag = np.einsum("bii->bi", A)
+            damp = lam[act, None] * np.maximum(diag, 1e-12) + np.where(fa, 0.0, 1.0)
+            Areg = A + damp[:, :, None] * np.eye(p)
             try:
                 delta = np.linalg.solve(Areg, g[:, :, None])[:, :, 0]
             except np.linalg.LinAlgError:
                 delta = np.einsum("bij,bj->bi", np.linalg.pinv(Areg), g)
             # r = data - model, J = d r / d theta: the Gauss-Newton step is -(J'WJ)^-1 J'W r.
-            cand = clip(D, L, th - np.where(free, delta, 0.0))
-            rc, _ = residuals(D, L, Lin, cand, W)
-            cc = weighted_cost(rc, W)
-            better = np.isfinite(cc) & (cc <= cost)
-            th = np.where(better[:, None], cand, th)
-            r = np.where(better[:, None], rc, r)
-            cost = np.where(better, cc, cost)
-            lam = np.where(better, np.maximum(lam / 3.0, 1e-7), np.minimum(lam * 4.0, 1e7))
+            cand = clip(D, L, ta - np.where(fa, delta, 0.0))
+            rc, _ = residuals(D, L, Lin, cand, Wa)
+            cc = weighted_cost(rc, Wa)
+            better = np.isfinite(cc) & (cc <= cost[act])
+            gain = np.where(better, cost[act] - cc, 0.0)
+            th[act] = np.where(better[:, None], cand, ta)
+            r[act] = np.where(better[:, None], rc, ra)
+            cost[act] = np.where(better, cc, cost[act])
+            lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-7), np.minimum(lam[act] * 4.0, 1e7))
+            done = (better & (gain <= CONVERGED * np.maximum(cost[act], 1e-12))) | (lam[act] >= 1e7)
+            act = act[~done]
     return th, W, JtWJ, J
