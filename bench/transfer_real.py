@@ -116,6 +116,13 @@ def train_at_target(jobs: list[tuple[str, float]], workers: int, on_run: Any = N
     return runs
 
 
+def seed_spread(runs: dict[str, Any], param: str, lr: float) -> str:
+    ms = [runs.get(run_key(param, lr, s), {}).get("metric") for s in SEEDS]
+    if any(m is None or not math.isfinite(m) for m in ms):
+        return "-"
+    return f"{max(ms) - min(ms):.3f}"
+
+
 def mean_metric(runs: dict[str, Any], param: str, lr: float) -> float | None:
     if any(run_key(param, lr, s) not in runs for s in SEEDS):
         return math.nan  # not trained (yet)
@@ -172,10 +179,17 @@ def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) 
     sweep = store.get_sweep("transfer-real")
     trials = store.trials_frame(sweep.id)
     store.close()
-    proxy_flops = float(trials["flops"].fillna(0).sum())
     scan_keys = [run_key(p, lr, s) for p, lrs in SCAN.items() for lr in lrs for s in SEEDS]
-    scan_flops = sum(runs[k]["flops"] or 0 for k in scan_keys if k in runs)
     n_scan = sum(k in runs for k in scan_keys)
+    compute = []
+    for p in SCAN:
+        proxy = float(trials.loc[trials["parametrization"] == p, "flops"].fillna(0).sum())
+        keys = [run_key(p, lr, s) for lr in SCAN[p] for s in SEEDS]
+        done = [runs[k]["flops"] or 0 for k in keys if k in runs]
+        # A scan not finished yet is counted at its mean run's cost: the full scan's compute.
+        direct = sum(done) / len(done) * len(keys) if done else float("nan")
+        compute.append(f"{p}: proxies {proxy:.3g} FLOPs, direct scan ({len(keys)} runs) {direct:.3g}: "
+                       f"**{proxy / direct:.2f}x**")
 
     rows = []
     summary = []
@@ -183,7 +197,8 @@ def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) 
         scan = [(lr, mean_metric(runs, p, lr)) for lr in SCAN[p]]
         done = [(lr, m) for lr, m in scan if m is not None and not math.isnan(m)]
         best_lr, best = min(done, key=lambda x: x[1]) if done else (None, None)
-        shown = ", ".join(f"{lr:.3g}: " + ("diverged" if m is None else "not run" if math.isnan(m) else f"{m:.3f}")
+        shown = ", ".join(f"{lr:.3g}: " + ("diverged" if m is None else "not run" if math.isnan(m) else
+                                             f"{m:.3f} (seeds {seed_spread(runs, p, lr)} apart)")
                           for lr, m in scan)
         summary.append(f"{p}: direct best lr {best_lr:.4g} (val {best:.4f}); scan {shown}" if best is not None
                        else f"{p}: scan not run yet ({shown})")
@@ -200,7 +215,9 @@ def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) 
                          if what == "exported" and r.get("slope_lo") is not None else "")
                 loss = "diverged" if m is None else "not run" if math.isnan(m) else f"{m:.4f}"
                 gap = ("-" if m is None or math.isnan(m) or best is None else f"{100 * (m - best) / best:+.2f}%")
-                rows.append([lab, p, what, "-" if v is None else f"{v:.4g} {interval}".strip(), slope, loss, gap])
+                spread = seed_spread(runs, p, float(v)) if v is not None else "-"
+                rows.append([lab, p, what, "-" if v is None else f"{v:.4g} {interval}".strip(), slope, loss, spread,
+                             gap])
     body = f"""The built-in GPT (depth 2, head size 8, batch 32 x 64 characters, 200 AdamW steps, cosine) on this Python's
 standard library source; µP and SP proxies at widths 32/64/128, 12 LR draws in [1e-4, 1e-1] x 2 seeds ({len(trials)}
 proxy trials) through `mutransfer sweep` and `mutransfer fit`; ground truth: a direct LR scan at width
@@ -212,12 +229,16 @@ a line through them; "after": the joint model).
 {chr(10).join('- ' + s for s in summary)}
 
 {table(["fit", "parametrization", "value", "lr at width 512 [95% interval]", "width slope [95%]", "val loss at 512",
-        "vs direct best"], rows)}
+        "seeds apart", "vs direct best"], rows)}
 
-Compute: the proxy sweep took {proxy_flops:.3g} FLOPs, the direct scan at width {TARGET_WIDTH} ({n_scan} of
-{len(scan_keys)} runs so far) {scan_flops:.3g}: the µTransfer route cost
-**{proxy_flops / scan_flops if scan_flops else float('nan'):.2f}x** the direct scan. Wall time of this run:
-{time.perf_counter() - t0:.0f} s.
+The two seeds of one value differ by up to the "seeds apart" column: a gap to the direct best smaller than that is
+within seed noise.
+
+Compute of each route (the µTransfer route: that parametrization's proxy trials; direct: the width-{TARGET_WIDTH}
+scan, {n_scan} of {len(scan_keys)} runs done at the time of writing, the rest counted at the mean run's cost):
+{chr(10).join('- ' + c for c in compute)}
+
+Wall time of this run: {time.perf_counter() - t0:.0f} s.
 """
     update_section("transfer_real", "Transfer on a real task (GPT, chars, width 512)",
                    f".venv/bin/python bench/transfer_real.py --label {label}", body)
