@@ -227,19 +227,20 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
     df[:, :, o + L.H : o + 2 * L.H] = np.where(neg, 0.0, half)  # log c+
     for k, col in enumerate(dfdt):
         df[:, :, o + 2 * L.H + k] = col
-    A = np.matmul(Lin.T[None, :, :] * W.w_lin[:, None, :], Lin)
+    M = Lin.T[None, :, :] * W.w_lin[:, None, :]  # (B, q, n)
+    A = np.matmul(M, Lin)
     q = A.shape[1]
     ridge = 1e-9 * (np.trace(A, axis1=1, axis2=2) / q + 1e-12)[:, None, None] * np.eye(q)
-    rhs = np.matmul(Lin.T[None, :, :] * W.w_lin[:, None, :], df)  # (B, q, p)
-    proj = np.matmul(Lin[None, :, :], np.linalg.solve(A + ridge, rhs))  # (B, n, p)
-    dpred = df - proj
-    active = D.diverged[None, :] & (r[:, : D.n] < 0)
-    J = np.where(D.diverged[None, :, None], np.where(active[:, :, None], dpred, 0.0), -dpred)
-    prior = np.zeros((B, L.H, p))
+    df -= np.matmul(Lin[None, :, :], np.linalg.solve(A + ridge, np.matmul(M, df)))  # d pred, in place
+    # dr = -dpred for a completed trial; +dpred for a diverged one whose hinge is active; 0 otherwise.
+    sign = np.where(D.diverged[None, :], (r[:, : D.n] < 0).astype(float), -1.0)
+    out = np.empty((B, D.n + L.H, p))
+    np.multiply(df, sign[:, :, None], out=out[:, : D.n])
+    out[:, D.n :] = 0.0
     for j in range(L.H):
-        prior[:, j, o + j] = -W.scale / ASYMMETRY_PRIOR
-        prior[:, j, o + L.H + j] = W.scale / ASYMMETRY_PRIOR
-    return np.concatenate([J, prior], axis=1)
+        out[:, D.n + j, o + j] = -W.scale / ASYMMETRY_PRIOR
+        out[:, D.n + j, o + L.H + j] = W.scale / ASYMMETRY_PRIOR
+    return out
 
 
 def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, counts: np.ndarray,
@@ -265,7 +266,8 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
                 break
             Wa = Weights(W.w[act], W.w_lin[act], W.pen[act], W.scale[act])
             ta, ra, fa = th[act], r[act], free[act]
-            Ja = np.where(fa[:, None, :], jacobian(D, L, Lin, ta, Wa, ra), 0.0)
+            Ja = jacobian(D, L, Lin, ta, Wa, ra)
+            Ja *= fa[:, None, :]
             Jw = Ja * Wa.w[:, :, None]
             A = np.matmul(np.swapaxes(Jw, 1, 2), Ja)
             J[act], JtWJ[act] = Ja, A
