@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,7 @@ def _train_one(job: dict[str, Any]) -> dict[str, Any]:
 
     recipe = load_recipe(job["recipe"])
     scale = recipe.scales.base.model_copy(update={"width": TARGET_WIDTH})
-    spec = spec_for(recipe, job["param"], scale, 0, 0, {"lr": job["lr"]})
-    from dataclasses import replace
-
-    spec = replace(spec, seed=job["seed"], key=job["key"])
+    spec = replace(spec_for(recipe, job["param"], scale, 0, 0, {"lr": job["lr"]}), seed=job["seed"], key=job["key"])
     t = time.perf_counter()
     res = train(spec, lambda _point: None, threads=1)
     return {"key": job["key"], "param": job["param"], "lr": job["lr"], "seed": job["seed"], "status": res.status,

@@ -113,10 +113,6 @@ def compare_rows(result: FitResult) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def law_of(row: dict[str, Any], parametrization: str) -> Any:
-    return row[parametrization]
-
-
 def _compare(result: FitResult) -> Any:
     from rich.table import Table
 
@@ -138,7 +134,7 @@ def _compare(result: FitResult) -> Any:
             cells.append(f"{law.slope:+.2f} {_interval(law.slope_lo, law.slope_hi)}")
             # The reading is the model's choice, the one the export uses: a kept slope drifts, a dropped one not.
             flat[p] = not law.kept or law.slope == 0.0
-        reading = ", ".join(f"{p}: {'stays put' if flat[p] else f'drifts {law_of(row, p).slope:+.2f}/doubling'}"
+        reading = ", ".join(f"{p}: {'stays put' if flat[p] else f'drifts {row[p].slope:+.2f}/doubling'}"
                             for p in flat)
         t.add_row(row["hparam"], row["axis"], *cells, reading)
     return t

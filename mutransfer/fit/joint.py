@@ -19,7 +19,7 @@ Fitting choices, each a named constant below:
   range), its bandwidth KERNEL_STRETCH times the distance within which WINDOW_FRACTION of the trials lie.
 - Robustness. soft-L1 (pseudo-Huber) weights with scale ROBUST_SCALE x the residuals' robust sigma: one broken run
   does not move the optimum.
-- Diverged trials are censored evidence: the model must predict them at least as bad as the worst completed
+- Diverged trials are censored evidence: the model must predict them at least as bad as the median completed
   trial of their scale point inside the window (a one-sided, hinge residual). They pull the optimum away from a
   divergence cliff without being given a made-up metric.
 - Slopes are kept only where the data carry them: after the fit with every slope free, a slope whose Wald
@@ -32,14 +32,13 @@ Fitting choices, each a named constant below:
   intervals include the selection's own uncertainty. Nothing is widened to contain the point estimate.
 
 Everything is vectorised over bootstrap replicates: a replicate is a row of weights, and a batched
-Levenberg-Marquardt with finite-difference Jacobians fits all of them at once.
+Levenberg-Marquardt with analytic Jacobians (mutransfer.fit.model) fits all of them at once.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,18 +73,14 @@ class JointFit:
     threshold: float  # log(n): what a Wald statistic must exceed for its slope to be kept
     c_minus: np.ndarray  # (H,) curvature below / above the optimum (metric per squared fit unit)
     c_plus: np.ndarray
-    corr: np.ndarray  # (H(H-1)/2,) interaction coefficients r_jk
-    offsets: np.ndarray  # (n_groups,) d: the model's best metric at each scale point (first choice combination)
     sigma: float  # robust residual sigma of completed trials in the window: the trial noise the model sees
     n_used: int  # trials with weight in the final fit
-    # Bootstrap draws: (B, H), (B, H, A), (B, H, A), (B,) for sigma-free quantities.
+    # Bootstrap draws, after selection (mu0 (B, H), slopes (B, H, A)) and of the free slopes (B, H, A).
     boot_mu0: np.ndarray
     boot_slopes: np.ndarray
     boot_free_slopes: np.ndarray
-    boot_offsets: np.ndarray  # (B, n_groups)
-
-    lows: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (H,) the searched range, fit coordinate
-    highs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lows: np.ndarray  # (H,) the searched range, fit coordinate
+    highs: np.ndarray
 
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -195,13 +190,13 @@ def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: 
             th[:, k] = np.where(keep[:, j, a], th_free[:, k], 0.0)
             free[:, k] = keep[:, j, a]
     th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first)
-    r, off = residuals(D, L, Lin, th, W)
+    r, _ = residuals(D, L, Lin, th, W)
     comp_in = (W.w[:, : D.n] > 0) & ~D.diverged[None, :]
     ar = np.where(comp_in, np.abs(r[:, : D.n]), np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         sigma = 1.4826 * np.nanmedian(ar, axis=1)
-    return {"th": th, "offsets": off[:, : D.n_groups], "sigma": sigma, "n_used": (W.w[:, : D.n] > 0).sum(1)}
+    return {"th": th, "sigma": sigma, "n_used": (W.w[:, : D.n] > 0).sum(1)}
 
 
 def _robust_var(x: np.ndarray) -> np.ndarray:
@@ -209,6 +204,15 @@ def _robust_var(x: np.ndarray) -> np.ndarray:
     inflate it."""
     q75, q25 = np.percentile(x, [75, 25], axis=0)
     return ((q75 - q25) / 1.349) ** 2
+
+
+def _select(slope: np.ndarray, var: np.ndarray, n_used: np.ndarray, identifiable: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The BIC choice per row: (Wald chi-square slope^2 / var, log(n), which slopes to keep), (B, H, A) each."""
+    threshold = np.log(np.maximum(n_used, 2))
+    with np.errstate(all="ignore"):
+        wald = np.where(np.isfinite(var) & (var > 0), slope**2 / var, 0.0)
+    return wald, threshold, (wald > threshold[:, None, None]) & identifiable[None]
 
 
 def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
@@ -236,27 +240,17 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         boot_var = _robust_var(b_slope)[None]
         inflate = np.where(np.isfinite(var) & (var > 0), np.maximum(boot_var / var, 1.0), 1.0)
         var = np.maximum(var, boot_var)
-    n_used = free["n_used"]
-    threshold = np.log(np.maximum(n_used, 2))
-    with np.errstate(all="ignore"):
-        wald = np.where(np.isfinite(var) & (var > 0), slope**2 / var, 0.0)
-    keep = (wald > threshold[:, None, None]) & identifiable[None]
+    wald, threshold, keep = _select(slope, var, free["n_used"], identifiable)
     full = _refit(D, L, Lin, free["th"], th0, keep, ones, OUTER, INNER, global_first=True)
     th = full["th"][0]
     lcm, lcp = L.log_curv(th)
     if n_boot > 0:
-        b_var = bfree["var"] * inflate
-        b_thr = np.log(np.maximum(bfree["n_used"], 2))
-        with np.errstate(all="ignore"):
-            b_wald = np.where(np.isfinite(b_var) & (b_var > 0), b_slope**2 / b_var, 0.0)
-        b_keep = (b_wald > b_thr[:, None, None]) & identifiable[None]
+        _, _, b_keep = _select(b_slope, bfree["var"] * inflate, bfree["n_used"], identifiable)
         boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER)
-        b_mu0, b_sl, b_free, b_off = (L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope, boot["offsets"])
+        b_mu0, b_sl, b_free = L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope
     else:
         b_mu0 = np.zeros((0, L.H))
         b_sl = b_free = np.zeros((0, L.H, L.A))
-        b_off = np.zeros((0, D.n_groups))
-    sigma = float(full["sigma"][0]) if math.isfinite(float(full["sigma"][0])) else float("nan")
     return JointFit(
         names=D.names,
         kinds=D.kinds,
@@ -269,14 +263,11 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         threshold=float(threshold[0]),
         c_minus=np.exp(np.clip(lcm, *LOG_CURV_BOUNDS)),
         c_plus=np.exp(np.clip(lcp, *LOG_CURV_BOUNDS)),
-        corr=L.corr(th).copy(),
-        offsets=full["offsets"][0],
-        sigma=sigma,
+        sigma=float(full["sigma"][0]),
         n_used=int(full["n_used"][0]),
         boot_mu0=b_mu0,
         boot_slopes=b_sl,
         boot_free_slopes=b_free,
-        boot_offsets=b_off,
         lows=D.lows,
         highs=D.highs,
     )

@@ -15,15 +15,12 @@ import numpy as np
 from mutransfer.fit.joint import JointFit
 from mutransfer.fit.optima import interval, outside
 from mutransfer.fit.result import AxisStep, FitResult, FitWarning, Law, PointFit, Transfer
+from mutransfer.fit.warnings import fmt
 from mutransfer.recipe import AXES, Recipe, Scale
 
 MUP_SLOPE_LOG = 0.25  # octaves per doubling of width: a kept µP width slope beyond this is flagged
 MUP_SLOPE_LINEAR = 0.05  # of the searched range per doubling of width
 HORIZON_RATIO = 2.0
-
-
-def fmt(x: Any) -> str:
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def has_steps(recipe: Recipe) -> bool:

@@ -254,8 +254,9 @@ def _design(param: str, rows_of: dict[Scale, pd.DataFrame], numeric: list[str], 
     bounds = [_bounds_u(space[n]) for n in names]
     group = frame["_g"].to_numpy(dtype=int)
     x_axes = tuple(a for a in axes if len({getattr(groups[g], a) for g in set(group.tolist())}) >= 2)
-    x = np.array([[math.log2(getattr(groups[g], a) / getattr(base, a)) for a in x_axes] for g in group],
-                 dtype=float).reshape(len(group), len(x_axes))
+    per_group = np.array([[math.log2(getattr(s, a) / getattr(base, a)) for a in x_axes] for s in groups],
+                         dtype=float).reshape(len(groups), len(x_axes))
+    x = per_group[group]  # each trial's point's coordinates
     if choices:
         combo = frame[[f"hp.{c}" for c in choices]].astype(str).agg("|".join, axis=1).to_numpy()
         labels = list(dict.fromkeys(combo.tolist()))

@@ -9,7 +9,7 @@ from mutransfer.fit.result import FitWarning, Optimum
 from mutransfer.recipe import Scale
 
 
-def _fmt(x: Any) -> str:
+def fmt(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
@@ -34,7 +34,7 @@ def point_warnings(param: str, scale: Scale, opt: Optimum, bounds: tuple[float, 
     for flag in opt.flags:
         ctx: dict[str, Any] = {
             "hp": opt.hparam,
-            "val": _fmt(opt.value),
+            "val": fmt(opt.value),
             "n_near": opt.n_near,
             "near": "±1 octave" if opt.kind == "log" else "±10% of the range",
             "flat": FLAT_REL,
@@ -47,8 +47,8 @@ def point_warnings(param: str, scale: Scale, opt: Optimum, bounds: tuple[float, 
             ctx.update(
                 side="low" if low else "high",
                 dir="downwards" if low else "upwards",
-                lo=_fmt(conv(lo_u)),
-                hi=_fmt(conv(hi_u)),
+                lo=fmt(conv(lo_u)),
+                hi=fmt(conv(hi_u)),
             )
         elif flag == "edge":
             ctx.update(side="outer", dir="", lo="?", hi="?")
