@@ -3,7 +3,8 @@
 `fit_sweep(trials, recipe)` returns a `FitResult` (`transfer(param, hparam)` gives value, lo, hi). The parts:
 `joint` (one model of the metric over hyperparameters and scale, fitted on all trials of a parametrization: what
 laws, target values and the export use; its curve and solver in `model`, its arrays in `design`), `optima` (each point's own optimum: a view), `laws` (the joint model read
-along each axis and moved to the target), `noise`, `backtest`, `warnings`, `result` (the types).
+along each axis and moved to the target), `noise`, `backtest`, `forecast` (the metric to expect at the target, and
+which parametrization trains the better one), `warnings`, `result` (the types).
 """
 
 from mutransfer.fit.laws import value_at
@@ -14,6 +15,7 @@ from mutransfer.fit.result import (
     Backtest,
     FitResult,
     FitWarning,
+    Forecast,
     Law,
     Noise,
     Optimum,
@@ -27,6 +29,7 @@ __all__ = [
     "Backtest",
     "FitResult",
     "FitWarning",
+    "Forecast",
     "Law",
     "LineFit",
     "Noise",

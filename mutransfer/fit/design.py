@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,6 +46,10 @@ def subset(D: Design, keep: np.ndarray) -> Design:
                   x[:, axes_keep], np.array([renum[g] for g in D.group[keep].tolist()], dtype=int), len(groups),
                   D.cat[keep], D.n_cats, D.y[keep], D.diverged[keep], D.cluster[keep])
 
+def take(D: Design, idx: np.ndarray) -> Design:
+    """The trials at `idx`, scale points and axes as they are: the columns a fit pass looks at."""
+    return replace(D, u=D.u[idx], x=D.x[idx], group=D.group[idx], cat=D.cat[idx], y=D.y[idx],
+                   diverged=D.diverged[idx], cluster=D.cluster[idx])
 
 
 def bootstrap_counts(D: Design, n_boot: int, rng: np.random.Generator) -> np.ndarray:

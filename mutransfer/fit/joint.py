@@ -15,15 +15,15 @@ turns their noise into a slope; here a slope must explain all trials at once.
 
 Fitting choices, each a named constant below:
 - Locality. A quadratic is a model of the bowl, not of the whole range (far below the optimum the loss flattens,
-  far above it diverges): trials are weighted by a tricube kernel in z (distance normalised by each searched
-  range), its bandwidth KERNEL_STRETCH times the distance within which WINDOW_FRACTION of the trials lie.
+  far above it diverges): trials are weighted by a tricube kernel in z that reaches where the fitted bowl has
+  risen by RISE_SIGMAS noise sigmas (mutransfer.fit.model says why): narrow on a quiet sweep, wide on a noisy one.
 - Robustness. soft-L1 (pseudo-Huber) weights with scale ROBUST_SCALE x the residuals' robust sigma: one broken run
   does not move the optimum.
 - Diverged trials are censored evidence: the model must predict them at least as bad as the median completed
   trial of their scale point inside the window (a one-sided, hinge residual). They pull the optimum away from a
   divergence cliff without being given a made-up metric.
 - Slopes are kept only where the data carry them: after the fit with every slope free, a slope whose Wald
-  chi-square (slope^2 / its variance) is below log(n), n the trials the fit uses, is set to zero and the model
+  chi-square (slope^2 / its variance) is below log(n), n the parametrization's trials, is set to zero and the model
   refitted. That is the BIC's penalty for one parameter (the Wald statistic approximates the likelihood ratio);
   a µP model whose optimum does not move keeps slope 0 instead of extrapolating noise. The variance is the larger
   of the cluster-robust sandwich and the bootstrap spread of the free slope (the sandwich alone understated it).
@@ -37,7 +37,6 @@ Levenberg-Marquardt with analytic Jacobians (mutransfer.fit.model) fits all of t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +49,7 @@ from mutransfer.fit.model import (
     linear_design,
     lm,
     residuals,
+    row_quantile,
 )
 
 OUTER = 4  # passes that re-centre the window, the divergence levels and the robust weights
@@ -81,6 +81,9 @@ class JointFit:
     boot_free_slopes: np.ndarray
     lows: np.ndarray  # (H,) the searched range, fit coordinate
     highs: np.ndarray
+    # (G,) the bowl's lowest metric at each scale point (design group), and its bootstrap draws (B, G).
+    floors: np.ndarray
+    boot_floors: np.ndarray
 
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -166,19 +169,21 @@ def _cluster_matrix(D: Design, L: Layout) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_free(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np.ndarray, identifiable: np.ndarray,
-              outer: int, inner: int, global_first: bool = False) -> dict[str, np.ndarray]:
+              outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
     """The fit with every identifiable slope free, and each slope's (cluster-robust sandwich) variance."""
     B = counts.shape[0]
     free = np.broadcast_to(_free_mask(D, L, identifiable), (B, L.p)).copy()
-    th, W, JtWJ, J = lm(D, L, Lin, th0, free, counts, outer, inner, global_first)
+    th, W, JtWJ, J = lm(D, L, Lin, th0, free, counts, outer, inner, global_first, sigma)
     r, _ = residuals(D, L, Lin, th, W)
     n_used = (W.w[:, : D.n] > 0).sum(1)
     var = _wald(L, th, JtWJ, J, W, r, free, n_used, Lin.shape[1], _cluster_matrix(D, L))
-    return {"th": th, "var": var, "n_used": n_used}
+    return {"th": th, "var": var, "n_used": n_used, "scale": W.scale}
 
 
 def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: np.ndarray, keep: np.ndarray,
-           counts: np.ndarray, outer: int, inner: int, global_first: bool = False) -> dict[str, np.ndarray]:
+           counts: np.ndarray, outer: int, inner: int, global_first: bool = False,
+           sigma: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The fit with only the kept slopes free (B, H, A), from th0_sel with the kept slopes' free estimates: a
     free fit that ran off along a flat direction does not drag the refit with it."""
     B = counts.shape[0]
@@ -189,14 +194,22 @@ def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: 
             k = L.slope_index(j, a)
             th[:, k] = np.where(keep[:, j, a], th_free[:, k], 0.0)
             free[:, k] = keep[:, j, a]
-    th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first)
-    r, _ = residuals(D, L, Lin, th, W)
+    th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first, sigma)
+    r, off = residuals(D, L, Lin, th, W)
     comp_in = (W.w[:, : D.n] > 0) & ~D.diverged[None, :]
     ar = np.where(comp_in, np.abs(r[:, : D.n]), np.nan)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sigma = 1.4826 * np.nanmedian(ar, axis=1)
-    return {"th": th, "sigma": sigma, "n_used": (W.w[:, : D.n] > 0).sum(1)}
+    sigma = 1.4826 * row_quantile(ar, 0.5)
+    return {"th": th, "sigma": sigma, "n_used": (W.w[:, : D.n] > 0).sum(1), "floors": _floors(D, off, W.w_lin)}
+
+
+def _floors(D: Design, off: np.ndarray, w_lin: np.ndarray) -> np.ndarray:
+    """(B, n_groups) the bowl's lowest metric at each scale point: its offset plus the best choice combination's
+    (the first combination's is 0). NaN where no completed trial of the point is inside the window."""
+    d = off[:, : D.n_groups]
+    e = off[:, D.n_groups :]
+    best_e = np.minimum(e.min(axis=1), 0.0) if e.shape[1] else np.zeros(off.shape[0])
+    seen = np.stack([(w_lin[:, D.group == g] > 0).any(1) for g in range(D.n_groups)], axis=1)
+    return np.where(seen, d + best_e[:, None], np.nan)
 
 
 def _robust_var(x: np.ndarray) -> np.ndarray:
@@ -206,10 +219,12 @@ def _robust_var(x: np.ndarray) -> np.ndarray:
     return ((q75 - q25) / 1.349) ** 2
 
 
-def _select(slope: np.ndarray, var: np.ndarray, n_used: np.ndarray, identifiable: np.ndarray
+def _select(slope: np.ndarray, var: np.ndarray, n: int, identifiable: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The BIC choice per row: (Wald chi-square slope^2 / var, log(n), which slopes to keep), (B, H, A) each."""
-    threshold = np.log(np.maximum(n_used, 2))
+    """The BIC choice per row: (Wald chi-square slope^2 / var, log(n), which slopes to keep), (B, H, A) each.
+    n is every trial of the parametrization, not those inside the window: a narrow window on a quiet sweep must
+    not lower the bar a slope has to clear."""
+    threshold = np.full(slope.shape[0], np.log(max(n, 2)))
     with np.errstate(all="ignore"):
         wald = np.where(np.isfinite(var) & (var > 0), slope**2 / var, 0.0)
     return wald, threshold, (wald > threshold[:, None, None]) & identifiable[None]
@@ -231,7 +246,7 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
     if n_boot > 0:
         # Replicates start from the full-data free fit; the selection is redone on each.
         bfree = _fit_free(D, L, Lin, np.broadcast_to(free["th"], (n_boot, L.p)).copy(), counts, identifiable,
-                          BOOT_OUTER, BOOT_INNER)
+                          BOOT_OUTER, BOOT_INNER, sigma=np.broadcast_to(free["scale"], (n_boot,)).copy())
         b_slope = L.slopes(bfree["th"])
         # The sandwich variance understates the slope's spread on small sweeps (the kernel and robust weights
         # adapt to the data): measured on synthetic sweeps with a fixed optimum, the bootstrap spread was 1.4x
@@ -240,17 +255,19 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         boot_var = _robust_var(b_slope)[None]
         inflate = np.where(np.isfinite(var) & (var > 0), np.maximum(boot_var / var, 1.0), 1.0)
         var = np.maximum(var, boot_var)
-    wald, threshold, keep = _select(slope, var, free["n_used"], identifiable)
+    wald, threshold, keep = _select(slope, var, D.n, identifiable)
     full = _refit(D, L, Lin, free["th"], th0, keep, ones, OUTER, INNER, global_first=True)
     th = full["th"][0]
     lcm, lcp = L.log_curv(th)
     if n_boot > 0:
-        _, _, b_keep = _select(b_slope, bfree["var"] * inflate, bfree["n_used"], identifiable)
-        boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER)
-        b_mu0, b_sl, b_free = L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope
+        _, _, b_keep = _select(b_slope, bfree["var"] * inflate, D.n, identifiable)
+        boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER,
+                      sigma=bfree["scale"])
+        b_mu0, b_sl, b_free, b_floors = L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope, boot["floors"]
     else:
         b_mu0 = np.zeros((0, L.H))
         b_sl = b_free = np.zeros((0, L.H, L.A))
+        b_floors = np.zeros((0, D.n_groups))
     return JointFit(
         names=D.names,
         kinds=D.kinds,
@@ -270,6 +287,8 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         boot_free_slopes=b_free,
         lows=D.lows,
         highs=D.highs,
+        floors=full["floors"][0],
+        boot_floors=b_floors,
     )
 
 

@@ -4,30 +4,33 @@ levels). See mutransfer.fit.joint for the model and why it is built this way."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from mutransfer.fit.design import Design
+from mutransfer.fit.design import Design, take
 
-WINDOW_FRACTION = 0.6  # of the completed trials, nearest the optimum: the kernel's reach
-KERNEL_STRETCH = 1.5  # bandwidth over the distance that holds WINDOW_FRACTION of the trials
-MIN_WINDOW = 6  # trials the window holds at least
-# ... and reaches at least this share of each searched range (4 octaves of a 10-octave LR range): with a dozen
-# draws, the trials nearest the optimum can all score alike within the noise, and a window of only those let the
-# bowl go flat and its centre run off.
-MIN_BANDWIDTH = 0.4
+# The kernel's reach per hyperparameter: where the fitted bowl has risen by RISE_SIGMAS trial-noise sigmas, i.e.
+# sqrt(RISE_SIGMAS * sigma / c). Halfway out (where a trial still counts 2/3) the rise is RISE_SIGMAS / 4 = 4 sigmas.
+# Why a rise and not a share of the trials: the vertex of a quadratic fitted to a bowl that is not one (asymmetric,
+# flattening far from the optimum) is biased by about the window's width, while its noise grows as the window
+# narrows; both balance where the window scales as sqrt(noise / curvature). So a quiet sweep looks closely at the
+# optimum, a noisy one looks wide, and a flat bowl (c small) gets a wide window instead of a centre that runs off.
+RISE_SIGMAS = 16.0
+MIN_WINDOW = 6  # completed trials the window holds at least ...
+MIN_PER_POINT = 3  # ... and at least this many per scale point on average, so every offset is pinned
 # A diverged trial is at least as bad as this quantile of the completed trials of its scale point inside the
 # window. Not the worst of them: the worst is often a barely-trained run octaves below the optimum, and a bowl
 # forced up to it right past the optimum bends the whole fit (measured: the optimum moved up by an octave).
 DIVERGED_LEVEL = 0.5
 ROBUST_SCALE = 2.0  # soft-L1 scale in robust sigmas of the residuals: within it, a residual counts in full
 # The two sides' curvatures differ only as far as the data say: a zero-centred Gaussian prior on log(c+ / c-) with
-# this standard deviation (a factor 1.4 at one sd). With a dozen draws per point, fully free sides traded the
+# this standard deviation (a factor 2 at one sd). With a dozen draws per point, fully free sides traded the
 # optimum's place against the curvatures (optimum sd 0.7 octave on synthetic sweeps at noise 0.08, against 0.2
-# with this prior).
-ASYMMETRY_PRIOR = 0.35
+# with a prior); a tighter prior (0.35) forced a 2:1 bowl towards symmetry and moved its optimum towards the
+# shallow side by 0.1-0.2 octave, a bias the bootstrap does not see (95% intervals held the truth 50% of the time
+# on quiet sweeps, against 80-90% with this one).
+ASYMMETRY_PRIOR = 0.7
 LOG_CURV_BOUNDS = (-25.0, 15.0)  # log curvature: metric units per squared fit unit
 # No optimum moves by more than this many fit units per doubling of scale (SP's LR drifts by about one octave):
 # beyond it, a free slope is the optimizer running off along a flat direction, not a reading of the data.
@@ -107,6 +110,20 @@ def offsets(Lin: np.ndarray, resid: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.linalg.solve(A + ridge, rhs[:, :, None])[:, :, 0]
 
 
+def row_quantile(a: np.ndarray, q: float) -> np.ndarray:
+    """np.nanquantile(a, q, axis=1) (linear interpolation), NaN for an all-NaN row; vectorised: numpy's goes row
+    by row, and it was a third of a large sweep's fit."""
+    a = np.sort(a, axis=1)  # NaN last
+    k = (~np.isnan(a)).sum(1)
+    pos = q * np.maximum(k - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(k - 1, 0))
+    rows = np.arange(a.shape[0])
+    frac = pos - lo
+    out = a[rows, lo] * (1.0 - frac) + a[rows, hi] * frac
+    return np.where(k > 0, out, np.nan)
+
+
 @dataclass
 class Weights:
     w: np.ndarray  # (B, n + H) resampling count x kernel x robust weight (0 outside the window); 1 for the prior
@@ -132,20 +149,27 @@ def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights)
 
 
 def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.ndarray,
-             local: bool = True) -> Weights:
-    """Kernel (unless not `local`: every trial in full), divergence levels and robust weights at theta."""
+            sigma: np.ndarray | None) -> Weights:
+    """Kernel, divergence levels and robust weights at theta. `sigma` (B,): the trial noise the window is sized
+    by (see RISE_SIGMAS); None weighs every trial in full (no kernel)."""
     B = th.shape[0]
     z = shift(D, L, th)
-    dist = np.sqrt(((z / D.spans) ** 2).sum(-1))  # (B, n)
     present = counts > 0
     comp = present & ~D.diverged[None, :]
-    dc = np.where(comp, dist, np.nan)
-    n_c = comp.sum(1)
-    frac = np.clip(np.maximum(WINDOW_FRACTION, MIN_WINDOW / np.maximum(n_c, 1)), 0.0, 1.0)
-    with np.errstate(all="ignore"):
-        reach = np.array([np.nanquantile(dc[b], frac[b]) if n_c[b] else 1.0 for b in range(B)])
-    h = np.maximum(KERNEL_STRETCH * reach, MIN_BANDWIDTH)
-    kern = np.clip(1.0 - (dist / h[:, None]) ** 3, 0.0, 1.0) ** 3 if local else np.ones_like(dist)
+    if sigma is None:
+        kern = np.ones((B, D.n))
+    else:
+        lcm, lcp = L.log_curv(th)
+        c = np.exp(0.5 * (np.clip(lcm, *LOG_CURV_BOUNDS) + np.clip(lcp, *LOG_CURV_BOUNDS)))  # (B, H)
+        reach = np.sqrt(RISE_SIGMAS * sigma[:, None] / c)  # (B, H) fit units
+        dist = np.sqrt(((z / reach[:, None, :]) ** 2).sum(-1))  # (B, n): 1 at the reach
+        n_c = comp.sum(1)
+        need = np.minimum(np.maximum(MIN_WINDOW, MIN_PER_POINT * D.n_groups), n_c)
+        # Too few trials inside: stretch the reach to hold `need` of them (with a margin, as the tricube fades).
+        dc = np.sort(np.where(comp, dist, np.inf), axis=1)
+        kth = dc[np.arange(B), np.maximum(need - 1, 0)]
+        h = np.maximum(1.0, np.where(np.isfinite(kth), 1.25 * kth, 1.0))
+        kern = np.clip(1.0 - (dist / h[:, None]) ** 3, 0.0, 1.0) ** 3
     base = counts * kern
     # Divergence level per point: a quantile of the completed trials' metrics inside the window.
     pen = np.full((B, D.n_groups), np.nan)
@@ -153,9 +177,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     for g in range(D.n_groups):
         m = D.group == g
         if m.any():
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no completed trial there
-                pen[:, g] = np.nanquantile(yc[:, m], DIVERGED_LEVEL, axis=1)
+            pen[:, g] = row_quantile(yc[:, m], DIVERGED_LEVEL)  # NaN: a replicate with no completed trial there
     pen = np.where(np.isfinite(pen), pen, np.nanmax(np.where(np.isfinite(pen), pen, np.nan), axis=1, keepdims=True))
     pen = np.nan_to_num(pen, nan=0.0)
     w_lin = np.where(D.diverged[None, :], 0.0, base)
@@ -165,8 +187,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     r = r[:, : D.n]
     # soft-L1: weight 1/sqrt(1 + (r/s)^2), s from the completed in-window residuals' median absolute size.
     ar = np.where((base > 0) & ~D.diverged[None, :], np.abs(r), np.nan)
-    with np.errstate(all="ignore"):
-        sig = 1.4826 * np.nanmedian(ar, axis=1)
+    sig = 1.4826 * row_quantile(ar, 0.5)
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
     s = sig * ROBUST_SCALE
     rob = 1.0 / np.sqrt(1.0 + (r / s[:, None]) ** 2)
@@ -244,20 +265,33 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
 
 
 def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, counts: np.ndarray,
-        outer: int, inner: int, global_first: bool = False) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
+        outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None
+        ) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
     """Batched Levenberg-Marquardt under re-weighting. `free` (B, p) bool: the parameters each row may move.
-    `global_first`: the first pass weighs every trial (no kernel), so the bowl's shape is set by the whole range
-    before the window narrows onto the optimum: started locally, a window of near-equal trials let the bowl go
-    flat and its centre run off (seen on synthetic sweeps: the optimum 15 octaves below the data).
+    `global_first`: the first pass weighs every trial (no kernel), so the bowl's shape and the noise are read off the
+    whole range before the window narrows onto the optimum: started locally, a window of near-equal trials let the
+    bowl go flat and its centre run off (seen on synthetic sweeps: the optimum 15 octaves below the data).
+    `sigma` (B,): the noise the first local window is sized by (a replicate starts from the full fit's); each pass
+    then sizes the next one's window by its own residuals.
 
     Returns theta, the final weights, J'WJ (B, p, p) and J (B, n, p) of the last step."""
     B, p = th.shape
     th = th.copy()
     JtWJ = np.zeros((B, p, p))
-    J = np.zeros((B, D.n + L.H, p))
+    sig = sigma
+    if sig is None and not global_first:
+        sig = weights(D, L, Lin, th, counts, None).scale
+    idx = np.arange(D.n)
     for o in range(outer):
-        W = weights(D, L, Lin, th, counts, local=not (global_first and o == 0))
-        r, _ = residuals(D, L, Lin, th, W)
+        Wf = weights(D, L, Lin, th, counts, None if (global_first and o == 0) else sig)
+        sig = Wf.scale
+        # The pass looks only at trials some row weighs: outside every window a trial adds nothing to the cost,
+        # the gradient or J'WJ, and the kernel's compact support leaves most of a large sweep out.
+        idx = np.flatnonzero((Wf.w[:, : D.n] > 0).any(0))
+        Ds, Lins = take(D, idx), Lin[idx]
+        W = Weights(np.concatenate([Wf.w[:, idx], Wf.w[:, D.n :]], axis=1), Wf.w_lin[:, idx], Wf.pen, Wf.scale)
+        J = np.zeros((B, idx.size + L.H, p))
+        r, _ = residuals(Ds, L, Lins, th, W)
         cost = weighted_cost(r, W)
         lam = np.full(B, 1e-2)
         act = np.arange(B)  # rows still moving: a row whose accepted step gains almost nothing is done
@@ -266,7 +300,7 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
                 break
             Wa = Weights(W.w[act], W.w_lin[act], W.pen[act], W.scale[act])
             ta, ra, fa = th[act], r[act], free[act]
-            Ja = jacobian(D, L, Lin, ta, Wa, ra)
+            Ja = jacobian(Ds, L, Lins, ta, Wa, ra)
             Ja *= fa[:, None, :]
             Jw = Ja * Wa.w[:, :, None]
             A = np.matmul(np.swapaxes(Jw, 1, 2), Ja)
@@ -281,7 +315,7 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
                 delta = np.einsum("bij,bj->bi", np.linalg.pinv(Areg), g)
             # r = data - model, J = d r / d theta: the Gauss-Newton step is -(J'WJ)^-1 J'W r.
             cand = clip(D, L, ta - np.where(fa, delta, 0.0))
-            rc, _ = residuals(D, L, Lin, cand, Wa)
+            rc, _ = residuals(Ds, L, Lins, cand, Wa)
             cc = weighted_cost(rc, Wa)
             better = np.isfinite(cc) & (cc <= cost[act])
             gain = np.where(better, cost[act] - cc, 0.0)
@@ -291,4 +325,8 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
             lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-7), np.minimum(lam[act] * 4.0, 1e7))
             done = (better & (gain <= CONVERGED * np.maximum(cost[act], 1e-12))) | (lam[act] >= 1e7)
             act = act[~done]
-    return th, W, JtWJ, J
+    # J over every trial (zero rows outside the last pass's windows), as the callers index it.
+    J_full = np.zeros((B, D.n + L.H, p))
+    J_full[:, idx] = J[:, : idx.size]
+    J_full[:, D.n :] = J[:, idx.size :]
+    return th, Wf, JtWJ, J_full

@@ -244,6 +244,37 @@ class Backtest:
 
 
 @dataclass(frozen=True)
+class Forecast:
+    """The best metric to expect at the target for one parametrization: a law through the scale points' floors
+    (mutransfer.fit.forecast)."""
+
+    parametrization: str
+    value: float | None  # the predicted metric at the target; None: no prediction (the note says why)
+    lo: float | None
+    hi: float | None
+    form: str  # power: log2(metric) linear in log2(scale) | linear: the metric itself linear in log2(scale)
+    exponents: dict[str, float]  # per axis: d log2(metric) / d log2(scale) (power) or d metric / d log2(scale)
+    exponents_lo: dict[str, float]
+    exponents_hi: dict[str, float]
+    floors: tuple[tuple[str, float], ...]  # (scale point tag, the joint model's lowest metric there)
+    doublings: dict[str, float]  # how far the target lies beyond the largest proxy, per axis (log2)
+    backtest_scale: str | None = None  # the largest proxy left out, its floor predicted from the others'
+    backtest_predicted: float | None = None
+    backtest_observed: float | None = None
+    backtest_error: float | None = None  # (predicted - observed) / |observed|
+    unstable: bool = False
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Forecast:
+        d = dict(d)
+        d["floors"] = tuple(tuple(x) for x in d.get("floors") or ())
+        for k in ("exponents", "exponents_lo", "exponents_hi", "doublings"):
+            d[k] = dict(d.get(k) or {})
+        return cls(**d)
+
+
+@dataclass(frozen=True)
 class FitResult:
     recipe_name: str | None
     metric: str
@@ -262,6 +293,13 @@ class FitResult:
     backtests: tuple[Backtest, ...] = ()
     # The joint model's shape per parametrization: {param: {hparam: {c_minus, c_plus, mu0}, "sigma": s, ...}}.
     model: dict[str, Any] = field(default_factory=dict)
+    forecasts: tuple[Forecast, ...] = ()
+    # The parametrization predicted to train the better target (None: one parametrization, or they overlap).
+    preferred: str | None = None
+    preferred_reason: str = ""
+
+    def forecast(self, parametrization: str) -> Forecast | None:
+        return next((f for f in self.forecasts if f.parametrization == parametrization), None)
 
     def point(self, parametrization: str, scale: Scale | str) -> PointFit:
         tag = scale if isinstance(scale, str) else scale.tag()
@@ -308,6 +346,9 @@ class FitResult:
             noise=tuple(Noise.from_dict(x) for x in d.get("noise") or ()),
             backtests=tuple(Backtest.from_dict(x) for x in d.get("backtests") or ()),
             model=dict(d.get("model") or {}),
+            forecasts=tuple(Forecast.from_dict(x) for x in d.get("forecasts") or ()),
+            preferred=d.get("preferred"),
+            preferred_reason=d.get("preferred_reason") or "",
         )
 
     def optima_frame(self) -> pd.DataFrame:

@@ -14,11 +14,22 @@ import pandas as pd
 from mutransfer.conventions import does_not_transfer
 from mutransfer.fit.backtest import backtests
 from mutransfer.fit.design import Design
+from mutransfer.fit.forecast import forecast, prefer
 from mutransfer.fit.joint import JointFit, fit_joint
 from mutransfer.fit.laws import along, axis_law, choice_transfer, fit_axes, has_steps, numeric_transfer
 from mutransfer.fit.noise import noise_readings
 from mutransfer.fit.optima import bootstrap_counts, choice_optimum, diverged_penalty, numeric_optimum
-from mutransfer.fit.result import Backtest, FitResult, FitWarning, Law, Noise, PointFit, Transfer, finite
+from mutransfer.fit.result import (
+    Backtest,
+    FitResult,
+    FitWarning,
+    Forecast,
+    Law,
+    Noise,
+    PointFit,
+    Transfer,
+    finite,
+)
 from mutransfer.fit.warnings import point_warnings
 from mutransfer.recipe import AXES, Choice, LogUniform, Recipe, Scale, Uniform
 
@@ -142,6 +153,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
     transfers: list[Transfer] = []
     noise: list[Noise] = []
     tests: list[Backtest] = []
+    forecasts: list[Forecast] = []
     model: dict[str, Any] = {}
     for param in params:
         in_param = df[df["parametrization"].astype(str) == param]
@@ -173,6 +185,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
                                         warnings))
             tests.extend(backtests(param, D, jf, groups, by_scale, {a: along(a, by_scale, base) for a in axes},
                                    base))
+            forecasts.append(forecast(param, jf, groups, recipe))
 
         for name in present_hp:
             kind = kinds[name]
@@ -194,6 +207,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
         warnings.append(FitWarning("does_not_transfer", reason, t.parametrization, t.hparam))
         transfers[i] = replace(t, note="; ".join(x for x in (t.note, f"does not transfer: {reason}") if x))
 
+    preferred, reason = prefer(forecasts)
     return FitResult(
         recipe_name=recipe.name,
         metric=recipe.train.metric,
@@ -211,6 +225,9 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
         noise=tuple(noise),
         backtests=tuple(tests),
         model=model,
+        forecasts=tuple(forecasts),
+        preferred=preferred,
+        preferred_reason=reason,
     )
 
 
@@ -225,7 +242,7 @@ def _model_summary(jf: JointFit) -> dict[str, Any]:
         "sigma": finite(jf.sigma),
         "n_used": jf.n_used,
         "slope_threshold": float(jf.threshold),
-        "criterion": "BIC: a slope is kept when its Wald chi-square exceeds log(n), n the trials the fit uses",
+        "criterion": "BIC: a slope is kept when its Wald chi-square exceeds log(n), n the parametrization's trials",
     }
 
 
@@ -258,10 +275,10 @@ def _design(param: str, rows_of: dict[Scale, pd.DataFrame], numeric: list[str], 
                          dtype=float).reshape(len(groups), len(x_axes))
     x = per_group[group]  # each trial's point's coordinates
     if choices:
-        combo = frame[[f"hp.{c}" for c in choices]].astype(str).agg("|".join, axis=1).to_numpy()
-        labels = list(dict.fromkeys(combo.tolist()))
-        cat = np.array([labels.index(c) for c in combo], dtype=int)
-        n_cats = len(labels)
+        # Each distinct combination of choice values, numbered in order of first appearance.
+        combo = pd.MultiIndex.from_frame(frame[[f"hp.{c}" for c in choices]].astype(str))
+        codes, uniques = pd.factorize(combo)
+        cat, n_cats = np.asarray(codes, dtype=int), len(uniques)
     else:
         cat, n_cats = np.zeros(len(frame), dtype=int), 1
     if "sample" in frame and frame["sample"].notna().all():
