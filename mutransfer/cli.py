@@ -433,7 +433,9 @@ def export(
                                                             "megatron (see the README).")] = "yaml",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout); for hf, "
                                                 "a directory: training_args.json and config.json.")] = None,
-    parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both.")] = None,
+    parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both (default: the "
+                                                        "one the fit predicts trains the better target, else "
+                                                        "mup).")] = None,
     nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", help="Processes (GPUs) per node the launcher "
                                                 "runs: splits the batch.")] = 1,
     micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", help="Sequences per process per "
@@ -445,7 +447,14 @@ def export(
     db: DbOpt = None,
 ) -> None:
     """Write the tuned config for the recipe's target model, as a config file or a launcher's format."""
-    from mutransfer.export import data_sizes, export_config, extrapolation_problem, target_build_config
+    from mutransfer.export import (
+        choice_of,
+        data_sizes,
+        default_parametrization,
+        export_config,
+        extrapolation_problem,
+        target_build_config,
+    )
     from mutransfer.fit import FitResult, fit_sweep
     from mutransfer.launchers import FORMATS, LauncherError, hf_files, render_format
 
@@ -454,7 +463,8 @@ def export(
     store = _store(db)
     s = _sweep(store, sweep)
     recipe = _recipe_of(s)
-    param = _parametrization(recipe, s.name, parametrization)
+    if parametrization is not None:
+        _parametrization(recipe, s.name, parametrization)
     if fmt not in ("yaml", "json") and recipe.model.family != "gpt":
         # Before any work: these launchers train a GPT; say so in one line.
         raise UserError(f"--format: {fmt} describes a GPT, and sweep {s.name!r} is a {recipe.model.family!r} "
@@ -466,6 +476,10 @@ def export(
     else:
         fit_id, data = latest
         result = FitResult.from_dict(data)
+    # Not told which: the parametrization predicted to train the better target (else µP), and why.
+    param = parametrization or default_parametrization(result)
+    if parametrization is None and len(result.parametrizations) > 1:
+        typer.echo(f"exporting {param}: {choice_of(result, param)['why']}", err=True)
     problem = extrapolation_problem(recipe, result, param)
     if problem is not None and not allow_extrapolation:
         raise UserError(problem)  # before anything is stored

@@ -337,6 +337,10 @@ def export_config(
         )
     if compute is not None:
         config["compute"] = compute
+    config["parametrization_choice"] = choice_of(fit, parametrization)
+    fc = fit.forecast(parametrization)
+    if fc is not None:
+        config["predicted_metric"] = predicted_metric(fc, fit.metric)
     config["fit_checks"] = {
         "model": fit.model.get(parametrization, {}),
         "backtests": [vars(b) for b in fit.backtests if b.parametrization == parametrization],
@@ -348,6 +352,46 @@ def export_config(
         if w.parametrization in (None, parametrization)
     ]
     return _clean(config)
+
+
+def default_parametrization(fit: FitResult) -> str:
+    """What `export` writes when not told: the parametrization predicted to train the better target, else µP when
+    the sweep has it (µP's values are the ones that transfer), else the only one."""
+    if fit.preferred in fit.parametrizations:
+        return fit.preferred  # type: ignore[return-value]
+    return "mup" if "mup" in fit.parametrizations else fit.parametrizations[0]
+
+
+def choice_of(fit: FitResult, parametrization: str) -> dict[str, Any]:
+    """Which parametrization this export describes, and why."""
+    if len(fit.parametrizations) < 2:
+        why = "the sweep has only this parametrization"
+    elif fit.preferred == parametrization:
+        why = fit.preferred_reason
+    elif fit.preferred is not None:
+        why = f"asked for, although {fit.preferred_reason}"
+    else:
+        why = (fit.preferred_reason or "no prediction at the target for both") + (
+            "; µP by default" if parametrization == "mup" else "; asked for")
+    return {"chosen": parametrization, "why": why,
+            "predicted": {f.parametrization: {"value": f.value, "lo": f.lo, "hi": f.hi} for f in fit.forecasts}}
+
+
+def predicted_metric(fc: Any, metric: str) -> dict[str, Any]:
+    """The loss to expect at the target (mutransfer.fit.forecast), with how far it extrapolates."""
+    far = ", ".join(f"{v:.1f} doublings of {a}" for a, v in fc.doublings.items() if v > 0)
+    return {
+        "metric": metric,
+        "value": fc.value,
+        "lo": fc.lo,
+        "hi": fc.hi,
+        "law": f"{fc.form} law through the proxies' floors: exponents {fc.exponents}",
+        "extrapolates": f"{far} beyond the largest proxy" if far else "within the proxies' sizes",
+        "backtest": {"left_out": fc.backtest_scale, "predicted": fc.backtest_predicted,
+                     "observed": fc.backtest_observed, "relative_error": fc.backtest_error},
+        "unstable": fc.unstable,
+        "note": fc.note,
+    }
 
 
 # The extrapolation guard. A transferred value whose 95% interval spans more octaves than this (a factor 8 between

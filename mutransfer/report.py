@@ -92,6 +92,9 @@ def fit_tables(result: FitResult) -> list[Any]:
                   reach or "-")
     tables.append(t)
 
+    if result.forecasts:
+        tables.append(forecast_table(result))
+
     if result.warnings:
         t = Table(title="warnings", show_header=True)
         t.add_column("code", style="yellow")
@@ -102,6 +105,39 @@ def fit_tables(result: FitResult) -> list[Any]:
             t.add_row(w.code, where, w.message)
         tables.append(t)
     return tables
+
+
+def forecast_rows(result: FitResult) -> list[dict[str, str]]:
+    """The metric to expect at the target per parametrization, as table rows (the CLI's and the dashboard's)."""
+    def m(x: float | None) -> str:
+        return f"{x:.4g}" if x is not None else "-"
+
+    rows = []
+    for f in result.forecasts:
+        exps = ", ".join(f"{a} {v:+.3f} {_interval(f.exponents_lo.get(a), f.exponents_hi.get(a))}"
+                         for a, v in f.exponents.items())
+        far = ", ".join(f"{a} +{v:.1f}" for a, v in f.doublings.items() if v > 0)
+        bt = (f"{f.backtest_scale}: {m(f.backtest_predicted)} vs {m(f.backtest_observed)} "
+              f"({100 * f.backtest_error:+.1f}%)" if f.backtest_error is not None else "-")
+        rows.append({"param.": f.parametrization, f"predicted {result.metric}": m(f.value),
+                     "interval": f"[{m(f.lo)}, {m(f.hi)}]" if f.lo is not None else "-", "law exponent per doubling": exps or "-",
+                     "doublings beyond the proxies": far or "-", "backtest": bt, "note": f.note})
+    return rows
+
+
+def forecast_table(result: FitResult) -> Any:
+    from rich.table import Table
+
+    title = f"the {result.metric} to expect at the target (a power law through each scale point's floor)"
+    if result.preferred_reason:
+        title += f"; {result.preferred_reason}"
+    rows = forecast_rows(result)
+    t = Table(title=title)
+    for col in rows[0]:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*r.values())
+    return t
 
 
 def compare_rows(result: FitResult) -> list[dict[str, Any]]:

@@ -271,8 +271,12 @@ def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.Monke
     _page(at, "transfer_fit")
     text = _clean(at)
     specs = _specs(at)
-    assert len(specs) == 1
+    assert len(specs) == 2  # the law, and the metric to expect at the target
     assert [t["meta"]["role"] for t in specs[0]["data"]].count("target") == 2
+    roles = [t["meta"]["role"] for t in specs[1]["data"]]
+    assert roles.count("floors") == 2 and roles.count("target") == 2 and "best" in specs[1]["layout"]["title"]["text"]
+    forecast = next(d.value for d in at.dataframe if "backtest" in d.value.columns)
+    assert list(forecast["param."]) == ["mup", "sp"] and forecast.iloc[:, 1].str.match(r"^\d").all()
     transfers = at.dataframe[0].value
     assert list(transfers["hyperparameter"]) == ["lr", "lr"]
     assert "stored fit" in text

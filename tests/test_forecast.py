@@ -92,3 +92,34 @@ def test_too_few_points_say_so_instead_of_predicting(widths: list[int]) -> None:
         assert f is None or f.value is None
     else:
         assert f.value is not None and f.backtest_scale is None  # two points: a law, but nothing left to backtest
+
+
+def test_the_export_carries_the_prediction_and_says_which_parametrization_and_why() -> None:
+    from mutransfer.export import default_parametrization, export_config
+
+    df, r = sweep("[mup, sp]", {"mup": 0.0, "sp": -0.06})
+    res = fit_sweep(df, r)
+    assert res.preferred == "sp" and default_parametrization(res) == "sp"
+    cfg = export_config(r, res, sweep_name="f", sweep_id=1, recipe_hash="h", parametrization="sp")
+    assert cfg["parametrization_choice"]["chosen"] == "sp"
+    assert "sp is predicted to train the better target" in cfg["parametrization_choice"]["why"]
+    pm = cfg["predicted_metric"]
+    assert pm["lo"] <= pm["value"] <= pm["hi"] and pm["metric"] == "val_loss"
+    assert pm["extrapolates"] == "2.0 doublings of width beyond the largest proxy"
+    asked = export_config(r, res, sweep_name="f", sweep_id=1, recipe_hash="h", parametrization="mup")
+    assert asked["parametrization_choice"]["why"].startswith("asked for, although sp is predicted")
+
+
+def test_forecast_picture_data_runs_the_law_through_the_floors_to_the_target() -> None:
+    from dashboard.forecast import forecast_data, forecast_figure
+
+    df, r = sweep("mup", {"mup": -0.05})
+    res = fit_sweep(df, r, n_boot=50)
+    d = forecast_data(res, "mup")
+    assert d is not None and d.sizes == [32, 64, 128, 256] and d.target_x == 1024
+    assert d.line_x[0] == 32 and abs(d.line_x[-1] - 1024) < 1e-6 and abs(d.line_y[-1] - d.target_y) < 1e-12
+    # The law passes through the floors (a power law fitted to a power-law truth).
+    line = np.interp(np.log2(d.sizes), np.log2(d.line_x), d.line_y)
+    assert np.allclose(line, d.floors, rtol=0.01)
+    roles = [t.meta["role"] for t in forecast_figure([d]).data]
+    assert roles == ["law", "floors", "target"]

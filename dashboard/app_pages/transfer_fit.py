@@ -1,9 +1,9 @@
 """Transfer fit: the optimum against scale for each axis, with its uncertainty band, the fitted law and the
-extrapolation to the target; the transferred config beside it."""
+extrapolation to the target; the transferred config beside it, the metric to expect at the target, the backtest and the noise."""
 
 import streamlit as st
 
-from dashboard import data, figures, ui
+from dashboard import data, figures, forecast, ui
 
 st.title("Transfer fit")
 sweep = ui.require_sweep()
@@ -44,6 +44,15 @@ with right:
     st.dataframe(figures.transfers_table(fit), hide_index=True, width="stretch",
                  column_config={"value at target": st.column_config.NumberColumn(format="%.4g")})
     st.caption("The Export page has the whole config, in YAML and JSON.")
+    if fit.forecasts:
+        st.subheader(f"The {fit.metric} to expect at the target")
+        fdatas = [d for p in fit.parametrizations if (d := forecast.forecast_data(fit, p)) is not None]
+        if fdatas:
+            ui.plot(forecast.forecast_figure(fdatas), key="forecast")
+        st.dataframe(forecast.forecast_table(fit), hide_index=True, width="stretch")
+        st.caption("Each scale point's floor is the joint model's lowest metric there; a power law through them, "
+                   "evaluated at the target, at the proxies' training length. "
+                   + (fit.preferred_reason + "." if fit.preferred_reason else ""))
     if fit.backtests:
         st.subheader("Backtest")
         st.caption("The largest proxy of each axis left out: the law from the other proxies predicts its optimum. "
