@@ -574,44 +574,61 @@ def verify(
     hparam: Annotated[str, typer.Option(help="The hyperparameter to vary around its transferred value.")] = "lr",
     factors: Annotated[str, typer.Option(help="Multipliers of the transferred value to try.")] = "0.5,2",
     repeats: Annotated[int, typer.Option(min=1, help="Seeds per value.")] = 1,
-    parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both.")] = None,
+    parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both (default: "
+                                                        "both, side by side).")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     db: DbOpt = None,
 ) -> None:
-    """Train the transferred value and its neighbours at a size larger than any proxy; say if the transfer held."""
+    """Train the transferred value and its neighbours at a size larger than any proxy; say if the transfer held.
+    A sweep of both parametrizations verifies both (unless --parametrization), and compares them side by side."""
     from mutransfer.fit import FitResult, fit_sweep
     from mutransfer.sweep import run_specs
-    from mutransfer.verify import parse_factors, plan_verification, report, verify_scale
+    from mutransfer.verify import parse_factors, plan_verification, report, side_by_side, verify_scale
 
     store = _store(db)
     s = _sweep(store, sweep)
     recipe = _recipe_of(s)
-    param = _parametrization(recipe, s.name, parametrization)
+    params = [_parametrization(recipe, s.name, parametrization)] if parametrization else \
+        list(recipe.model.parametrizations)
     sizes = {k: v for k, v in {"width": width, "depth": depth, "batch_size": batch_size, "seq_len": seq_len}.items()
              if v is not None}
     scale = verify_scale(recipe, sizes)
     latest = store.latest_fit(s.id)
     result = FitResult.from_dict(latest[1]) if latest else fit_sweep(_completed_frame(store, s), recipe)
-    specs = plan_verification(recipe, result, scale, parametrization=param, hparam=hparam,
-                              factors=parse_factors(factors), repeats=repeats)
-    typer.echo(f"verify {s.name}: {len(specs)} trials at {scale.tag()} ({param}), {hparam} x "
-               f"{', '.join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))}", err=True)
+    plans = {p: plan_verification(recipe, result, scale, parametrization=p, hparam=hparam,
+                                  factors=parse_factors(factors), repeats=repeats) for p in params}
+    specs = [x for p in params for x in plans[p]]
+    shown = ", ".join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))
+    typer.echo(f"verify {s.name}: {len(specs)} trials at {scale.tag()} ({', '.join(params)}), {hparam} x {shown}",
+               err=True)
     run_specs(recipe, store, s.id, specs, role="verify", address=address, progress=not quiet)
-    rep = report(store.trials_frame(s.id), specs, hparam)
     from rich.table import Table
 
-    t = Table(title=f"verification at {rep.scale} ({rep.parametrization})")
-    for col in ("factor", hparam, s.metric_name, "status"):
-        t.add_column(col)
-    for row in rep.rows:
-        t.add_row(f"x{row.factor:g}" + (" (transferred)" if row.factor == 1.0 else ""), f"{row.value:.4g}",
-                  f"{row.metric:.4f}" if row.metric is not None else "-", row.statuses)
     c = _console()
-    c.print(t)
-    c.print(rep.summary())
-    store.save_check(s.id, "verify", param, rep.transferred_is_best, rep.summary(), rep.to_dict()) \
-        if hasattr(store, "save_check") else None
+    frame = store.trials_frame(s.id)
+    reports = []
+    for p in params:
+        rep = report(frame, plans[p], hparam)
+        reports.append(rep)
+        t = Table(title=f"verification at {rep.scale} ({rep.parametrization})")
+        for col in ("factor", hparam, s.metric_name, "status"):
+            t.add_column(col)
+        for row in rep.rows:
+            t.add_row(f"x{row.factor:g}" + (" (transferred)" if row.factor == 1.0 else ""), f"{row.value:.4g}",
+                      f"{row.metric:.4f}" if row.metric is not None else "-", row.statuses)
+        c.print(t)
+        c.print(rep.summary())
+        store.save_check(s.id, "verify", p, rep.transferred_is_best, rep.summary(), rep.to_dict())
+    if len(reports) > 1:
+        rows, line = side_by_side(reports, result, scale)
+        t = Table(title=f"the transferred configs side by side at {scale.tag()}")
+        for col in rows[0]:
+            t.add_column(col)
+        for r in rows:
+            t.add_row(*r.values())
+        c.print(t)
+        c.print(line)
 
 
 @app.command()

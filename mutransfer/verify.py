@@ -135,6 +135,45 @@ def report(frame: pd.DataFrame, specs: list[TrialSpec], hparam: str) -> VerifyRe
                         rel if rel is None or math.isfinite(rel) else None)
 
 
+def side_by_side(reports: list[VerifyReport], fit: FitResult, scale: Scale) -> tuple[list[dict[str, str]], str]:
+    """Each parametrization's transferred config at the verification size, side by side: rows for a table, and
+    one line saying which trained the better model there (and whether the fit had predicted it)."""
+    rows, done = [], []
+    for rep in reports:
+        tr = next(r for r in rep.rows if r.factor == 1.0)
+        fc = fit.forecast(rep.parametrization)
+        pred = predicted_at(fc, fit, scale) if fc is not None else None
+        rows.append({"parametrization": rep.parametrization, f"transferred {rep.hparam}": f"{tr.value:.4g}",
+                     "metric": f"{tr.metric:.4f}" if tr.metric is not None else tr.statuses,
+                     "predicted by the fit": f"{pred:.4f}" if pred is not None else "-",
+                     "best neighbour": "the transferred value" if rep.transferred_is_best else
+                     f"{100 * (rep.relative_gap or 0):.1f}% better"})
+        if tr.metric is not None:
+            done.append((tr.metric, rep.parametrization))
+    if len(done) < 2:
+        return rows, "fewer than two parametrizations completed their transferred config: nothing to compare"
+    done.sort()
+    (m0, p0), (m1, p1) = done[0], done[1]
+    line = (f"at {scale.tag()}, {p0}'s transferred config trained the better model ({m0:.4f} against {p1}'s "
+            f"{m1:.4f}, {100 * (m1 - m0) / abs(m1):.1f}% lower)")
+    if fit.preferred is not None:
+        line += "; the fit had predicted " + ("so" if fit.preferred == p0 else f"{fit.preferred}")
+    return rows, line
+
+
+def predicted_at(fc: Any, fit: FitResult, scale: Scale) -> float | None:
+    """The forecast's law at another size (the target's value moved along each axis's exponent)."""
+    if fc.value is None:
+        return None
+    u = math.log2(fc.value) if fc.form == "power" else fc.value
+    for axis, b in fc.exponents.items():
+        t = fit.target_size(axis)
+        if t is None:
+            return None
+        u += b * (math.log2(getattr(scale, axis)) - math.log2(t))
+    return 2.0**u if fc.form == "power" else u
+
+
 def parse_factors(text: str) -> tuple[float, ...]:
     try:
         factors = tuple(float(x) for x in text.split(",") if x.strip())
@@ -146,4 +185,4 @@ def parse_factors(text: str) -> tuple[float, ...]:
 
 
 __all__ = ["AXES", "DEFAULT_FACTORS", "RecipeError", "VerifyError", "VerifyReport", "plan_verification", "report",
-           "verify_scale", "parse_factors"]
+           "side_by_side", "verify_scale", "parse_factors"]

@@ -79,3 +79,30 @@ def test_verify_refuses_bad_requests() -> None:
         plan_verification(recipe, fit, verify_scale(recipe, {"width": 512}), parametrization="mup", hparam="wd")
     with pytest.raises(VerifyError, match="positive multipliers"):
         parse_factors("0,2")
+
+
+def test_both_transferred_configs_side_by_side_with_the_fits_prediction() -> None:
+    from mutransfer.verify import predicted_at, side_by_side
+
+    recipe = parse_recipe(RECIPE)
+    df = synthetic(recipe)
+    # SP's floor falls with width, µP's stays: the fit prefers SP, and the verification agrees.
+    sp = df["parametrization"] == "sp"
+    df.loc[sp, "metric"] -= 0.05 * np.log2(df.loc[sp, "width"] / 32)
+    fit = fit_sweep(df, recipe)
+    scale = verify_scale(recipe, {"width": 512})
+    reps = []
+    for p, metrics in (("mup", [1.3, 1.0, 1.2]), ("sp", [0.9, 0.8, 0.95])):
+        specs = plan_verification(recipe, fit, scale, parametrization=p, hparam="lr")
+        frame = pd.DataFrame([{"key": s.key, "status": "completed", "metric": m}
+                              for s, m in zip(specs, metrics, strict=True)])
+        reps.append(report(frame, specs, "lr"))
+    rows, line = side_by_side(reps, fit, scale)
+    assert [r["parametrization"] for r in rows] == ["mup", "sp"]
+    assert rows[0]["metric"] == "1.0000" and rows[1]["metric"] == "0.8000"
+    assert line.startswith("at w512-d2-b32-s1, sp's transferred config trained the better model (0.8000 against")
+    assert fit.preferred == "sp" and line.endswith("the fit had predicted so")
+    # The law's value at 512 lies between the largest proxy's floor and the target's prediction.
+    f = fit.forecast("sp")
+    at = predicted_at(f, fit, scale)
+    assert f.value < at < dict(f.floors)["w256-d2-b32-s1"]

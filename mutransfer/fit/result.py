@@ -298,6 +298,12 @@ class FitResult:
     preferred: str | None = None
     preferred_reason: str = ""
 
+    def target_size(self, axis: str) -> int | None:
+        """The target's size along an axis; its steps as the fit worked them out (tokens over tokens per step)."""
+        if axis != "steps":
+            return getattr(self.target, axis, None)
+        return next((s.target for t in self.transfers for s in t.steps if s.axis == "steps"), None)
+
     def forecast(self, parametrization: str) -> Forecast | None:
         return next((f for f in self.forecasts if f.parametrization == parametrization), None)
 
