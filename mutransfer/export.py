@@ -74,6 +74,19 @@ def _law_entry(fit: FitResult, t: Transfer, axis: str) -> dict[str, Any]:
     return entry
 
 
+# How each tuned value is applied at the target (mutransfer.proxy builds the target this way), per parametrization.
+_RULES_MUP = {
+    "lr": "the base-width LR: MuAdam/MuAdamW divide it by width_mult for hidden matrices; embeddings, biases, "
+          "LayerNorm and the readout keep it (MuSGD: the mup package's SGD rule)",
+    "output_mult": "the base-width value: MuReadout divides the logits by width_mult at the target",
+    "init_std": "the std of hidden matrices at the base width: N(0, init_std * sqrt(base_fan_in / fan_in)) at the "
+                "target; embeddings N(0, init_std); readout and query zero",
+    "embed_mult": "unchanged with width: the embedding output times embed_mult",
+    "attn_mult": "attention scale attn_mult * sqrt(base_head_dim) / head_dim (the 1/d rule)",
+}
+_RULE_SP = "used as it is: SP has no width rule (its optimum moves with width; the laws above moved it)"
+
+
 def _hyperparameters(
     recipe: Recipe, fit: FitResult, parametrization: str
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -98,6 +111,9 @@ def _hyperparameters(
             entry["laws"] = {s.axis: _law_entry(fit, t, s.axis) for s in t.steps}
         else:
             entry["laws"] = {s.axis: {"swept": False, "note": s.note} for s in t.steps}
+        rule = _RULES_MUP.get(name) if parametrization == "mup" else _RULE_SP
+        if rule is not None:
+            entry["rule"] = rule
         if t.unstable:
             entry["unstable"] = True  # outside its own bootstrap interval: see the note
         if t.note:

@@ -108,6 +108,9 @@ def test_the_export_carries_the_prediction_and_says_which_parametrization_and_wh
     assert pm["extrapolates"] == "2.0 doublings of width beyond the largest proxy"
     asked = export_config(r, res, sweep_name="f", sweep_id=1, recipe_hash="h", parametrization="mup")
     assert asked["parametrization_choice"]["why"].startswith("asked for, although sp is predicted")
+    # Every tuned value says how it is applied at the target.
+    assert asked["hyperparameters"]["lr"]["rule"].startswith("the base-width LR: MuAdam")
+    assert cfg["hyperparameters"]["lr"]["rule"].startswith("used as it is")
 
 
 def test_forecast_picture_data_runs_the_law_through_the_floors_to_the_target() -> None:
