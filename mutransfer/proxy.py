@@ -307,6 +307,9 @@ _BUILTIN: dict[str, Builder] = {"mlp": MLP, "gpt": GPT}
 
 
 def default_init_std(family: Family, cfg: BuildConfig) -> float | None:
+    """The init std of hidden matrices at the base width when the recipe does not sweep it. GPT: 0.02, GPT-2's
+    and nanoGPT's (Radford et al. 2019); MLP: base_width ** -0.5, LeCun's 1/sqrt(fan_in). Both are starting points:
+    the shipped GPT recipes sweep init_std with the LR, as Tensor Programs V tunes it."""
     if family == "gpt":
         return 0.02
     if family == "mlp":
@@ -451,6 +454,9 @@ def init_rules(
             elif role == "input":
                 rules[name] = ("normal", sigma)
             elif role in ("readout", "query") and cfg.mup:
+                # Zero readout and query under µP: Tensor Programs V (Yang et al. 2022), appendix D.2, and the mup
+                # README's Transformer recipe; the logits and attention start at 0 at every width, so the base
+                # proxy's start is the target's (tests/test_proxy.py checks both are zero).
                 rules[name] = ("zeros", 0.0)
             elif role in ("hidden", "query", "readout"):
                 fan_in, base_fan_in = p.shape[1], base_shapes[name][1]
