@@ -90,7 +90,7 @@ def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path: Path) -> None:
 
     # Four CPUs, so the GPU is what limits concurrency: 0.25 CPU per trial would allow 16.
     with ray_cluster([{"num_cpus": 4, "num_gpus": 1}]) as cluster:
-        (tmp_path / "frac.yaml").write_text(RECIPE.format(name="frac", steps=400, samples=4,
+        (tmp_path / "frac.yaml").write_text(RECIPE.format(name="frac", steps=200, samples=4,
                                                           resources="{cpus: 0.25, gpus: 0.25}"))
         db = f"sqlite:///{tmp_path / 'mt.db'}"
         res = run(["sweep", "frac.yaml", "--address", cluster.address, "-q", "--skip-check"], tmp_path, db,

@@ -14,7 +14,7 @@ RECIPE = """
 name: {name}
 model: {{family: mlp, parametrization: mup, base_width: 16}}
 data: {{kind: digits}}
-train: {{steps: 300, eval_interval: 10}}
+train: {{steps: 150, eval_interval: 5}}
 search: {{samples: 4, seed: {seed}, space: {{lr: {{loguniform: [1.0e-3, 3.0e-2]}}}}}}
 scales: {{base: {{width: 16, depth: 2, batch_size: 32}}, vary: {{width: [16, 32]}}}}
 target: {{width: 2048, depth: 2, batch_size: 32}}

@@ -18,7 +18,7 @@ SLOW_RECIPE = """
 name: long
 model: {family: mlp, parametrization: mup, base_width: 16}
 data: {kind: digits}
-train: {steps: 2500, eval_interval: 100}
+train: {steps: 1000, eval_interval: 40}
 search: {samples: 4, seed: 5, space: {lr: {loguniform: [1.0e-3, 3.0e-2]}}}
 scales: {base: {width: 16, depth: 2, batch_size: 32}, vary: {width: [16, 32]}}
 target: {width: 2048, depth: 2, batch_size: 32}
@@ -94,7 +94,7 @@ def test_sigkill_mid_sweep_then_the_same_command_completes_it(tmp_path: Path) ->
 def test_trial_that_raises_is_stored_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     db = tmp_path / "mt.db"
     recipe = SLOW_RECIPE.replace("name: long", "name: boom").replace("family: mlp", "family: flaky_builders:boom")
-    recipe = recipe.replace("steps: 2500", "steps: 30").replace("eval_interval: 100", "eval_interval: 10")
+    recipe = recipe.replace("steps: 1000", "steps: 30").replace("eval_interval: 40", "eval_interval: 10")
     recipe = recipe.replace("space: {lr:", "space: {boom: {choice: [0, 1]}, lr:")
     (tmp_path / "boom.yaml").write_text(recipe)
     res = cli(["sweep", "boom.yaml", "-q", "--skip-check"], tmp_path, db)
