@@ -45,8 +45,8 @@ def forecast_data(fit: FitResult, parametrization: str) -> ForecastData | None:
         return None
     target = max(sizes) * 2.0 ** f.doublings[axis]  # the forecast says how far beyond the largest proxy it lies
     xs = np.geomspace(min(sizes), max(target, max(sizes)), 40)
-    # Anchored at the target's prediction: value = y_t * (x / x_t) ** b (power) or y_t + b * log2(x / x_t).
-    ys = f.value * (xs / target) ** b if f.form == "power" else f.value + b * np.log2(xs / target)
+    # Anchored at the target's prediction: value = y_t * (x / x_t) ** b.
+    ys = f.value * (xs / target) ** b
     return ForecastData(parametrization, axis, fit.metric, sizes, floors, xs.tolist(), ys.tolist(), round(target),
                         f.value, f.lo, f.hi)
 

@@ -165,13 +165,13 @@ def predicted_at(fc: Any, fit: FitResult, scale: Scale) -> float | None:
     """The forecast's law at another size (the target's value moved along each axis's exponent)."""
     if fc.value is None:
         return None
-    u = math.log2(fc.value) if fc.form == "power" else fc.value
+    u = math.log2(fc.value)
     for axis, b in fc.exponents.items():
         t = fit.target_size(axis)
         if t is None:
             return None
         u += b * (math.log2(getattr(scale, axis)) - math.log2(t))
-    return 2.0**u if fc.form == "power" else u
+    return 2.0**u
 
 
 def parse_factors(text: str) -> tuple[float, ...]:

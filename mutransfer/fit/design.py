@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,6 +51,27 @@ def take(D: Design, idx: np.ndarray) -> Design:
     """The trials at `idx`, scale points and axes as they are: the columns a fit pass looks at."""
     return replace(D, u=D.u[idx], x=D.x[idx], group=D.group[idx], cat=D.cat[idx], y=D.y[idx],
                    diverged=D.diverged[idx], cluster=D.cluster[idx])
+
+
+def repeat_noise(D: Design) -> float | None:
+    """The trial noise near the optimum from seeds of one configuration: the pooled standard deviation of the
+    completed seeds of each configuration in the better half of its scale point (by mean metric; the noise of a
+    run far from the optimum, near a divergence or barely trained, is not the noise the optimum is placed in).
+    None without such repeats."""
+    num, dof = 0.0, 0
+    comp = ~D.diverged
+    for g in range(D.n_groups):
+        in_g = comp & (D.group == g)
+        configs = [D.y[in_g & (D.cluster == c)] for c in np.unique(D.cluster[in_g])]
+        configs = [y for y in configs if y.size >= 2]
+        if not configs:
+            continue
+        cut = np.median([y.mean() for y in configs])
+        for y in configs:
+            if y.mean() <= cut:
+                num += float(((y - y.mean()) ** 2).sum())
+                dof += y.size - 1
+    return math.sqrt(num / dof) if dof else None
 
 
 def bootstrap_counts(D: Design, n_boot: int, rng: np.random.Generator) -> np.ndarray:

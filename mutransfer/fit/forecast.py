@@ -6,7 +6,7 @@ one. A power law in each varied axis is fitted through the floors,
 
     log2(floor) = a + sum_a b_a * log2(scale_a / base_a),
 
-(linear in the metric instead, when some floor is not positive) and evaluated at the target. The interval comes
+and evaluated at the target (no prediction when some floor is not positive: a loss is). The interval comes
 from the bootstrap: each replicate's floors get their own law. It covers the floors' noise, not the law's form,
 so the backtest says how well the law predicted the largest proxy from the others. The prediction is at the
 proxies' training length (`train.steps`) unless the recipe varies steps: a target trained on more tokens does
@@ -35,9 +35,9 @@ def _law(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return np.linalg.lstsq(X, y[ok], rcond=None)[0]
 
 
-def _predict(beta: np.ndarray, x_t: np.ndarray, power: bool) -> float:
-    v = float(beta[0] + beta[1:] @ x_t)
-    return 2.0**v if power else v
+def _predict(beta: np.ndarray, x_t: np.ndarray) -> float:
+    """The law's metric at x_t (log2 of each axis's scale over the base's)."""
+    return float(2.0 ** (beta[0] + beta[1:] @ x_t))
 
 
 def forecast(param: str, jf: JointFit, groups: list[Scale], recipe: Recipe) -> Forecast:
@@ -47,10 +47,14 @@ def forecast(param: str, jf: JointFit, groups: list[Scale], recipe: Recipe) -> F
     x = np.array([[math.log2(getattr(s, a) / getattr(base, a)) for a in axes] for s in groups]).reshape(
         len(groups), len(axes))
     floors = jf.floors
-    power = bool(np.all(floors[np.isfinite(floors)] > 0))
-    tf = np.log2(floors) if power else floors
     tags = tuple((s.tag(), float(f)) for s, f in zip(groups, floors, strict=True) if np.isfinite(f))
-    form = "power" if power else "linear"
+    form = "power"
+    if np.any(floors[np.isfinite(floors)] <= 0):
+        # A loss is positive: a floor at or below 0 is the bowl extrapolated past the curve's bottom (a flat-bottomed
+        # curve between steep walls), not a loss to put a law through.
+        return Forecast(param, None, None, None, form, {}, {}, {}, tags, {}, note="a scale point's floor is not "
+                        "positive (the bowl does not fit the bottom of the curve): no prediction")
+    tf = np.log2(floors)
     notes = []
     differs = [a for a in AXES if a not in axes and getattr(recipe.target, a) != getattr(base, a)]
     if differs:
@@ -75,16 +79,14 @@ def forecast(param: str, jf: JointFit, groups: list[Scale], recipe: Recipe) -> F
         need = len(axes) + 1
         return Forecast(param, None, None, None, form, {}, {}, {}, tags, doublings,
                         note=f"a law in {len(axes)} axes needs floors at {need} scale points or more")
-    value = _predict(beta, x_t, power)
+    value = _predict(beta, x_t)
     draws, slopes = [], []
     for b in range(jf.boot_floors.shape[0]):
         yb = jf.boot_floors[b]
-        if power:
-            with np.errstate(all="ignore"):
-                yb = np.where(yb > 0, np.log2(np.where(yb > 0, yb, 1.0)), np.nan)
+        yb = np.where(yb > 0, np.log2(np.where(yb > 0, yb, 1.0)), np.nan)
         bb = _law(x, yb)
         if bb is not None:
-            draws.append(_predict(bb, x_t, power))
+            draws.append(_predict(bb, x_t))
             slopes.append(bb[1:])
     lo = hi = None
     exps_lo: dict[str, float] = {}
@@ -95,21 +97,21 @@ def forecast(param: str, jf: JointFit, groups: list[Scale], recipe: Recipe) -> F
         # The interval in the law's own coordinate (log2 for a power law), then back. It assumes the law's form:
         # measured on power-law truths it holds them (tests/test_forecast.py); widening it by the floors' bend made
         # it cover 100% there, too wide. Whether the form held is what the backtest reports.
-        v_t = math.log2(value) if power else value
-        lo_t, hi_t = interval(np.log2(d) if power else d, v_t)
+        v_t = math.log2(value)
+        lo_t, hi_t = interval(np.log2(d), v_t)
         unstable = outside(v_t, lo_t, hi_t)
-        lo, hi = (2.0**lo_t, 2.0**hi_t) if power else (lo_t, hi_t)
+        lo, hi = 2.0**lo_t, 2.0**hi_t
         s = np.array(slopes)
         for i, a in enumerate(axes):
             exps_lo[a], exps_hi[a] = interval(s[:, i], float(beta[1 + i]))
     if unstable:
         notes.append("unstable: the prediction lies outside its own bootstrap interval")
-    bt = _backtest(x, tf, power, groups, axes)
+    bt = _backtest(x, tf, groups, axes)
     return Forecast(param, value, lo, hi, form, {a: float(beta[1 + i]) for i, a in enumerate(axes)}, exps_lo,
                     exps_hi, tags, doublings, *bt, unstable=unstable, note="; ".join(notes))
 
 
-def _backtest(x: np.ndarray, tf: np.ndarray, power: bool, groups: list[Scale], axes: tuple[str, ...]
+def _backtest(x: np.ndarray, tf: np.ndarray, groups: list[Scale], axes: tuple[str, ...]
               ) -> tuple[str | None, float | None, float | None, float | None]:
     """The largest proxy of the first axis with 3 or more sizes left out: (its tag, the law's prediction from the
     others' floors, its own floor, the relative error)."""
@@ -124,8 +126,8 @@ def _backtest(x: np.ndarray, tf: np.ndarray, power: bool, groups: list[Scale], a
         g = int(held[0])
         if beta is None or not np.isfinite(tf[g]):
             continue
-        pred = _predict(beta, x[g], power)
-        obs = 2.0 ** float(tf[g]) if power else float(tf[g])
+        pred = _predict(beta, x[g])
+        obs = 2.0 ** float(tf[g])
         return groups[g].tag(), pred, obs, (pred - obs) / abs(obs) if obs else None
     return None, None, None, None
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mutransfer.fit.design import Design, bootstrap_counts
+from mutransfer.fit.design import Design, bootstrap_counts, repeat_noise
 from mutransfer.fit.model import (
     LOG_CURV_BOUNDS,
     Layout,
@@ -169,21 +169,21 @@ def _cluster_matrix(D: Design, L: Layout) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_free(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np.ndarray, identifiable: np.ndarray,
-              outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None
-              ) -> dict[str, np.ndarray]:
+              outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None,
+              fixed_sigma: bool = False) -> dict[str, np.ndarray]:
     """The fit with every identifiable slope free, and each slope's (cluster-robust sandwich) variance."""
     B = counts.shape[0]
     free = np.broadcast_to(_free_mask(D, L, identifiable), (B, L.p)).copy()
-    th, W, JtWJ, J = lm(D, L, Lin, th0, free, counts, outer, inner, global_first, sigma)
+    th, W, JtWJ, J = lm(D, L, Lin, th0, free, counts, outer, inner, global_first, sigma, fixed_sigma)
     r, _ = residuals(D, L, Lin, th, W)
     n_used = (W.w[:, : D.n] > 0).sum(1)
     var = _wald(L, th, JtWJ, J, W, r, free, n_used, Lin.shape[1], _cluster_matrix(D, L))
-    return {"th": th, "var": var, "n_used": n_used, "scale": W.scale}
+    return {"th": th, "var": var, "n_used": n_used, "noise": W.noise}
 
 
 def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: np.ndarray, keep: np.ndarray,
            counts: np.ndarray, outer: int, inner: int, global_first: bool = False,
-           sigma: np.ndarray | None = None) -> dict[str, np.ndarray]:
+           sigma: np.ndarray | None = None, fixed_sigma: bool = False) -> dict[str, np.ndarray]:
     """The fit with only the kept slopes free (B, H, A), from th0_sel with the kept slopes' free estimates: a
     free fit that ran off along a flat direction does not drag the refit with it."""
     B = counts.shape[0]
@@ -194,7 +194,7 @@ def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: 
             k = L.slope_index(j, a)
             th[:, k] = np.where(keep[:, j, a], th_free[:, k], 0.0)
             free[:, k] = keep[:, j, a]
-    th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first, sigma)
+    th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first, sigma, fixed_sigma)
     r, off = residuals(D, L, Lin, th, W)
     comp_in = (W.w[:, : D.n] > 0) & ~D.diverged[None, :]
     ar = np.where(comp_in, np.abs(r[:, : D.n]), np.nan)
@@ -239,14 +239,20 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         identifiable[:, a] = len(np.unique(D.x[:, a])) >= 2
     ones = np.ones((1, D.n))
     th0 = _init(D, L)[None, :]
-    free = _fit_free(D, L, Lin, th0, ones, identifiable, OUTER, INNER, global_first=True)
+    # The window is sized by the noise: read off repeats when the sweep has them (fixed), else off the residuals.
+    noise = repeat_noise(D)
+    fixed = noise is not None
+    sig1 = np.array([noise]) if fixed else None
+    free = _fit_free(D, L, Lin, th0, ones, identifiable, OUTER, INNER, global_first=True, sigma=sig1,
+                     fixed_sigma=fixed)
     slope = L.slopes(free["th"])  # (1, H, A)
     var = free["var"]
     counts = bootstrap_counts(D, n_boot, rng) if n_boot > 0 else np.zeros((0, D.n))
     if n_boot > 0:
         # Replicates start from the full-data free fit; the selection is redone on each.
         bfree = _fit_free(D, L, Lin, np.broadcast_to(free["th"], (n_boot, L.p)).copy(), counts, identifiable,
-                          BOOT_OUTER, BOOT_INNER, sigma=np.broadcast_to(free["scale"], (n_boot,)).copy())
+                          BOOT_OUTER, BOOT_INNER, sigma=np.full(n_boot, noise) if fixed else free["noise"].repeat(n_boot),
+                          fixed_sigma=fixed)
         b_slope = L.slopes(bfree["th"])
         # The sandwich variance understates the slope's spread on small sweeps (the kernel and robust weights
         # adapt to the data): measured on synthetic sweeps with a fixed optimum, the bootstrap spread was 1.4x
@@ -256,13 +262,14 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         inflate = np.where(np.isfinite(var) & (var > 0), np.maximum(boot_var / var, 1.0), 1.0)
         var = np.maximum(var, boot_var)
     wald, threshold, keep = _select(slope, var, D.n, identifiable)
-    full = _refit(D, L, Lin, free["th"], th0, keep, ones, OUTER, INNER, global_first=True)
+    full = _refit(D, L, Lin, free["th"], th0, keep, ones, OUTER, INNER, global_first=True, sigma=sig1,
+                  fixed_sigma=fixed)
     th = full["th"][0]
     lcm, lcp = L.log_curv(th)
     if n_boot > 0:
         _, _, b_keep = _select(b_slope, bfree["var"] * inflate, D.n, identifiable)
         boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER,
-                      sigma=bfree["scale"])
+                      sigma=np.full(n_boot, noise) if fixed else bfree["noise"], fixed_sigma=fixed)
         b_mu0, b_sl, b_free, b_floors = L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope, boot["floors"]
     else:
         b_mu0 = np.zeros((0, L.H))

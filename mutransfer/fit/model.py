@@ -25,12 +25,13 @@ MIN_PER_POINT = 3  # ... and at least this many per scale point on average, so e
 DIVERGED_LEVEL = 0.5
 ROBUST_SCALE = 2.0  # soft-L1 scale in robust sigmas of the residuals: within it, a residual counts in full
 # The two sides' curvatures differ only as far as the data say: a zero-centred Gaussian prior on log(c+ / c-) with
-# this standard deviation (a factor 2 at one sd). With a dozen draws per point, fully free sides traded the
+# this standard deviation (a factor 1.4 at one sd). With a dozen draws per point, fully free sides traded the
 # optimum's place against the curvatures (optimum sd 0.7 octave on synthetic sweeps at noise 0.08, against 0.2
-# with a prior); a tighter prior (0.35) forced a 2:1 bowl towards symmetry and moved its optimum towards the
-# shallow side by 0.1-0.2 octave, a bias the bootstrap does not see (95% intervals held the truth 50% of the time
-# on quiet sweeps, against 80-90% with this one).
-ASYMMETRY_PRIOR = 0.7
+# with this prior). Looser (0.7) was measured and rejected: on a real sweep (the quickstart: a flat bottom between
+# a gentle low-LR wall and a steep divergence wall, a gap in the draws between them) the bowl went 27:1 and put
+# its optimum in the gap beside the steep wall, 2.5 octaves above every point's own optimum. The price of 0.35 is
+# a bias of 0.1-0.2 octave towards the shallow side on truly asymmetric bowls, which quiet sweeps' intervals miss.
+ASYMMETRY_PRIOR = 0.35
 LOG_CURV_BOUNDS = (-25.0, 15.0)  # log curvature: metric units per squared fit unit
 # No optimum moves by more than this many fit units per doubling of scale (SP's LR drifts by about one octave):
 # beyond it, a free slope is the optimizer running off along a flat direction, not a reading of the data.
@@ -130,6 +131,10 @@ class Weights:
     w_lin: np.ndarray  # (B, n) the same for completed trials only: what the offsets are solved on
     pen: np.ndarray  # (B, n_groups) the level a diverged trial must be predicted at least at
     scale: np.ndarray  # (B,) the residuals' robust sigma: the unit of the prior's residuals
+    # (B,) the same over the window's inner half only (kernel weight >= 1/2): what the next window is sized by. The
+    # whole window's residuals carry the bowl's misfit where the curve is not a bowl (a flat bottom between steep
+    # walls), and sizing by them fed back: a wider window, more misfit, a wider window (seen on the quickstart).
+    noise: np.ndarray | None = None
 
 
 def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights) -> tuple[np.ndarray, np.ndarray]:
@@ -189,10 +194,14 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     ar = np.where((base > 0) & ~D.diverged[None, :], np.abs(r), np.nan)
     sig = 1.4826 * row_quantile(ar, 0.5)
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
+    inner = np.isfinite(ar) & (kern >= 0.5)
+    noise = 1.4826 * row_quantile(np.where(inner, ar, np.nan), 0.5)
+    noise = np.where((inner.sum(1) >= MIN_WINDOW) & np.isfinite(noise) & (noise > 0), noise, sig)
     s = sig * ROBUST_SCALE
     rob = 1.0 / np.sqrt(1.0 + (r / s[:, None]) ** 2)
     w = base * rob
-    return Weights(np.concatenate([w, np.ones((B, H))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig)
+    return Weights(np.concatenate([w, np.ones((B, H))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig,
+                   noise)
 
 
 def weighted_cost(r: np.ndarray, W: Weights) -> np.ndarray:
@@ -265,14 +274,14 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
 
 
 def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, counts: np.ndarray,
-        outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None
-        ) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
+        outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None,
+        fixed_sigma: bool = False) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
     """Batched Levenberg-Marquardt under re-weighting. `free` (B, p) bool: the parameters each row may move.
     `global_first`: the first pass weighs every trial (no kernel), so the bowl's shape and the noise are read off the
     whole range before the window narrows onto the optimum: started locally, a window of near-equal trials let the
     bowl go flat and its centre run off (seen on synthetic sweeps: the optimum 15 octaves below the data).
     `sigma` (B,): the noise the first local window is sized by (a replicate starts from the full fit's); each pass
-    then sizes the next one's window by its own residuals.
+    then sizes the next one's window by its own residuals, unless `fixed_sigma` (the noise read off repeats).
 
     Returns theta, the final weights, J'WJ (B, p, p) and J (B, n, p) of the last step."""
     B, p = th.shape
@@ -280,11 +289,12 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
     JtWJ = np.zeros((B, p, p))
     sig = sigma
     if sig is None and not global_first:
-        sig = weights(D, L, Lin, th, counts, None).scale
+        sig = weights(D, L, Lin, th, counts, None).noise
     idx = np.arange(D.n)
     for o in range(outer):
         Wf = weights(D, L, Lin, th, counts, None if (global_first and o == 0) else sig)
-        sig = Wf.scale
+        if not fixed_sigma:
+            sig = Wf.noise
         # The pass looks only at trials some row weighs: outside every window a trial adds nothing to the cost,
         # the gradient or J'WJ, and the kernel's compact support leaves most of a large sweep out.
         idx = np.flatnonzero((Wf.w[:, : D.n] > 0).any(0))

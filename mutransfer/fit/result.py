@@ -252,8 +252,8 @@ class Forecast:
     value: float | None  # the predicted metric at the target; None: no prediction (the note says why)
     lo: float | None
     hi: float | None
-    form: str  # power: log2(metric) linear in log2(scale) | linear: the metric itself linear in log2(scale)
-    exponents: dict[str, float]  # per axis: d log2(metric) / d log2(scale) (power) or d metric / d log2(scale)
+    form: str  # power: log2(metric) linear in log2(scale)
+    exponents: dict[str, float]  # per axis: d log2(metric) / d log2(scale)
     exponents_lo: dict[str, float]
     exponents_hi: dict[str, float]
     floors: tuple[tuple[str, float], ...]  # (scale point tag, the joint model's lowest metric there)
