@@ -4,8 +4,10 @@ with divergences, two hyperparameters; the slope selection, the unclamped interv
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from recipe_edits import edit
 
@@ -143,3 +145,35 @@ def test_the_fit_round_trips_with_its_new_parts() -> None:
         for k in ("kept", "free_slope", "free_slope_lo", "free_slope_hi", "wald", "threshold", "unstable"):
             del law[k]
     assert FitResult.from_dict(old).laws[0].kept
+
+
+def test_three_hyperparameters_with_repeats() -> None:
+    r = recipe(search__samples=48, search__repeats=2,
+               search__space={"lr": {"loguniform": [1e-4, 1e-1]}, "output_mult": {"loguniform": [1 / 16, 16.0]},
+                              "init_std": {"loguniform": [1e-3, 1.0]}})
+
+    def extra(s: Scale, hp: dict[str, float]) -> float:  # optima: output_mult 2, init_std 2^-5
+        return 0.04 * (math.log2(hp["output_mult"]) - 1.0) ** 2 + 0.03 * (math.log2(hp["init_std"]) + 5.0) ** 2
+
+    df = synthetic_trials(r, drift(0.0), noise=0.02, rng=np.random.default_rng(5), extra=extra)
+    fit = fit_sweep(df, r)
+    assert fit.transfer("mup", "lr").log2_value == pytest.approx(-7.0, abs=0.6)
+    assert fit.transfer("mup", "output_mult").log2_value == pytest.approx(1.0, abs=0.6)
+    assert fit.transfer("mup", "init_std").log2_value == pytest.approx(-5.0, abs=0.6)
+    assert not any(fit.law("mup", h, "width").kept for h in ("lr", "output_mult", "init_std"))
+
+
+def test_a_real_flat_bottomed_sweep_is_placed_in_its_bottom_and_exportable() -> None:
+    """Trials of a real `./dev quickstart` sweep (tests/data: µP MLP on digits, 5 widths, 12 LRs x 2 seeds): the loss
+    is flat from lr 0.004 to 0.02, rises gently below and steeply above, with no draw between 0.022 and 0.11. Every
+    point's own optimum is 0.007-0.010. Sized by residuals that carry the walls' misfit, the window spread over the
+    whole range: with a loose asymmetry prior the bowl put its optimum at 0.044 beside the steep wall, with the
+    tight one its interval spanned 5.7 octaves (refused by the export's guard). Sized by the repeats' noise near
+    the optimum, it is placed in the bottom, precisely enough to export."""
+    from mutransfer.export import GUARD_OCTAVES
+
+    r = parse_recipe((Path(__file__).parents[1] / "recipes" / "quickstart.yaml").read_text())
+    df = pd.read_csv(Path(__file__).parent / "data" / "quickstart_trials.csv")
+    t = fit_sweep(df, r).transfer("mup", "lr")
+    assert 0.004 <= t.value <= 0.016, t
+    assert t.log2_hi - t.log2_lo < GUARD_OCTAVES, t
