@@ -56,7 +56,7 @@ scales: {{base: {{width: 32, depth: 2, batch_size: 32, seq_len: 64}}, vary: {{wi
 target: {{width: {TARGET_WIDTH}, depth: 2, batch_size: 32, seq_len: 64, tokens: 409600}}
 resources: {{cpus: 1}}
 """
-SP_SCAN = [2.0 ** (-11 + i) for i in range(4)]  # 0.00049 .. 0.0039: SP's optimum at 512 lay at 0.001 last round
+SP_SCAN = [2.0 ** (-11 + i) for i in range(3)]  # 0.00049 .. 0.002: SP's optimum at 512 lay at 0.001 last round
 
 
 def recipe_path() -> Path:
@@ -131,13 +131,25 @@ def main() -> None:
     mutransfer("sweep", str(path), "-q")  # resumes: finished trials are kept
     fit = json.loads(mutransfer("fit", NAME, "--json"))
     fit = fit.get("fit", fit)
+    # The product's path: `mutransfer export`, first as a user runs it (the guard may refuse), then with
+    # --allow-extrapolation, so that the refused values are measured too.
     exported: dict[str, dict[str, float]] = {}
     intervals: dict[str, dict[str, str]] = {}
-    for t in fit["transfers"]:
-        if t["value"] is not None:
-            exported.setdefault(t["parametrization"], {})[t["hparam"]] = float(t["value"])
-            intervals.setdefault(t["parametrization"], {})[t["hparam"]] = (
-                f"{t['value']:.3g} [{t['lo']:.3g}, {t['hi']:.3g}]" if t["lo"] is not None else f"{t['value']:.3g}")
+    guard: dict[str, str] = {}
+    exe = Path(sys.executable).parent / "mutransfer"
+    for p in ("mup", "sp"):
+        plain = subprocess.run([str(exe), "export", NAME, "--format", "json", "--parametrization", p, "--db", DB],
+                               capture_output=True, text=True, cwd=ROOT)
+        guard[p] = "exported" if plain.returncode == 0 else f"refused: {plain.stderr.strip().splitlines()[-1]}"
+        doc = json.loads(mutransfer("export", NAME, "--format", "json", "--parametrization", p,
+                                    "--allow-extrapolation"))
+        for name, e in doc["hyperparameters"].items():
+            if e.get("source") == "fit" and e.get("value") is not None:
+                exported.setdefault(p, {})[name] = float(e["value"])
+                lo, hi = (e.get("interval") or [None, None])
+                intervals.setdefault(p, {})[name] = (f"{e['value']:.3g} [{lo:.3g}, {hi:.3g}]" if lo is not None
+                                                     else f"{e['value']:.3g}")
+    fit["guard"] = guard
     jobs = [(p, hp) for p, hp in exported.items()] + [("sp", {"lr": lr}) for lr in SP_SCAN]
     write = lambda runs: report(fit, exported, intervals, runs, t0)  # noqa: E731
     runs = train_at_target(jobs, args.workers, write)
@@ -174,7 +186,8 @@ standard library source. µP and SP proxies at widths 32/64/128 sweep lr, output
 draws, the same at every width, one seed; the metric is the mean of the last 3 evaluations); `mutransfer fit`
 exports each parametrization's config for width {TARGET_WIDTH}. At width {TARGET_WIDTH}, with 2 seeds each (the loss is their
 mean): each exported config, and a direct LR scan of SP at its default multipliers. The fit's preference:
-{fit.get('preferred_reason') or 'none stated'}.
+{fit.get('preferred_reason') or 'none stated'}. The export's guard: {'; '.join(f"{p}: {g}" for p, g in fit.get('guard', {}).items())}
+(the configs below were exported with `--allow-extrapolation`).
 
 {table(["config", "values at width 512 [95% interval]", "val loss at 512", "seeds apart", "vs best",
         "predicted at 512 (fit)", "inside"], table_rows)}

@@ -162,7 +162,7 @@ def _cluster_matrix(D: Design, L: Layout) -> tuple[np.ndarray, np.ndarray]:
     """The residuals' order by configuration and where each configuration starts (np.add.reduceat's indices);
     the prior's rows are a cluster each."""
     ids = np.concatenate([D.cluster.astype(np.int64) - D.cluster.min(), D.cluster.max() - D.cluster.min() + 1
-                          + np.arange(L.H)])
+                          + np.arange(L.n_prior)])
     order = np.argsort(ids, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0])
     return order, starts

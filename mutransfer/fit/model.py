@@ -32,6 +32,10 @@ ROBUST_SCALE = 2.0  # soft-L1 scale in robust sigmas of the residuals: within it
 # its optimum in the gap beside the steep wall, 2.5 octaves above every point's own optimum. The price of 0.35 is
 # a bias of 0.1-0.2 octave towards the shallow side on truly asymmetric bowls, which quiet sweeps' intervals miss.
 ASYMMETRY_PRIOR = 0.35
+# The interaction terms likewise: a zero-centred Gaussian prior on atanh(correlation) with this sd. With a few dozen
+# draws in three dimensions, a free correlation of 0.5-0.8 coupled a flat hyperparameter to the LR and moved the
+# LR's optimum by 1.5 octaves from every point's own (a real GPT sweep of lr, output_mult and init_std).
+CORRELATION_PRIOR = 0.5
 LOG_CURV_BOUNDS = (-25.0, 15.0)  # log curvature: metric units per squared fit unit
 # No optimum moves by more than this many fit units per doubling of scale (SP's LR drifts by about one octave):
 # beyond it, a free slope is the optimizer running off along a flat direction, not a reading of the data.
@@ -66,6 +70,16 @@ class Layout:
     def corr(self, th: np.ndarray) -> np.ndarray:
         o = self.H + self.H * self.A + 2 * self.H
         return np.tanh(th[..., o:])
+
+    @property
+    def K(self) -> int:
+        """Interaction terms (pairs of hyperparameters)."""
+        return self.H * (self.H - 1) // 2
+
+    @property
+    def n_prior(self) -> int:
+        """Prior rows after the data's: one per asymmetry, one per interaction."""
+        return self.H + self.K
 
     def curv_slice(self) -> slice:
         o = self.H + self.H * self.A
@@ -127,7 +141,7 @@ def row_quantile(a: np.ndarray, q: float) -> np.ndarray:
 
 @dataclass
 class Weights:
-    w: np.ndarray  # (B, n + H) resampling count x kernel x robust weight (0 outside the window); 1 for the prior
+    w: np.ndarray  # (B, n + n_prior) resampling count x kernel x robust weight (0 outside the window); 1: the priors
     w_lin: np.ndarray  # (B, n) the same for completed trials only: what the offsets are solved on
     pen: np.ndarray  # (B, n_groups) the level a diverged trial must be predicted at least at
     scale: np.ndarray  # (B,) the residuals' robust sigma: the unit of the prior's residuals
@@ -150,7 +164,10 @@ def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights)
     # The asymmetry's prior, as H extra residuals: log(c+ / c-) / ASYMMETRY_PRIOR in units of the noise.
     lcm, lcp = L.log_curv(th)
     prior = W.scale[:, None] * (lcp - lcm) / ASYMMETRY_PRIOR
-    return np.concatenate([r, prior], axis=1), off
+    # The interactions' prior: atanh(correlation) / CORRELATION_PRIOR, in units of the noise.
+    o = L.H + L.H * L.A + 2 * L.H
+    inter = W.scale[:, None] * th[:, o:] / CORRELATION_PRIOR
+    return np.concatenate([r, prior, inter], axis=1), off
 
 
 def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.ndarray,
@@ -186,8 +203,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     pen = np.where(np.isfinite(pen), pen, np.nanmax(np.where(np.isfinite(pen), pen, np.nan), axis=1, keepdims=True))
     pen = np.nan_to_num(pen, nan=0.0)
     w_lin = np.where(D.diverged[None, :], 0.0, base)
-    H = len(D.names)
-    W = Weights(np.concatenate([base, np.ones((B, H))], axis=1), w_lin, pen, np.ones(B))
+    W = Weights(np.concatenate([base, np.ones((B, L.n_prior))], axis=1), w_lin, pen, np.ones(B))
     r, _ = residuals(D, L, Lin, th, W)
     r = r[:, : D.n]
     # soft-L1: weight 1/sqrt(1 + (r/s)^2), s from the completed in-window residuals' median absolute size.
@@ -200,7 +216,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     s = sig * ROBUST_SCALE
     rob = 1.0 / np.sqrt(1.0 + (r / s[:, None]) ** 2)
     w = base * rob
-    return Weights(np.concatenate([w, np.ones((B, H))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig,
+    return Weights(np.concatenate([w, np.ones((B, L.n_prior))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig,
                    noise)
 
 
@@ -211,8 +227,11 @@ def weighted_cost(r: np.ndarray, W: Weights) -> np.ndarray:
 def clip(D: Design, L: Layout, th: np.ndarray) -> np.ndarray:
     th = th.copy()
     mu = L.mu0(th)
-    lo, hi = D.lows - D.spans, D.highs + D.spans  # an optimum a whole range beyond the data is not a number
-    th[..., : L.H] = np.clip(mu, lo, hi)
+    # The base optimum stays inside the searched range: beyond it the data say only "further out" (the per-point
+    # view flags `edge`, the export's guard refuses a value at the edge). Free, a flat direction ran off: a 3-
+    # hyperparameter fit of a real sweep put init_std's optimum 7 octaves below the range while every point's
+    # best was at its top.
+    th[..., : L.H] = np.clip(mu, D.lows, D.highs)
     s = slice(L.H, L.H + L.H * L.A)
     th[..., s] = np.clip(th[..., s], -SLOPE_BOUND, SLOPE_BOUND)
     th[..., L.curv_slice()] = np.clip(th[..., L.curv_slice()], *LOG_CURV_BOUNDS)
@@ -264,12 +283,14 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
     df -= np.matmul(Lin[None, :, :], np.linalg.solve(A + ridge, np.matmul(M, df)))  # d pred, in place
     # dr = -dpred for a completed trial; +dpred for a diverged one whose hinge is active; 0 otherwise.
     sign = np.where(D.diverged[None, :], (r[:, : D.n] < 0).astype(float), -1.0)
-    out = np.empty((B, D.n + L.H, p))
+    out = np.empty((B, D.n + L.n_prior, p))
     np.multiply(df, sign[:, :, None], out=out[:, : D.n])
     out[:, D.n :] = 0.0
     for j in range(L.H):
         out[:, D.n + j, o + j] = -W.scale / ASYMMETRY_PRIOR
         out[:, D.n + j, o + L.H + j] = W.scale / ASYMMETRY_PRIOR
+    for k in range(L.K):
+        out[:, D.n + L.H + k, o + 2 * L.H + k] = W.scale / CORRELATION_PRIOR
     return out
 
 
@@ -300,7 +321,7 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
         idx = np.flatnonzero((Wf.w[:, : D.n] > 0).any(0))
         Ds, Lins = take(D, idx), Lin[idx]
         W = Weights(np.concatenate([Wf.w[:, idx], Wf.w[:, D.n :]], axis=1), Wf.w_lin[:, idx], Wf.pen, Wf.scale)
-        J = np.zeros((B, idx.size + L.H, p))
+        J = np.zeros((B, idx.size + L.n_prior, p))
         r, _ = residuals(Ds, L, Lins, th, W)
         cost = weighted_cost(r, W)
         lam = np.full(B, 1e-2)
@@ -336,7 +357,7 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
             done = (better & (gain <= CONVERGED * np.maximum(cost[act], 1e-12))) | (lam[act] >= 1e7)
             act = act[~done]
     # J over every trial (zero rows outside the last pass's windows), as the callers index it.
-    J_full = np.zeros((B, D.n + L.H, p))
+    J_full = np.zeros((B, D.n + L.n_prior, p))
     J_full[:, idx] = J[:, : idx.size]
     J_full[:, D.n :] = J[:, idx.size :]
     return th, Wf, JtWJ, J_full
