@@ -192,3 +192,34 @@ def test_user_builder_must_return_a_module() -> None:
     cfg = BuildConfig(width=64, depth=1, input_dim=64, base_width=32)
     with pytest.raises(TypeError, match="not a torch.nn.Module"):
         build_model(cfg, "userbuilders:not_a_module")
+
+
+def test_hidden_gradients_shrink_with_width_so_adam_eps_must_too(corpus: Path) -> None:
+    """Why `model.eps_scaling: width` (Adam's epsilon over width_mult; Everett et al. 2024, "Scaling exponents
+    across parameterizations and optimizers", and CompleteP's reference code): under µP a hidden matrix's gradient
+    entries shrink like 1 / width, so a fixed epsilon weighs more in Adam's update the wider the model, until it
+    damps the update µP sized. Measured here on the built-in GPT after a few steps: 8x the width, about 1/8 the
+    gradient, and the scaled epsilon keeps eps / |gradient| where it was at the base width."""
+    from mutransfer.proxy import optimizer_for
+
+    ds = None
+    rms, eps = {}, {}
+    for width in (32, 256):
+        text = gpt_recipe(corpus, "head_dim: 8, eps_scaling: width").replace("width: [128]", "width: [256]")
+        spec = _spec(text, "mup", width)
+        ds = ds or load_dataset(spec.data, spec.model)
+        torch.manual_seed(0)
+        model = build(spec, ds)
+        opt = optimizer_for(model.parameters(), "mup", "adamw", lr=3e-3)
+        x, y = ds.get_batch("train", 8, 16, torch.Generator().manual_seed(0))
+        for _ in range(4):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            loss.backward()
+            opt.step()
+        w = next(p for n, p in model.named_parameters() if n.startswith("blocks.0.mlp") and p.ndim == 2)
+        rms[width] = w.grad.pow(2).mean().sqrt().item()
+        eps[width] = getattr(w, "_mt_eps_mult", None)
+    ratio = rms[32] / rms[256]
+    assert 4.0 < ratio < 16.0, rms  # ~8: the gradient shrinks like 1 / width
+    assert eps[32] == pytest.approx(1.0) and eps[256] == pytest.approx(1 / 8)  # the scaled epsilon follows it
