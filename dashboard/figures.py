@@ -515,12 +515,7 @@ def law_data(fit: FitResult, parametrization: str, hparam: str, axis: str) -> La
     to_v = (lambda u: float(2.0 ** u)) if kind == "log" else float
     b0 = getattr(base, axis)
     largest = max(scales) if scales else b0
-    t_ax = getattr(fit.target, axis, None)
-    if axis == "steps":  # the target's length is its tokens over tokens per step: the fit worked it out
-        try:
-            t_ax = next((s.target for s in fit.transfer(parametrization, hparam).steps if s.axis == "steps"), None)
-        except KeyError:
-            t_ax = None
+    t_ax = fit.target_size(axis)  # steps: the target's tokens over tokens per step, as the fit worked them out
     if t_ax is None:
         t_ax = largest  # no target length: the law over the proxies only
     try:

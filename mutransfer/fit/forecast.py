@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from mutransfer.fit.joint import JointFit
+from mutransfer.fit.laws import target_at
 from mutransfer.fit.optima import interval, outside
 from mutransfer.fit.result import Forecast
 from mutransfer.fit.warnings import fmt
@@ -65,7 +66,7 @@ def forecast(param: str, jf: JointFit, groups: list[Scale], recipe: Recipe) -> F
     x_t = np.zeros(len(axes))
     doublings: dict[str, float] = {}
     for i, a in enumerate(axes):
-        t = recipe.target_steps() if a == "steps" else getattr(recipe.target, a)
+        t = target_at(recipe, a)
         if t is None:
             return Forecast(param, None, None, None, form, {}, {}, {}, tags, {}, note="the target has no "
                             "tokens, so its steps are unknown: no prediction along the steps axis")

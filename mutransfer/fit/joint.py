@@ -248,11 +248,12 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
     slope = L.slopes(free["th"])  # (1, H, A)
     var = free["var"]
     counts = bootstrap_counts(D, n_boot, rng) if n_boot > 0 else np.zeros((0, D.n))
+    boot_sigma = np.full(n_boot, noise) if fixed else None  # None: each replicate reads its own residuals
     if n_boot > 0:
         # Replicates start from the full-data free fit; the selection is redone on each.
         bfree = _fit_free(D, L, Lin, np.broadcast_to(free["th"], (n_boot, L.p)).copy(), counts, identifiable,
-                          BOOT_OUTER, BOOT_INNER, sigma=np.full(n_boot, noise) if fixed else free["noise"].repeat(n_boot),
-                          fixed_sigma=fixed)
+                          BOOT_OUTER, BOOT_INNER, sigma=free["noise"].repeat(n_boot) if boot_sigma is None
+                          else boot_sigma, fixed_sigma=fixed)
         b_slope = L.slopes(bfree["th"])
         # The sandwich variance understates the slope's spread on small sweeps (the kernel and robust weights
         # adapt to the data): measured on synthetic sweeps with a fixed optimum, the bootstrap spread was 1.4x
@@ -269,7 +270,7 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
     if n_boot > 0:
         _, _, b_keep = _select(b_slope, bfree["var"] * inflate, D.n, identifiable)
         boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER,
-                      sigma=np.full(n_boot, noise) if fixed else bfree["noise"], fixed_sigma=fixed)
+                      sigma=bfree["noise"] if boot_sigma is None else boot_sigma, fixed_sigma=fixed)
         b_mu0, b_sl, b_free, b_floors = L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope, boot["floors"]
     else:
         b_mu0 = np.zeros((0, L.H))

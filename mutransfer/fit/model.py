@@ -67,9 +67,13 @@ class Layout:
         o = self.H + self.H * self.A
         return th[..., o : o + self.H], th[..., o + self.H : o + 2 * self.H]
 
+    @property
+    def inter_start(self) -> int:
+        """Where the interaction parameters (atanh of each pair's correlation) start in theta: they run to the end."""
+        return self.H + self.H * self.A + 2 * self.H
+
     def corr(self, th: np.ndarray) -> np.ndarray:
-        o = self.H + self.H * self.A + 2 * self.H
-        return np.tanh(th[..., o:])
+        return np.tanh(th[..., self.inter_start :])
 
     @property
     def K(self) -> int:
@@ -165,8 +169,7 @@ def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights)
     lcm, lcp = L.log_curv(th)
     prior = W.scale[:, None] * (lcp - lcm) / ASYMMETRY_PRIOR
     # The interactions' prior: atanh(correlation) / CORRELATION_PRIOR, in units of the noise.
-    o = L.H + L.H * L.A + 2 * L.H
-    inter = W.scale[:, None] * th[:, o:] / CORRELATION_PRIOR
+    inter = W.scale[:, None] * th[:, L.inter_start :] / CORRELATION_PRIOR
     return np.concatenate([r, prior, inter], axis=1), off
 
 
@@ -275,7 +278,7 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
     df[:, :, o : o + L.H] = np.where(neg, half, 0.0)  # log c-
     df[:, :, o + L.H : o + 2 * L.H] = np.where(neg, 0.0, half)  # log c+
     for k, col in enumerate(dfdt):
-        df[:, :, o + 2 * L.H + k] = col
+        df[:, :, L.inter_start + k] = col
     M = Lin.T[None, :, :] * W.w_lin[:, None, :]  # (B, q, n)
     A = np.matmul(M, Lin)
     q = A.shape[1]
@@ -290,7 +293,7 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
         out[:, D.n + j, o + j] = -W.scale / ASYMMETRY_PRIOR
         out[:, D.n + j, o + L.H + j] = W.scale / ASYMMETRY_PRIOR
     for k in range(L.K):
-        out[:, D.n + L.H + k, o + 2 * L.H + k] = W.scale / CORRELATION_PRIOR
+        out[:, D.n + L.H + k, L.inter_start + k] = W.scale / CORRELATION_PRIOR
     return out
 
 
