@@ -115,3 +115,65 @@ def calibration() -> float:
     for i in range(100_000):
         s += i % 7
     return time.perf_counter() - t
+
+
+# --------------------------------------------------------------- transfer benchmarks: the CLI, runs at the target
+
+
+def mutransfer(db: str, *args: str) -> str:
+    """`mutransfer ARGS --db DB` from this venv; its stdout, or exit with what it printed."""
+    exe = Path(PYTHON).parent / "mutransfer"
+    res = subprocess.run([str(exe), *args, "--db", db], capture_output=True, text=True, cwd=ROOT)
+    if res.returncode != 0:
+        raise SystemExit(f"mutransfer {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n"
+                         f"{res.stderr[-3000:]}")
+    return res.stdout
+
+
+def run_key(param: str, hp: dict[str, float], seed: int) -> str:
+    """The cache key of one run at the target width: its parametrization, hyperparameters and seed."""
+    return f"{param}/" + "/".join(f"{k}{v:.6g}" for k, v in sorted(hp.items())) + f"/s{seed}"
+
+
+def _train_at_width(job: dict[str, Any]) -> dict[str, Any]:
+    """One trial of the recipe's base proxy at job["width"], in a worker process (one thread: two of them share
+    the two cores)."""
+    import time
+    from dataclasses import replace
+
+    from mutransfer.plan import spec_for
+    from mutransfer.recipe import load_recipe
+    from mutransfer.train import train
+
+    recipe = load_recipe(job["recipe"])
+    scale = recipe.scales.base.model_copy(update={"width": job["width"]})
+    spec = replace(spec_for(recipe, job["param"], scale, 0, 0, job["hp"]), seed=job["seed"], key=job["key"])
+    t = time.perf_counter()
+    res = train(spec, lambda _point: None, threads=1)
+    return {"key": job["key"], "param": job["param"], "hp": job["hp"], "seed": job["seed"], "status": res.status,
+            "metric": res.metric, "flops": res.flops, "wall_s": time.perf_counter() - t}
+
+
+def train_at_width(jobs: list[tuple[str, dict[str, float]]], *, recipe: Path, width: int, seeds: tuple[int, ...],
+                   runs_path: Path, workers: int, on_run: Callable[[dict[str, Any]], None] | None = None
+                   ) -> dict[str, Any]:
+    """Train the (parametrization, hyperparameters) jobs at `width`, each with every seed, in order, skipping those
+    already in `runs_path` (key -> result, rewritten after every run: an interrupted scan resumes); `on_run(runs)`
+    after each one, so a section can be rewritten as results arrive."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    todo = [{"key": run_key(p, hp, s), "param": p, "hp": hp, "seed": s, "recipe": str(recipe), "width": width}
+            for p, hp in jobs for s in seeds if run_key(p, hp, s) not in runs]
+    todo = list({j["key"]: j for j in todo}.values())
+    if todo:
+        print(f"training {len(todo)} width-{width} runs on {workers} workers", file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(workers) as pool:
+            for i, r in enumerate(pool.map(_train_at_width, todo), 1):
+                runs[r["key"]] = r
+                runs_path.write_text(json.dumps(runs, indent=1))
+                print(f"  [{i}/{len(todo)}] {r['key']}: {r['status']} {r['metric']} ({r['wall_s']:.0f} s)",
+                      file=sys.stderr, flush=True)
+                if on_run is not None:
+                    on_run(runs)
+    return runs

@@ -21,17 +21,15 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import ROOT, table, update_section  # noqa: E402
+import _common  # noqa: E402
+from _common import table, update_section  # noqa: E402
 
 WORK = HERE / ".transfer_real"
 DB = f"sqlite:///{WORK / 'sweep.db'}"
@@ -68,50 +66,18 @@ def recipe_path() -> Path:
 
 
 def mutransfer(*args: str) -> str:
-    exe = Path(sys.executable).parent / "mutransfer"
-    res = subprocess.run([str(exe), *args, "--db", DB], capture_output=True, text=True, cwd=ROOT)
-    if res.returncode != 0:
-        raise SystemExit(f"mutransfer {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res.stdout
-
-
-def _train_one(job: dict[str, Any]) -> dict[str, Any]:
-    """One width-512 trial in a worker process (one thread: two of them share the two cores)."""
-    from mutransfer.plan import spec_for
-    from mutransfer.recipe import load_recipe
-    from mutransfer.train import train
-
-    recipe = load_recipe(job["recipe"])
-    scale = recipe.scales.base.model_copy(update={"width": TARGET_WIDTH})
-    spec = replace(spec_for(recipe, job["param"], scale, 0, 0, {"lr": job["lr"]}), seed=job["seed"], key=job["key"])
-    t = time.perf_counter()
-    res = train(spec, lambda _point: None, threads=1)
-    return {"key": job["key"], "param": job["param"], "lr": job["lr"], "seed": job["seed"], "status": res.status,
-            "metric": res.metric, "flops": res.flops, "wall_s": time.perf_counter() - t}
+    return _common.mutransfer(DB, *args)
 
 
 def run_key(param: str, lr: float, seed: int) -> str:
-    return f"{param}/lr{lr:.6g}/s{seed}"
+    return _common.run_key(param, {"lr": lr}, seed)
 
 
 def train_at_target(jobs: list[tuple[str, float]], workers: int, on_run: Any = None) -> dict[str, Any]:
     """Train the (parametrization, lr) jobs at width 512, each with every seed, in order; `on_run(runs)` after
     each one (the section is rewritten as results arrive: an interrupted run still leaves what it measured)."""
-    runs = json.loads(RUNS.read_text()) if RUNS.exists() else {}
-    todo = [{"key": run_key(p, lr, s), "param": p, "lr": lr, "seed": s, "recipe": str(recipe_path())}
-            for p, lr in jobs for s in SEEDS if run_key(p, lr, s) not in runs]
-    todo = list({j["key"]: j for j in todo}.values())
-    if todo:
-        print(f"training {len(todo)} width-{TARGET_WIDTH} runs on {workers} workers", file=sys.stderr, flush=True)
-        with ProcessPoolExecutor(workers) as pool:
-            for i, r in enumerate(pool.map(_train_one, todo), 1):
-                runs[r["key"]] = r
-                RUNS.write_text(json.dumps(runs, indent=1))  # after every run: an interrupted scan resumes
-                print(f"  [{i}/{len(todo)}] {r['key']}: {r['status']} {r['metric']} ({r['wall_s']:.0f} s)",
-                      file=sys.stderr, flush=True)
-                if on_run is not None:
-                    on_run(runs)
-    return runs
+    return _common.train_at_width([(p, {"lr": lr}) for p, lr in jobs], recipe=recipe_path(), width=TARGET_WIDTH,
+                                  seeds=SEEDS, runs_path=RUNS, workers=workers, on_run=on_run)
 
 
 def seed_spread(runs: dict[str, Any], param: str, lr: float) -> str:

@@ -23,14 +23,13 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import ROOT, table, update_section  # noqa: E402
+import _common  # noqa: E402
+from _common import ROOT, run_key, table, train_at_width, update_section  # noqa: E402
 
 WORK = HERE / ".transfer_tuned"
 DB = f"sqlite:///{WORK / 'sweep.db'}"
@@ -67,48 +66,7 @@ def recipe_path() -> Path:
 
 
 def mutransfer(*args: str) -> str:
-    exe = Path(sys.executable).parent / "mutransfer"
-    res = subprocess.run([str(exe), *args, "--db", DB], capture_output=True, text=True, cwd=ROOT)
-    if res.returncode != 0:
-        raise SystemExit(f"mutransfer {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n"
-                         f"{res.stderr[-3000:]}")
-    return res.stdout
-
-
-def run_key(param: str, hp: dict[str, float], seed: int) -> str:
-    return f"{param}/" + "/".join(f"{k}{v:.5g}" for k, v in sorted(hp.items())) + f"/s{seed}"
-
-
-def _train_one(job: dict[str, Any]) -> dict[str, Any]:
-    """One width-512 trial in a worker process (one thread: two of them share the two cores)."""
-    from mutransfer.plan import spec_for
-    from mutransfer.recipe import load_recipe
-    from mutransfer.train import train
-
-    recipe = load_recipe(job["recipe"])
-    scale = recipe.scales.base.model_copy(update={"width": TARGET_WIDTH})
-    spec = replace(spec_for(recipe, job["param"], scale, 0, 0, job["hp"]), seed=job["seed"], key=job["key"])
-    t = time.perf_counter()
-    res = train(spec, lambda _point: None, threads=1)
-    return {"key": job["key"], "param": job["param"], "hp": job["hp"], "seed": job["seed"], "status": res.status,
-            "metric": res.metric, "flops": res.flops, "wall_s": time.perf_counter() - t}
-
-
-def train_at_target(jobs: list[tuple[str, dict[str, float]]], workers: int, on_run: Any) -> dict[str, Any]:
-    runs = json.loads(RUNS.read_text()) if RUNS.exists() else {}
-    todo = [{"key": run_key(p, hp, s), "param": p, "hp": hp, "seed": s, "recipe": str(recipe_path())}
-            for p, hp in jobs for s in SEEDS if run_key(p, hp, s) not in runs]
-    todo = list({j["key"]: j for j in todo}.values())
-    if todo:
-        print(f"training {len(todo)} width-{TARGET_WIDTH} runs on {workers} workers", file=sys.stderr, flush=True)
-        with ProcessPoolExecutor(workers) as pool:
-            for i, r in enumerate(pool.map(_train_one, todo), 1):
-                runs[r["key"]] = r
-                RUNS.write_text(json.dumps(runs, indent=1))
-                print(f"  [{i}/{len(todo)}] {r['key']}: {r['status']} {r['metric']} ({r['wall_s']:.0f} s)",
-                      file=sys.stderr, flush=True)
-                on_run(runs)
-    return runs
+    return _common.mutransfer(DB, *args)
 
 
 def mean_metric(runs: dict[str, Any], param: str, hp: dict[str, float]) -> tuple[float | None, str]:
@@ -152,7 +110,8 @@ def main() -> None:
     fit["guard"] = guard
     jobs = [(p, hp) for p, hp in exported.items()] + [("sp", {"lr": lr}) for lr in SP_SCAN]
     write = lambda runs: report(fit, exported, intervals, runs, t0)  # noqa: E731
-    runs = train_at_target(jobs, args.workers, write)
+    runs = train_at_width(jobs, recipe=path, width=TARGET_WIDTH, seeds=SEEDS, runs_path=RUNS, workers=args.workers,
+                          on_run=write)
     write(runs)
 
 
