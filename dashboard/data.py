@@ -143,40 +143,33 @@ def exports(url: str, sweep_id: int) -> list[ExportInfo]:
     return store(url).exports(sweep_id)
 
 
+@dataclass(frozen=True)
+class ExportTexts:
+    texts: dict[str, str]  # format -> what `mutransfer export --format` writes, or UNAVAILABLE + the reason
+    parametrization: str
+    problem: str | None  # the extrapolation guard's refusal: the texts are what --allow-extrapolation writes
+
+
 @st.cache_data(ttl=300, show_spinner="Building the target config…", max_entries=32)
-def export_texts(url: str, sweep_id: int, stamp: tuple[Any, ...], parametrization: str,
-                 param_groups: bool) -> dict[str, str]:
-    """The target config of the sweep in each format, as `mutransfer export` writes it (not stored)."""
-    from mutransfer.export import export_config, render
+def export_texts(url: str, sweep_id: int, stamp: tuple[Any, ...], parametrization: str) -> ExportTexts:
+    """The target config of the sweep in each format, exactly as `mutransfer export` writes it (mutransfer.api;
+    built from the latest stored fit, else one computed here; nothing is stored)."""
+    from mutransfer import api
+    from mutransfer.errors import UsageError
+    from mutransfer.launchers import FORMATS
 
-    sweep = next((s for s in list_sweeps(url) if s.id == sweep_id), None)
-    if sweep is None:
-        raise Problem(f"There is no sweep with id {sweep_id} any more.")
-    info = fit(url, sweep_id, stamp, sweep.recipe_json)
-    if info is None:
-        raise Problem(f"Sweep {sweep.name!r} has no completed trial: there is no fit to export yet.")
-    r = recipe(sweep.recipe_json)
-    groups = None
-    if param_groups:
-        from mutransfer.export import target_build_config
-        from mutransfer.proxy import describe_groups  # imports torch: only when asked
-
-        groups = describe_groups(target_build_config(r, parametrization, info.result), r.model.family,
-                                 r.train.optimizer)
-    config = export_config(r, info.result, sweep_name=sweep.name, sweep_id=sweep.id, recipe_hash=sweep.recipe_hash,
-                           param_groups=groups, parametrization=parametrization)
-    from mutransfer.launchers import FORMATS, LauncherError, render_format
-
-    # Every format `mutransfer export --format` writes; a launcher that cannot take this model (e.g. a GPT-only
-    # format for an MLP, a target without training tokens) gets the one-line reason instead of a text.
-    texts: dict[str, str] = {fmt: render(config, fmt) for fmt in ("yaml", "json")}  # type: ignore[arg-type]
+    try:
+        exp = api.export(store(url), sweep_id, parametrization=parametrization, allow_extrapolation=True,
+                         save=False)
+    except UsageError as e:
+        raise Problem(str(e)) from None
+    texts: dict[str, str] = {}
     for fmt in FORMATS:
-        if fmt not in texts:
-            try:
-                texts[fmt] = render_format(config, fmt)
-            except LauncherError as e:
-                texts[fmt] = f"{UNAVAILABLE}{e}"
-    return texts
+        try:
+            texts[fmt] = api.render(exp, fmt)
+        except UsageError as e:  # a launcher that cannot take this model says why in one line
+            texts[fmt] = f"{UNAVAILABLE}{e}"
+    return ExportTexts(texts, exp.parametrization, exp.problem)
 
 
 UNAVAILABLE = "unavailable: "

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from mutransfer.errors import MutransferError, UsageError
 from mutransfer.recipe import RecipeError, load_recipe
 
 app = typer.Typer(
@@ -30,8 +31,8 @@ DbOpt = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit code 2."""
+# A mistake the user can fix: printed as one line, exit code 2.
+UserError = UsageError
 
 
 def _user_errors(fn: F) -> F:
@@ -40,7 +41,7 @@ def _user_errors(fn: F) -> F:
         from mutransfer.check import CheckError
         from mutransfer.store import StoreError
 
-        errors: tuple[type[BaseException], ...] = (UserError, RecipeError, StoreError, CheckError)
+        errors: tuple[type[BaseException], ...] = (MutransferError, RecipeError, StoreError, CheckError)
         try:
             from mutransfer.data import DataError
             from mutransfer.sweep import SweepError
@@ -59,32 +60,15 @@ def _user_errors(fn: F) -> F:
 
 
 def _store(db: str | None, *, upgrade: bool = True) -> Any:
-    from mutransfer.store import Store, default_url
+    from mutransfer.api import open_store
 
-    return Store.open(db or default_url(), upgrade=upgrade)
+    return open_store(db, upgrade=upgrade)
 
 
 def _sweep(store: Any, ref: str) -> Any:
-    sweep = store.get_sweep(ref)
-    if sweep is None:
-        names = ", ".join(s.name for s in store.list_sweeps()[:10]) or "none yet"
-        raise UserError(f"no sweep {ref!r} in the database (sweeps: {names}); `mutransfer ls` lists them")
-    return sweep
+    from mutransfer.api import get_sweep
 
-
-def _parametrization(recipe: Any, sweep_name: str, given: str | None) -> str:
-    """--parametrization, checked against the sweep's; by default mup when the sweep has it."""
-    params = recipe.model.parametrizations
-    param = given or ("mup" if "mup" in params else params[0])
-    if param not in params:
-        raise UserError(f"--parametrization: sweep {sweep_name!r} has {', '.join(params)}, not {param!r}")
-    return param
-
-
-def _recipe_of(sweep: Any) -> Any:
-    from mutransfer.recipe import Recipe
-
-    return Recipe.model_validate_json(sweep.recipe_json)
+    return get_sweep(store, ref)
 
 
 def _console() -> Any:
@@ -142,21 +126,17 @@ def coord_check(
     from rich.markup import escape
     from rich.table import Table
 
-    from mutransfer.check import KIND, KIND_DEPTH, parse_depths, parse_widths, run_coord_check, save_figure
+    from mutransfer import api
+    from mutransfer.check import parse_depths, parse_widths, save_figure
 
-    if widths is not None and depths is not None:
-        raise UserError("--widths, --depths: give one of them (a check varies width or depth, not both)")
-    r = load_recipe(recipe)
-    params = r.model.parametrizations
-    param = parametrization or ("mup" if "mup" in params else params[0])
-    if param not in ("mup", "sp"):
-        raise UserError(f"--parametrization: use mup or sp, not {param!r}")
     ws = parse_widths(widths) if widths else None
     ds = parse_depths(depths) if depths is not None else None
+    r = load_recipe(recipe)
     axis = "depth" if ds is not None else "width"
     out = output or Path(f"{r.name}-coord-check{'-depth' if ds is not None else ''}.html")
     st = _store(db) if store else None  # a bad --db fails now, not after the check
-    rep = run_coord_check(r, param, ws, depths=ds, steps=steps, lr=lr)
+    done = api.coord_check(r, parametrization, widths=ws, depths=ds, steps=steps, lr=lr, store=st)
+    rep, param = done.report, done.report.parametrization
     c = _console()
     colors = {"flat": "green", "blows up": "red", "vanishes": "yellow", "non-finite": "red", "unchanged": "dim"}
     if ds is not None:
@@ -186,12 +166,8 @@ def coord_check(
     except OSError as e:
         raise UserError(f"-o: cannot write {out}: {e.strerror}") from None
     c.print(f"plot: {out} ({rep.seconds:.1f}s)")
-    if st is not None:
-        found = st.get_sweep(r.name) if r.name else None
-        sweep_id = found.id if found is not None and found.recipe_hash == r.hash() else None
-        kind = KIND_DEPTH if ds is not None else KIND
-        check_id = st.save_check(sweep_id, kind, param, rep.passed, rep.summary(), rep.to_dict())
-        c.print(f"stored as check {check_id}" + (f" of sweep {found.name}" if sweep_id is not None else "")
+    if done.check_id is not None:
+        c.print(f"stored as check {done.check_id}" + (f" of sweep {done.sweep_name}" if done.sweep_name else "")
                 + f" in {st.masked_url}")
     if not rep.passed:
         raise typer.Exit(1)
@@ -213,48 +189,12 @@ def sweep(
 
     First, for a µP recipe, the coordinate check (`mutransfer coord-check`): a model that fails it is refused.
     """
-    r = load_recipe(recipe)
-    if name:
-        from mutransfer.recipe import Recipe
+    from mutransfer import api
 
-        try:
-            r = Recipe.model_validate({**r.model_dump(), "name": name})
-        except Exception:
-            raise UserError(f"--name: {name!r} is not a valid sweep name (letters, digits, '-', '_', '.')") from None
-    from mutransfer.data import load_dataset
-
-    dataset = load_dataset(r.data, r.model)  # bad data fails here, before anything is written
-    for point in r.scales.points():
-        dataset.check(point.seq_len)
     store = _store(db)
-    # Before Ray starts and before anything is written: a refused sweep leaves no row behind.
-    checks = [] if skip_check else _coord_gate(r, recipe, dataset)
-    from mutransfer.sweep import run_sweep
-
-    text = recipe.read_text(encoding="utf-8")
-    typer.echo(f"sweep {r.name!r} -> {store.masked_url}", err=True)
-    summary = run_sweep(r, store, recipe_text=text, address=address, progress=not quiet, checks=checks)
+    summary = api.sweep(recipe, store=store, name=name, address=address, progress=not quiet, check=not skip_check,
+                        notify=lambda line: typer.echo(line, err=True))
     _print_summary(summary)
-
-
-def _coord_gate(r: Any, recipe_path: Path, dataset: Any) -> list[Any]:
-    """The coordinate check of each µP parametrization; a failure refuses the sweep (exit 2, one line)."""
-    from mutransfer.check import KIND, run_coord_check
-    from mutransfer.store import CheckRecord
-
-    records = []
-    for param in r.model.parametrizations:
-        if param != "mup":
-            continue  # SP is expected to blow up: nothing to gate
-        rep = run_coord_check(r, param, dataset=dataset)
-        if not rep.passed:
-            raise UserError(rep.headline(str(recipe_path)))
-        worst = max((abs(x.slope) for x in rep.layers if x.verdict == "flat"), default=0.0)
-        typer.echo(f"coordinate check ({param}): passed, every layer flat in width (|slope| <= {worst:.2f}, "
-                   f"widths {rep.widths[0]}..{rep.widths[-1]}, {rep.seconds:.1f}s)", err=True)
-        records.append(CheckRecord(kind=KIND, parametrization=param, passed=rep.passed, summary=rep.summary(),
-                                   result=rep.to_dict()))
-    return records
 
 
 def _print_summary(summary: Any) -> None:
@@ -365,49 +305,17 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
         seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the fit and the compute as JSON.")] = False) -> None:
     """Fit the optimum per scale point and the transfer law per axis; store and print it, with what it cost."""
-    from mutransfer.fit import fit_sweep
+    from mutransfer import api
 
-    store = _store(db)
-    s = _sweep(store, sweep)
-    frame = _completed_frame(store, s)
-    recipe = _recipe_of(s)
-    result = fit_sweep(frame, recipe, seed=seed)
-    compute = _compute(frame, recipe, result)  # before storing: a target that cannot be built stores nothing
-    fit_id = store.save_fit(s.id, result.to_dict())
+    f = api.fit(_store(db), sweep, seed=seed)
     if as_json:
         from mutransfer.export import _clean
 
-        doc = {"fit_id": fit_id, "sweep": {"id": s.id, "name": s.name}, "fit": result.to_dict(),
-               "compute": compute.to_dict()}
+        doc = {"fit_id": f.fit_id, "sweep": {"id": f.sweep.id, "name": f.sweep.name}, "fit": f.result.to_dict(),
+               "compute": f.compute.to_dict() if f.compute is not None else None}
         sys.stdout.write(json.dumps(_clean(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         return
-    _print_fit(result, s.name, fit_id, compute)
-
-
-def _compute(frame: Any, recipe: Any, result: Any) -> Any:
-    """The sweep's FLOPs against the target's 6·N·D (mutransfer.compute); the target is built on meta."""
-    from mutransfer.compute import compute_report
-
-    try:
-        return compute_report(frame, recipe, fit=result)
-    except (ValueError, TypeError, RuntimeError) as e:
-        # A target the builder refuses (e.g. a size it cannot make) is the recipe's problem: say which field.
-        raise UserError(f"target: cannot build the target to count its parameters: {str(e).splitlines()[0]}") \
-            from None
-
-
-def _completed_frame(store: Any, s: Any) -> Any:
-    """The sweep's trials, or a one-line reason why there is nothing to fit."""
-    frame = store.trials_frame(s.id)
-    if len(frame) and (frame["status"] == "completed").any():
-        return frame
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    finished = sum(counts.get(k, 0) for k in ("diverged", "failed"))
-    if finished and finished == len(frame):
-        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        raise UserError(f"sweep {s.name!r} has no completed trial ({detail}): lower the top of the learning-rate "
-                        "range (diverged) or see `mutransfer show` for the errors (failed)")
-    raise UserError(f"sweep {s.name!r} has no completed trial yet: run `mutransfer sweep` on its recipe first")
+    _print_fit(f.result, f.sweep.name, f.fit_id, f.compute)
 
 
 def _print_fit(result: Any, name: str, fit_id: int, compute: Any = None) -> None:
@@ -447,61 +355,19 @@ def export(
     db: DbOpt = None,
 ) -> None:
     """Write the tuned config for the recipe's target model, as a config file or a launcher's format."""
-    from mutransfer.export import (
-        choice_of,
-        data_sizes,
-        default_parametrization,
-        export_config,
-        extrapolation_problem,
-        target_build_config,
-    )
-    from mutransfer.fit import FitResult, fit_sweep
-    from mutransfer.launchers import FORMATS, LauncherError, hf_files, render_format
+    from mutransfer import api
 
-    if fmt not in FORMATS:
-        raise UserError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
     store = _store(db)
-    s = _sweep(store, sweep)
-    recipe = _recipe_of(s)
-    if parametrization is not None:
-        _parametrization(recipe, s.name, parametrization)
-    if fmt not in ("yaml", "json") and recipe.model.family != "gpt":
-        # Before any work: these launchers train a GPT; say so in one line.
-        raise UserError(f"--format: {fmt} describes a GPT, and sweep {s.name!r} is a {recipe.model.family!r} "
-                        "model: use --format yaml or json")
-    latest = store.latest_fit(s.id)
-    fit_id: int | None = None
-    if latest is None:
-        result = fit_sweep(_completed_frame(store, s), recipe)
-    else:
-        fit_id, data = latest
-        result = FitResult.from_dict(data)
-    # Not told which: the parametrization predicted to train the better target (else µP), and why.
-    param = parametrization or default_parametrization(result)
-    if parametrization is None and len(result.parametrizations) > 1:
-        typer.echo(f"exporting {param}: {choice_of(result, param)['why']}", err=True)
-    problem = extrapolation_problem(recipe, result, param)
-    if problem is not None and not allow_extrapolation:
-        raise UserError(problem)  # before anything is stored
-    if fit_id is None:
-        fit_id = store.save_fit(s.id, result.to_dict())
-    cfg = target_build_config(recipe, param, result)
-    groups = _param_groups(recipe, param, result, cfg)
-    compute = _compute(store.trials_frame(s.id), recipe, result)
-    config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
-                           param_groups=groups, parametrization=param, data_sizes=data_sizes(cfg),
-                           compute=compute.to_dict())
-    if problem is not None:
-        config["extrapolation"] = {"allowed": True, "problem": problem}  # --allow-extrapolation: said in the file
-    try:
-        text = render_format(config, fmt, nproc=nproc_per_node, micro_batch_size=micro_batch_size)
-        files = hf_files(config, nproc=nproc_per_node, micro_batch_size=micro_batch_size) \
-            if fmt == "hf" and output is not None else None
-    except LauncherError as e:
-        raise UserError(str(e)) from None
-    store.save_export(s.id, fit_id, fmt, text)
+    api.check_format(api.get_sweep(store, sweep), fmt)  # before any work
+    exp = api.export(store, sweep, parametrization=parametrization, allow_extrapolation=allow_extrapolation)
+    if exp.why is not None:
+        typer.echo(f"exporting {exp.parametrization}: {exp.why}", err=True)
+    text = api.render(exp, fmt, nproc=nproc_per_node, micro_batch_size=micro_batch_size)
+    files = api.render_files(exp, fmt, nproc=nproc_per_node, micro_batch_size=micro_batch_size) \
+        if fmt == "hf" and output is not None else None
+    store.save_export(exp.sweep.id, exp.fit_id, fmt, text)
     if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(text)
         return
     try:
         if files is not None:
@@ -514,17 +380,7 @@ def export(
     except OSError as e:
         raise UserError(f"-o: cannot write {output}: {e.strerror}") from None
     what = f"{', '.join(files)} in {output}" if files is not None else str(output)
-    typer.echo(f"wrote {what} ({fmt}, sweep {s.name}, fit {fit_id})", err=True)
-
-
-def _param_groups(recipe: Any, parametrization: str, fit: Any, cfg: Any = None) -> list[dict[str, Any]]:
-    """Per-parameter-group LR and init at the target size, from the target built on the meta device."""
-    from mutransfer.export import target_build_config
-    from mutransfer.proxy import describe_groups
-
-    if cfg is None:
-        cfg = target_build_config(recipe, parametrization, fit)
-    return describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
+    typer.echo(f"wrote {what} ({fmt}, sweep {exp.sweep.name}, fit {exp.fit_id})", err=True)
 
 
 @app.command()
@@ -582,47 +438,31 @@ def verify(
 ) -> None:
     """Train the transferred value and its neighbours at a size larger than any proxy; say if the transfer held.
     A sweep of both parametrizations verifies both (unless --parametrization), and compares them side by side."""
-    from mutransfer.fit import FitResult, fit_sweep
-    from mutransfer.sweep import run_specs
-    from mutransfer.verify import parse_factors, plan_verification, report, side_by_side, verify_scale
-
-    store = _store(db)
-    s = _sweep(store, sweep)
-    recipe = _recipe_of(s)
-    params = [_parametrization(recipe, s.name, parametrization)] if parametrization else \
-        list(recipe.model.parametrizations)
-    sizes = {k: v for k, v in {"width": width, "depth": depth, "batch_size": batch_size, "seq_len": seq_len}.items()
-             if v is not None}
-    scale = verify_scale(recipe, sizes)
-    latest = store.latest_fit(s.id)
-    result = FitResult.from_dict(latest[1]) if latest else fit_sweep(_completed_frame(store, s), recipe)
-    plans = {p: plan_verification(recipe, result, scale, parametrization=p, hparam=hparam,
-                                  factors=parse_factors(factors), repeats=repeats) for p in params}
-    specs = [x for p in params for x in plans[p]]
-    shown = ", ".join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))
-    typer.echo(f"verify {s.name}: {len(specs)} trials at {scale.tag()} ({', '.join(params)}), {hparam} x {shown}",
-               err=True)
-    run_specs(recipe, store, s.id, specs, role="verify", address=address, progress=not quiet)
     from rich.table import Table
 
+    from mutransfer import api
+    from mutransfer.verify import parse_factors
+
+    sizes = {k: v for k, v in {"width": width, "depth": depth, "batch_size": batch_size, "seq_len": seq_len}.items()
+             if v is not None}
+    store = _store(db)
+    metric = api.get_sweep(store, sweep).metric_name
+    v = api.verify(store, sweep, sizes=sizes, hparam=hparam, factors=parse_factors(factors), repeats=repeats,
+                   parametrization=parametrization, address=address, progress=not quiet,
+                   notify=lambda line: typer.echo(line, err=True))
     c = _console()
-    frame = store.trials_frame(s.id)
-    reports = []
-    for p in params:
-        rep = report(frame, plans[p], hparam)
-        reports.append(rep)
+    for rep in v.reports:
         t = Table(title=f"verification at {rep.scale} ({rep.parametrization})")
-        for col in ("factor", hparam, s.metric_name, "status"):
+        for col in ("factor", hparam, metric, "status"):
             t.add_column(col)
         for row in rep.rows:
             t.add_row(f"x{row.factor:g}" + (" (transferred)" if row.factor == 1.0 else ""), f"{row.value:.4g}",
                       f"{row.metric:.4f}" if row.metric is not None else "-", row.statuses)
         c.print(t)
         c.print(rep.summary())
-        store.save_check(s.id, "verify", p, rep.transferred_is_best, rep.summary(), rep.to_dict())
-    if len(reports) > 1:
-        rows, line = side_by_side(reports, result, scale)
-        t = Table(title=f"the transferred configs side by side at {scale.tag()}")
+    if v.side_by_side is not None:
+        rows, line = v.side_by_side
+        t = Table(title=f"the transferred configs side by side at {v.scale.tag()}")
         for col in rows[0]:
             t.add_column(col)
         for r in rows:

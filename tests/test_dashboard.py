@@ -245,7 +245,7 @@ def _specs(at) -> list[dict]:  # type: ignore[no-untyped-def]
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
-def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url, seeded = demo
     at = _app(url, monkeypatch, sweep="good")
     _clean(at)
@@ -308,6 +308,22 @@ def test_pages_on_a_good_sweep(demo: tuple[str, dict], monkeypatch: pytest.Monke
     # The launcher formats are tabs too; this sweep is an MLP, so the GPT launchers say why they are missing.
     infos = " ".join(str(i.value) for i in at.info)
     assert "No nanoGPT config for this sweep" in infos and "describes a GPT" in infos
+    # One export path: the page shows what `mutransfer export` writes, byte for byte but the timestamp (on a copy
+    # of the database: the command stores what it writes, the dashboard must not).
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(Path(url.removeprefix("sqlite:///")).read_bytes())
+    from typer.testing import CliRunner
+
+    from mutransfer.cli import app as cli
+
+    def undated(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if not line.strip().startswith(("created:", '"created"')))
+
+    for fmt, text in (("yaml", yaml_text), ("json", json_text)):
+        out = CliRunner().invoke(cli, ["export", "good", "--db", f"sqlite:///{copy}", "--format", fmt,
+                                       "--parametrization", "mup", "--allow-extrapolation"])
+        assert out.exit_code == 0, out.output
+        assert undated(out.stdout) == undated(text), fmt
     at.radio[0].set_value("sp").run()
     _clean(at)
     assert json.loads(at.code[1].value)["parametrization"] == "sp"

@@ -13,28 +13,25 @@ ui.require_completed(sweep, trials)
 params = list(recipe.model.parametrizations)
 param = st.radio("Parametrization", params, horizontal=True, format_func=figures.param_label) \
     if len(params) > 1 else params[0]
-groups = st.checkbox(
-    "Include per-parameter-group values", value=False,
-    help="Builds the target model on PyTorch's meta device to list each parameter group's learning rate and "
-         "init; the first time takes a few seconds (PyTorch is imported).",
-)
-if not groups:
-    st.caption("Without per-parameter-group values the config states µP's rules per kind of parameter (hidden, "
-               "vector-like, readout), which is enough to reproduce it; `mutransfer export` always adds the groups.")
 try:
-    texts = data.export_texts(ui.url(), sweep.id, data.progress_stamp(sweep), param, groups)
+    built = data.export_texts(ui.url(), sweep.id, data.progress_stamp(sweep), param)
 except data.Problem:
     raise
 except (ValueError, KeyError, ImportError, OSError, RuntimeError) as e:
     ui.say(f"The config could not be built ({type(e).__name__}: {e}).")
-st.caption("Built from the latest fit when one is stored, else from a fit made here; it is not stored (the "
-           "`mutransfer export` command stores what it writes).")
+texts = built.texts
+if built.problem is not None:
+    st.warning(f"`mutransfer export` refuses this config: {built.problem} What is shown is what "
+               "`--allow-extrapolation` writes (the file says so under `extrapolation`).")
+st.caption("Exactly what `mutransfer export --format ...` writes, from the latest fit when one is stored, else from "
+           "a fit made here; it is not stored (the command stores what it writes).")
 # What each format is for, and the file it is saved as (see the README's Launchers section).
 FORMATS = {
     "yaml": ("YAML", "the full config: provenance, hyperparameters with intervals, µP rules, compute", "yaml",
              "application/x-yaml"),
     "json": ("JSON", "the same as YAML, for machines", "json", "application/json"),
     "nanogpt": ("nanoGPT", "a config file for nanoGPT's train.py (`python train.py config.py`)", "py", "text/x-python"),
+    "nanogpt-mup": ("nanoGPT-mup", "a config file for EleutherAI/nanoGPT-mup's train.py", "py", "text/x-python"),
     "hf": ("Hugging Face", "TrainingArguments and a GPT-2 model config, one JSON with both", "json",
            "application/json"),
     "torchrun": ("torchrun", "a command line for nanoGPT's train.py under torchrun", "sh", "text/x-sh"),
@@ -52,7 +49,7 @@ for tab, fmt in zip(st.tabs([FORMATS[f][0] for f in shown]), shown, strict=True)
         st.caption(what)
         st.download_button(f"Download {label}", text, file_name=f"{sweep.name}-{param}-{fmt}.{ext}", mime=mime,
                            key=f"dl-{fmt}")
-        st.code(text, language={"nanogpt": "python", "torchrun": "bash", "megatron": "bash", "hf": "json"}.get(
+        st.code(text, language={"nanogpt": "python", "nanogpt-mup": "python", "torchrun": "bash", "megatron": "bash", "hf": "json"}.get(
             fmt, fmt))
 
 stored = data.exports(ui.url(), sweep.id)

@@ -1,0 +1,373 @@
+"""The Python API: one function per step of the pipeline, called by the `mutransfer` commands and the dashboard
+alike (neither assembles a pipeline of its own).
+
+    import mutransfer.api as mt
+
+    store = mt.open_store("sqlite:///mutransfer.db")
+    mt.sweep("recipes/quickstart.yaml", store=store)           # Ray Tune; every trial lands in the store
+    fitted = mt.fit(store, "quickstart")                        # the joint model, stored as a fit
+    exp = mt.export(store, "quickstart")                        # the target's config (guarded, see below)
+    print(mt.render(exp, "megatron"))                           # in a launcher's format
+
+User mistakes raise `mutransfer.errors.UsageError` (or the recipe's, store's, data's own errors), each with a
+one-line message; nothing is written to the store before the inputs have been checked. Heavy libraries (torch,
+Ray) are imported inside the functions that use them: `import mutransfer` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mutransfer.errors import UsageError
+from mutransfer.recipe import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from mutransfer.check import CoordCheckReport
+    from mutransfer.compute import ComputeReport
+    from mutransfer.fit import FitResult
+    from mutransfer.recipe import Scale
+    from mutransfer.store import Store, SweepInfo
+    from mutransfer.sweep import SweepSummary
+    from mutransfer.verify import VerifyReport
+
+__all__ = [
+    "CoordCheck", "Export", "Fitted", "Verification", "check_format", "coord_check", "export", "fit", "get_sweep",
+    "latest_fit", "open_store",
+    "recipe_of", "render", "render_files", "sweep", "verify",
+]
+
+Notify = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+def open_store(db: str | None = None, *, upgrade: bool = True) -> Store:
+    """The store at `db` (sqlite:///file.db, postgresql://...; default $MUTRANSFER_DB or ./mutransfer.db).
+    `upgrade=False` opens it read-only as far as the schema goes (the dashboard)."""
+    from mutransfer.store import Store, default_url
+
+    return Store.open(db or default_url(), upgrade=upgrade)
+
+
+def get_sweep(store: Store, ref: str | int) -> SweepInfo:
+    """The sweep with this id or name, or a UsageError that lists the sweeps there are."""
+    found = store.get_sweep(str(ref))
+    if found is None:
+        names = ", ".join(s.name for s in store.list_sweeps()[:10]) or "none yet"
+        raise UsageError(f"no sweep {str(ref)!r} in the database (sweeps: {names}); `mutransfer ls` lists them")
+    return found
+
+
+def recipe_of(sweep: SweepInfo) -> Recipe:
+    """The recipe a sweep was run with, as it was validated then."""
+    return Recipe.model_validate_json(sweep.recipe_json)
+
+
+def _parametrization(recipe: Recipe, sweep_name: str, given: str | None) -> str:
+    params = recipe.model.parametrizations
+    param = given or ("mup" if "mup" in params else params[0])
+    if param not in params:
+        raise UsageError(f"--parametrization: sweep {sweep_name!r} has {', '.join(params)}, not {param!r}")
+    return param
+
+
+def _recipe(recipe: Recipe | str | Path, name: str | None = None) -> tuple[Recipe, str]:
+    """The recipe and its text (what the store keeps), from a path or a validated `Recipe`."""
+    import yaml
+
+    if isinstance(recipe, Recipe):
+        r, text = recipe, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    else:
+        r, text = load_recipe(Path(recipe)), Path(recipe).read_text(encoding="utf-8")
+    if name:
+        try:
+            r = Recipe.model_validate({**r.model_dump(), "name": name})
+        except Exception:
+            raise UsageError(f"--name: {name!r} is not a valid sweep name (letters, digits, '-', '_', '.')") from None
+    return r, text
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+@dataclass(frozen=True)
+class CoordCheck:
+    report: CoordCheckReport
+    check_id: int | None  # None: not stored
+    sweep_name: str | None  # the sweep it was stored with, if the recipe has one in the store
+
+
+def coord_check(recipe: Recipe | str | Path, parametrization: str | None = None, *,
+                widths: Sequence[int] | None = None, depths: Sequence[int] | None = None, steps: int = 3,
+                lr: float | None = None, store: Store | None = None) -> CoordCheck:
+    """Train the recipe's model a few steps at several widths (or depths) and judge each layer; stored in `store`
+    when given (with the recipe's sweep when the store has it)."""
+    from mutransfer.check import KIND, KIND_DEPTH, run_coord_check
+
+    if widths is not None and depths is not None:
+        raise UsageError("--widths, --depths: give one of them (a check varies width or depth, not both)")
+    r, _ = _recipe(recipe)
+    params = r.model.parametrizations
+    param = parametrization or ("mup" if "mup" in params else params[0])
+    if param not in ("mup", "sp"):
+        raise UsageError(f"--parametrization: use mup or sp, not {param!r}")
+    rep = run_coord_check(r, param, widths, depths=depths, steps=steps, lr=lr)
+    if store is None:
+        return CoordCheck(rep, None, None)
+    found = store.get_sweep(r.name) if r.name else None
+    sweep_id = found.id if found is not None and found.recipe_hash == r.hash() else None
+    kind = KIND_DEPTH if depths is not None else KIND
+    check_id = store.save_check(sweep_id, kind, param, rep.passed, rep.summary(), rep.to_dict())
+    return CoordCheck(rep, check_id, found.name if sweep_id is not None else None)
+
+
+def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any]:
+    """The coordinate check of each µP parametrization before a sweep; a failure refuses it."""
+    from mutransfer.check import KIND, run_coord_check
+    from mutransfer.store import CheckRecord
+
+    records = []
+    for param in r.model.parametrizations:
+        if param != "mup":
+            continue  # SP is expected to blow up: nothing to gate
+        rep = run_coord_check(r, param, dataset=dataset)
+        if not rep.passed:
+            raise UsageError(rep.headline(where))
+        worst = max((abs(x.slope) for x in rep.layers if x.verdict == "flat"), default=0.0)
+        notify(f"coordinate check ({param}): passed, every layer flat in width (|slope| <= {worst:.2f}, "
+               f"widths {rep.widths[0]}..{rep.widths[-1]}, {rep.seconds:.1f}s)")
+        records.append(CheckRecord(kind=KIND, parametrization=param, passed=rep.passed, summary=rep.summary(),
+                                   result=rep.to_dict()))
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+
+def sweep(recipe: Recipe | str | Path, *, store: Store | None = None, name: str | None = None,
+          address: str | None = None, progress: bool = False, check: bool = True,
+          notify: Notify = _quiet) -> SweepSummary:
+    """Run (or resume) the sweep of `recipe` (a YAML path or a `Recipe`) with Ray Tune. The data and, for µP, the
+    coordinate check are checked first: a refused sweep writes nothing. `address`: a Ray cluster (default: Ray in
+    this process)."""
+    from mutransfer.data import load_dataset
+    from mutransfer.sweep import run_sweep
+
+    r, text = _recipe(recipe, name)
+    dataset = load_dataset(r.data, r.model)  # bad data fails here, before anything is written
+    for point in r.scales.points():
+        dataset.check(point.seq_len)
+    store = store if store is not None else open_store()
+    checks = _coord_gate(r, str(recipe) if not isinstance(recipe, Recipe) else "recipe", dataset, notify) \
+        if check else []
+    notify(f"sweep {r.name!r} -> {store.masked_url}")
+    return run_sweep(r, store, recipe_text=text, address=address, progress=progress, checks=checks)
+
+
+# ------------------------------------------------------------------------------------------------ fit
+
+
+@dataclass(frozen=True)
+class Fitted:
+    sweep: SweepInfo
+    recipe: Recipe
+    result: FitResult
+    fit_id: int | None  # None: computed, not stored
+    compute: ComputeReport | None = None
+
+
+def _completed_frame(store: Store, s: SweepInfo) -> Any:
+    """The sweep's trials, or a one-line reason why there is nothing to fit."""
+    frame = store.trials_frame(s.id)
+    if len(frame) and (frame["status"] == "completed").any():
+        return frame
+    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+    finished = sum(counts.get(k, 0) for k in ("diverged", "failed"))
+    if finished and finished == len(frame):
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        raise UsageError(f"sweep {s.name!r} has no completed trial ({detail}): lower the top of the learning-rate "
+                         "range (diverged) or see `mutransfer show` for the errors (failed)")
+    raise UsageError(f"sweep {s.name!r} has no completed trial yet: run `mutransfer sweep` on its recipe first")
+
+
+def _compute(frame: Any, recipe: Recipe, result: FitResult) -> ComputeReport:
+    """The sweep's FLOPs against the target's 6·N·D (mutransfer.compute); the target is built on meta."""
+    from mutransfer.compute import compute_report
+
+    try:
+        return compute_report(frame, recipe, fit=result)
+    except (ValueError, TypeError, RuntimeError) as e:
+        # A target the builder refuses (e.g. a size it cannot make) is the recipe's problem: say which field.
+        raise UsageError(f"target: cannot build the target to count its parameters: {str(e).splitlines()[0]}") \
+            from None
+
+
+def fit(store: Store, sweep: str | int, *, seed: int = 0, save: bool = True) -> Fitted:
+    """Fit the sweep's trials (mutransfer.fit.fit_sweep) and, with `save`, store the fit; with its compute."""
+    from mutransfer.fit import fit_sweep
+
+    s = get_sweep(store, sweep)
+    frame = _completed_frame(store, s)
+    recipe = recipe_of(s)
+    result = fit_sweep(frame, recipe, seed=seed)
+    compute = _compute(frame, recipe, result)  # before storing: a target that cannot be built stores nothing
+    fit_id = store.save_fit(s.id, result.to_dict()) if save else None
+    return Fitted(s, recipe, result, fit_id, compute)
+
+
+def latest_fit(store: Store, sweep: str | int) -> Fitted:
+    """The sweep's latest stored fit, else one computed from its trials (not stored)."""
+    from mutransfer.fit import FitResult, fit_sweep
+
+    s = get_sweep(store, sweep)
+    recipe = recipe_of(s)
+    latest = store.latest_fit(s.id)
+    if latest is not None:
+        return Fitted(s, recipe, FitResult.from_dict(latest[1]), latest[0])
+    return Fitted(s, recipe, fit_sweep(_completed_frame(store, s), recipe), None)
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+@dataclass(frozen=True)
+class Export:
+    sweep: SweepInfo
+    recipe: Recipe
+    fit_id: int | None
+    parametrization: str
+    why: str | None  # why this parametrization, when the sweep has more than one and none was asked for
+    config: dict[str, Any]  # the export document (mutransfer.export.export_config)
+    problem: str | None = None  # the extrapolation guard's finding, exported anyway (allow_extrapolation)
+
+
+def check_format(sweep: SweepInfo, fmt: str) -> None:
+    """A UsageError, before any work, for a format that does not exist or cannot describe the sweep's model."""
+    from mutransfer.launchers import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
+    family = recipe_of(sweep).model.family
+    if fmt not in ("yaml", "json") and family != "gpt":
+        raise UsageError(f"--format: {fmt} describes a GPT, and sweep {sweep.name!r} is a {family!r} model: use "
+                         "--format yaml or json")
+
+
+def export(store: Store, sweep: str | int, *, parametrization: str | None = None,
+           allow_extrapolation: bool = False, save: bool = True) -> Export:
+    """The tuned config of the sweep's target, from its latest fit (fitted now if it has none; stored if `save`).
+
+    Not told which parametrization: the one the fit predicts trains the better target, else µP (`Export.why`
+    says). A transferred value outside the searched range or with too wide an interval raises UsageError, unless
+    `allow_extrapolation` (then the document says so under `extrapolation`)."""
+    from mutransfer.export import (
+        choice_of,
+        data_sizes,
+        default_parametrization,
+        export_config,
+        extrapolation_problem,
+        target_build_config,
+    )
+    from mutransfer.proxy import describe_groups
+
+    f = latest_fit(store, sweep)
+    s, recipe, result = f.sweep, f.recipe, f.result
+    if parametrization is not None:
+        _parametrization(recipe, s.name, parametrization)
+    param = parametrization or default_parametrization(result)
+    why = choice_of(result, param)["why"] if parametrization is None and len(result.parametrizations) > 1 else None
+    problem = extrapolation_problem(recipe, result, param)
+    if problem is not None and not allow_extrapolation:
+        raise UsageError(problem)  # before anything is stored
+    fit_id = f.fit_id
+    if fit_id is None and save:
+        fit_id = store.save_fit(s.id, result.to_dict())
+    cfg = target_build_config(recipe, param, result)
+    groups = describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
+    compute = _compute(store.trials_frame(s.id), recipe, result)
+    config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
+                           param_groups=groups, parametrization=param, data_sizes=data_sizes(cfg),
+                           compute=compute.to_dict())
+    if problem is not None:
+        config["extrapolation"] = {"allowed": True, "problem": problem}
+    return Export(s, recipe, fit_id, param, why, config, problem)
+
+
+def _config(exp: Export | dict[str, Any]) -> dict[str, Any]:
+    return exp.config if isinstance(exp, Export) else exp
+
+
+def render(exp: Export | dict[str, Any], fmt: str = "yaml", *, nproc: int = 1,
+           micro_batch_size: int | None = None) -> str:
+    """The export as text in `fmt` (mutransfer.launchers.FORMATS); a format that cannot take it raises
+    UsageError with the launcher's one-line reason. `nproc`: processes (GPUs) per node, which split the batch."""
+    from mutransfer.launchers import LauncherError, render_format
+
+    try:
+        text = render_format(_config(exp), fmt, nproc=nproc, micro_batch_size=micro_batch_size)
+    except LauncherError as e:
+        raise UsageError(str(e)) from None
+    return text if text.endswith("\n") else text + "\n"
+
+
+def render_files(exp: Export | dict[str, Any], fmt: str = "hf", *, nproc: int = 1,
+                 micro_batch_size: int | None = None) -> dict[str, Any]:
+    """A format that is several files (hf: config.json and training_args.json): file name -> JSON document."""
+    from mutransfer.launchers import LauncherError, hf_files
+
+    if fmt != "hf":
+        raise UsageError(f"--format: {fmt} is one file: use render()")
+    try:
+        return hf_files(_config(exp), nproc=nproc, micro_batch_size=micro_batch_size)
+    except LauncherError as e:
+        raise UsageError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------------ verify
+
+
+@dataclass(frozen=True)
+class Verification:
+    scale: Scale
+    hparam: str
+    reports: list[VerifyReport]
+    # With more than one parametrization: the side-by-side rows and the one-line verdict.
+    side_by_side: tuple[list[dict[str, str]], str] | None
+
+
+def verify(store: Store, sweep: str | int, *, sizes: dict[str, int] | None = None, hparam: str = "lr",
+           factors: Sequence[float] = (0.5, 2.0), repeats: int = 1, parametrization: str | None = None,
+           address: str | None = None, progress: bool = False, notify: Notify = _quiet) -> Verification:
+    """Train the transferred value (and x `factors` of it) at a size larger than any proxy (`sizes`: width,
+    depth, batch_size, seq_len; default the recipe's verification size), each parametrization of the sweep
+    unless one is given; store the trials and each parametrization's verdict as a check."""
+    from mutransfer.sweep import run_specs
+    from mutransfer.verify import plan_verification, report, side_by_side, verify_scale
+
+    f = latest_fit(store, sweep)
+    s, recipe, result = f.sweep, f.recipe, f.result
+    params = [_parametrization(recipe, s.name, parametrization)] if parametrization else \
+        list(recipe.model.parametrizations)
+    scale = verify_scale(recipe, dict(sizes or {}))
+    plans = {p: plan_verification(recipe, result, scale, parametrization=p, hparam=hparam,
+                                  factors=tuple(factors), repeats=repeats) for p in params}
+    specs = [x for p in params for x in plans[p]]
+    shown = ", ".join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))
+    notify(f"verify {s.name}: {len(specs)} trials at {scale.tag()} ({', '.join(params)}), {hparam} x {shown}")
+    run_specs(recipe, store, s.id, specs, role="verify", address=address, progress=progress)
+    frame = store.trials_frame(s.id)
+    reports = []
+    for p in params:
+        rep = report(frame, plans[p], hparam)
+        reports.append(rep)
+        store.save_check(s.id, "verify", p, rep.transferred_is_best, rep.summary(), rep.to_dict())
+    both = side_by_side(reports, result, scale) if len(reports) > 1 else None
+    return Verification(scale, hparam, reports, both)
