@@ -91,7 +91,7 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     assert m is not None, out.stdout
     value, lo, hi = map(float, m.groups())
     assert lo <= value <= hi and 1e-3 <= value <= 1.0
-    assert float(lines[1]) == pytest.approx(value, rel=1e-6)  # the export carries the fit's value
+    assert float(lines[1]) == pytest.approx(value, rel=5e-3)  # the export carries the fit's value (printed to 3 digits)
     store = mt.open_store(f"sqlite:///{tmp_path / 'api-demo.db'}")
     s = mt.get_sweep(store, "api-demo")
     assert s.status == "finished" and store.latest_fit(s.id) is not None
