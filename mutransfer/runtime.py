@@ -50,6 +50,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mutransfer.errors import MutransferError
+
 __all__ = ["Rules", "RuntimeConfigError", "apply_multipliers", "attention_scale", "branch_multiplier", "classify",
            "embedding_multiplier", "hf_optimizer", "init_", "load_rules", "make_optimizer", "param_groups",
            "prepare", "readout_multiplier"]  # and MuTrainer, a transformers.Trainer, built on first use
@@ -64,7 +66,7 @@ _ATTN_ATTRS = ("scale", "scaling", "softmax_scale")
 _KEYS = ("readout", "embedding", "query", "qkv", "hidden", "vector_like", "fixed")
 
 
-class RuntimeConfigError(ValueError):
+class RuntimeConfigError(MutransferError, ValueError):
     """A config or model the runtime cannot apply: one line saying what is wrong and what to do."""
 
 
