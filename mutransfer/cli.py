@@ -337,8 +337,8 @@ def _print_fit(result: Any, name: str, fit_id: int, compute: Any = None) -> None
 @_user_errors
 def export(
     sweep: Annotated[str, typer.Argument(help="Sweep id or name.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml, json, nanogpt, hf, torchrun, litgpt or "
-                                                            "megatron (see the README).")] = "yaml",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml, json, nanogpt, nanogpt-mup, hf, torchrun, "
+                                                            "litgpt or megatron (see the README).")] = "yaml",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout); for hf, "
                                                 "a directory: training_args.json and config.json.")] = None,
     parametrization: Annotated[str | None, typer.Option(help="mup or sp, when the sweep has both (default: the "

@@ -210,17 +210,20 @@ def test_megatron_arguments_parse(db: tuple[str, Any, Any, Any]) -> None:
                  "--train-iters", "--lr-warmup-iters", "--lr-decay-iters", "--vocab-size"):
         p.add_argument(flag, type=int)
     for flag in ("--lr", "--min-lr", "--weight-decay", "--clip-grad", "--adam-beta1", "--adam-beta2", "--adam-eps",
-                 "--init-method-std"):
+                 "--init-method-std", "--hidden-dropout", "--attention-dropout", "--mup-base-head-dim",
+                 "--mup-embedding-mult", "--mup-output-mult", "--mup-attn-scale-power"):
         p.add_argument(flag, type=float)
+    p.add_argument("--mup-base-hidden-size", type=int)
     for flag in ("--lr-decay-style", "--optimizer", "--position-embedding-type"):
         p.add_argument(flag)
-    for flag in ("--disable-bias-linear", "--untie-embeddings-and-output-weights"):
+    for flag in ("--disable-bias-linear", "--untie-embeddings-and-output-weights", "--use-mup"):
         p.add_argument(flag, action="store_true")
     ns = p.parse_args(argv)
     c = db[3]
     assert (ns.hidden_size, ns.num_layers, ns.num_attention_heads, ns.seq_length) == (256, 3, 32, 64)
     assert ns.lr == c["optimizer"]["lr"] and ns.global_batch_size == 32 and ns.lr_decay_style == "cosine"
     assert ns.train_iters == c["schedule"]["target_steps"] and ns.adam_beta2 == 0.95 and ns.disable_bias_linear
+    assert ns.use_mup and ns.mup_base_hidden_size == 32 and ns.hidden_dropout == ns.attention_dropout == 0.0
 
 
 @pytest.mark.parametrize("fmt", LAUNCHER_FORMATS)

@@ -1,0 +1,249 @@
+"""The exported target config in the formats launchers read: nanoGPT, Hugging Face, torchrun, LitGPT, Megatron-LM,
+EleutherAI's nanoGPT-mup.
+
+Every renderer reads the dict `mutransfer.export.export_config` returns (or a YAML/JSON export file loaded back),
+so all formats share one source of truth. Each states its provenance: the sweep, the recipe hash, where each
+tuned value came from (transferred by the fit, with its interval, or the recipe's) and the compute share.
+
+The launcher formats describe a GPT (a decoder with `n_embd`, `n_layer`, `n_head`): a sweep of another family
+is refused with a `LauncherError` naming `model.family`. nanoGPT, Hugging Face, torchrun and LitGPT apply no µP
+rule by themselves: the µP values a µP-aware training script needs (base width, multipliers, per-group learning
+rates) travel as `mup_*` extras where the format allows unknown keys (nanoGPT's config file, a Hugging Face
+config.json) and as comments elsewhere; the `mup` section of the YAML/JSON export has the full rules. Megatron-LM
+(`mutransfer.launchers.megatron`) and nanoGPT-mup (`mutransfer.launchers.nanogpt_mup`) have µP of their own: a µP
+export turns it on, with the values mapped onto their flags and keys. Every format's header says which µP rules its
+launcher applies and which it cannot, and what to do about those.
+"""
+
+from __future__ import annotations
+
+import json
+import pprint
+import shlex
+from typing import Any
+
+import yaml
+
+from mutransfer.export import render
+from mutransfer.launchers._common import (
+    LauncherError,
+    _comment_lines,
+    _mup_extras,
+    _mup_notes,
+    _nanogpt_keys,
+    _schedule_note,
+    _Target,
+    _target,
+    provenance,
+)
+from mutransfer.launchers.megatron import megatron
+from mutransfer.launchers.nanogpt_mup import nanogpt_mup
+
+__all__ = ["FORMATS", "LAUNCHER_FORMATS", "LauncherError", "hf_files", "megatron", "nanogpt", "nanogpt_mup",
+           "provenance", "render_format"]
+
+LAUNCHER_FORMATS = ("nanogpt", "nanogpt-mup", "hf", "torchrun", "litgpt", "megatron")
+FORMATS = ("yaml", "json", *LAUNCHER_FORMATS)
+
+
+# --------------------------------------------------------------------------------------------- nanoGPT
+
+
+def nanogpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
+    """A config file for nanoGPT: `python train.py this.py` (configurator.py exec's it)."""
+    tg = _target(config, "nanogpt", nproc=nproc, micro_batch_size=micro_batch_size)
+    keys = _nanogpt_keys(tg)
+    if tg.vocab_size is not None:
+        keys["vocab_size"] = tg.vocab_size  # nanoGPT reads it from meta.pkl; stated for a script that wants it
+    keys.update(_mup_extras(tg, config))
+    head = _comment_lines(config, keys)
+    head += ["# " + x for x in _mup_notes(tg, "nanoGPT")]
+    note = _schedule_note(tg, "nanoGPT")
+    if note:
+        head.append("# " + note)
+    head.append(f"# Global batch: {tg.batch_size} sequences of {tg.seq_len} tokens = batch_size x "
+                "gradient_accumulation_steps (nanoGPT divides the accumulation by the number of processes).")
+    body = [f"{k} = {v!r}" for k, v in keys.items()]
+    body.append("mutransfer_provenance = " + pprint.pformat(provenance(config), width=110, sort_dicts=False))
+    return "\n".join([*head, "", *body]) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- Hugging Face
+
+
+def _hf_scheduler(tg: _Target) -> tuple[str, dict[str, Any] | None]:
+    if tg.schedule == "cosine":
+        return "cosine_with_min_lr", {"min_lr": tg.min_lr}
+    if tg.schedule == "linear":
+        return "linear", None  # Hugging Face's linear decays to 0, not to min_lr (see the note)
+    if tg.schedule == "warmup":
+        return "constant_with_warmup", None
+    return "constant", None
+
+
+def hf_files(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> dict[str, Any]:
+    """{"training_args.json": TrainingArguments kwargs, "config.json": a GPT-2 model config}."""
+    tg = _target(config, "hf", nproc=nproc, micro_batch_size=micro_batch_size)
+    if tg.vocab_size is None:
+        raise LauncherError("model.vocab_size: unknown in this export, and a Hugging Face model config needs it "
+                            "(export it again with this mutransfer)")
+    sched, sched_kwargs = _hf_scheduler(tg)
+    optim = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd"}[tg.optimizer]
+    args: dict[str, Any] = {
+        "output_dir": f"out-{tg.name}",
+        "run_name": tg.name,
+        "max_steps": tg.steps,
+        "per_device_train_batch_size": tg.micro_batch_size,
+        "gradient_accumulation_steps": tg.grad_accum // tg.nproc,  # per process: HF multiplies by the world size
+        "learning_rate": tg.lr,
+        "weight_decay": tg.weight_decay,
+        "adam_beta1": float(tg.betas[0]),
+        "adam_beta2": float(tg.betas[1]),
+        "adam_epsilon": tg.eps,
+        "max_grad_norm": float(tg.grad_clip) if tg.grad_clip is not None else 0.0,
+        "lr_scheduler_type": sched,
+        "warmup_steps": tg.warmup_steps,
+        "optim": optim,
+    }
+    if sched_kwargs:
+        args["lr_scheduler_kwargs"] = sched_kwargs
+    if tg.optimizer == "sgd" and tg.momentum is not None:
+        args["optim_args"] = f"momentum={tg.momentum}"
+    model: dict[str, Any] = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_embd": tg.width,
+        "n_layer": tg.depth,
+        "n_head": tg.n_heads,
+        "n_inner": tg.d_ffn,
+        "n_positions": tg.seq_len,
+        "vocab_size": tg.vocab_size,
+        "activation_function": "gelu",  # the proxies' exact GELU
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": False,  # the proxies' readout is separate from the embedding
+        "bos_token_id": None,
+        "eos_token_id": None,
+    }
+    if tg.init_std is not None:
+        model["initializer_range"] = tg.init_std
+    model.update(_mup_extras(tg, config))
+    notes = [*_mup_notes(tg, "Hugging Face's Trainer")]
+    if tg.optimizer == "adam" and tg.weight_decay:
+        notes.append("The recipe's optimizer is Adam (L2 weight decay); adamw_torch decouples it.")
+    if tg.schedule == "linear":
+        notes.append("Hugging Face's linear schedule decays to 0, not to min_lr.")
+    model["mutransfer_provenance"] = {**provenance(config), "notes": notes}
+    return {"training_args.json": args, "config.json": model}
+
+
+# --------------------------------------------------------------------------------------------- torchrun
+
+
+def torchrun(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None,
+             script: str = "train.py") -> str:
+    """`torchrun ... train.py --key=value ...` for nanoGPT's train.py (configurator.py overrides; argparse reads
+    `--key=value` too). Only nanoGPT's own keys: it refuses unknown ones, so the µP extras are comments here."""
+    tg = _target(config, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
+    if tg.grad_accum % nproc:
+        raise LauncherError(f"--nproc-per-node: nanoGPT needs gradient_accumulation_steps ({tg.grad_accum}) to be a "
+                            f"multiple of the {nproc} processes: pass a smaller --micro-batch-size")
+    keys = _nanogpt_keys(tg)
+    head = _comment_lines(config, keys)
+    head += ["# " + x for x in _mup_notes(tg, "nanoGPT's train.py")]
+    if tg.mup is not None:
+        extras = _mup_extras(tg, config)
+        extras.pop("mup_param_groups", None)
+        head.append("# µP extras for a µP-aware train.py: " + " ".join(f"--{k}={v!r}" for k, v in extras.items()))
+    note = _schedule_note(tg, "nanoGPT")
+    if note:
+        head.append("# " + note)
+    args = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", script]
+    args += [f"--{k}={v!r}" for k, v in keys.items()]
+    return "\n".join([*head, shlex.join(args)]) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- LitGPT
+
+
+def litgpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
+    """A config for `litgpt pretrain --config FILE` (its config_hub/pretrain layout). jsonargparse refuses
+    unknown keys, so the provenance and the µP values are comments."""
+    tg = _target(config, "litgpt", nproc=nproc, micro_batch_size=micro_batch_size)
+    if tg.vocab_size is None:
+        raise LauncherError("model.vocab_size: unknown in this export, and litgpt's model_config needs it")
+    if tg.tokens is None:
+        raise LauncherError("target.tokens: the recipe gives no training tokens for the target; litgpt's "
+                            "train.max_tokens needs them")
+    optimizer: dict[str, Any]
+    if tg.optimizer == "sgd":
+        optimizer = {"class_path": "torch.optim.SGD",
+                     "init_args": {"lr": tg.lr, "weight_decay": tg.weight_decay, "momentum": tg.momentum}}
+    else:
+        cls = "torch.optim.AdamW" if tg.optimizer == "adamw" else "torch.optim.Adam"
+        optimizer = {"class_path": cls, "init_args": {"lr": tg.lr, "weight_decay": tg.weight_decay,
+                                                       "betas": [float(b) for b in tg.betas], "eps": tg.eps}}
+    doc = {
+        "model_config": {
+            "name": f"mutransfer-{tg.name}",
+            "block_size": tg.seq_len,
+            "vocab_size": tg.vocab_size,
+            "padded_vocab_size": tg.vocab_size,
+            "n_layer": tg.depth,
+            "n_head": tg.n_heads,
+            "n_query_groups": tg.n_heads,
+            "n_embd": tg.width,
+            "head_size": tg.head_dim,
+            "intermediate_size": tg.d_ffn,
+            "norm_class_name": "LayerNorm",
+            "mlp_class_name": "GptNeoxMLP",
+            "bias": False,
+            "lm_head_bias": False,
+            "parallel_residual": False,
+        },
+        "out_dir": f"out/pretrain/{tg.name}",
+        "train": {
+            "global_batch_size": tg.batch_size,
+            "micro_batch_size": tg.micro_batch_size,
+            "lr_warmup_steps": tg.warmup_steps,
+            "max_tokens": int(tg.tokens),
+            "max_seq_length": tg.seq_len,
+            "tie_embeddings": False,
+            "max_norm": float(tg.grad_clip) if tg.grad_clip is not None else None,
+            "min_lr": tg.min_lr,
+        },
+        "optimizer": optimizer,
+        "devices": nproc,
+    }
+    keys = {"learning_rate": tg.lr, "min_lr": tg.min_lr, "weight_decay": tg.weight_decay}
+    head = _comment_lines(config, keys)
+    head += ["# " + x for x in _mup_notes(tg, "litgpt pretrain")]
+    head.append("# litgpt's GPT uses rotary position embeddings; the proxies learned absolute ones.")
+    if tg.schedule == "linear":
+        head.append("# The recipe's schedule is linear decay; litgpt pretrain decays by a cosine to min_lr instead.")
+    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)
+    return "\n".join(head) + "\n" + body
+
+
+# --------------------------------------------------------------------------------------------- dispatch
+
+
+def render_format(config: dict[str, Any], fmt: str, *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
+    """The export as text in `fmt` (see FORMATS). `hf` gives one JSON with both of its files."""
+    if fmt in ("yaml", "json"):
+        return render(config, fmt)  # type: ignore[arg-type]
+    kw: dict[str, Any] = {"nproc": nproc, "micro_batch_size": micro_batch_size}
+    if fmt == "nanogpt":
+        return nanogpt(config, **kw)
+    if fmt == "nanogpt-mup":
+        return nanogpt_mup(config, **kw)
+    if fmt == "hf":
+        return json.dumps(hf_files(config, **kw), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if fmt == "torchrun":
+        return torchrun(config, **kw)
+    if fmt == "litgpt":
+        return litgpt(config, **kw)
+    if fmt == "megatron":
+        return megatron(config, **kw)
+    raise LauncherError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
