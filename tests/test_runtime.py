@@ -148,6 +148,17 @@ def test_depth_scaling_and_eps_scaling_follow_the_proxy() -> None:
     _equivalence(r, config)
 
 
+def test_hf_files_carry_the_depth_and_eps_factors() -> None:
+    from mutransfer.launchers import hf_files
+
+    _, config = _export(model__depth_scaling="depth-mup", model__base_depth=2, model__eps_scaling="width",
+                        target__depth=4, target__width=64)
+    want, got = runtime.load_rules(config), runtime.load_rules(hf_files(config))
+    assert want.block_lr_scale == pytest.approx(2**-0.5) and want.eps_mult == pytest.approx(0.5 * 2**-0.5)
+    for field in ("eps_mult", "block_lr_scale", "branch_mult", "query_zero", "width_mult", "hidden_lr_scale"):
+        assert getattr(got, field) == pytest.approx(getattr(want, field)), field
+
+
 def test_sgd_export_gets_mup_sgd_learning_rates() -> None:
     _, config = _export(train__optimizer="sgd", train__weight_decay=0.01, target__width=64)
     ref, plain, _ = _models(config)

@@ -300,6 +300,13 @@ def _mup_extras(tg: _Target, config: dict[str, Any]) -> dict[str, Any]:
     }
     if "attention" in rules:
         out["mup_attn_scale"] = float(rules["attention"]["scale"])
+    # The factors the per-kind rules above leave out (Adam's epsilon under eps_scaling, depth's block LR and branch
+    # multiplier, the query's zero init), as mutransfer.runtime reads them back from a Hugging Face config.
+    from mutransfer.runtime import load_rules
+
+    r = load_rules(config)
+    out.update({"mup_eps_mult": r.eps_mult, "mup_block_lr_scale": r.block_lr_scale,
+                "mup_branch_mult": r.branch_mult, "mup_query_init": "zeros" if r.query_zero else "normal"})
     if m.get("param_groups"):
         out["mup_param_groups"] = [
             {k: g.get(k) for k in ("name", "kind", "lr", "weight_decay", "init", "init_std", "forward_mult")}
