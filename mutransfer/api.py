@@ -27,6 +27,7 @@ from mutransfer.recipe import Recipe, load_recipe
 if TYPE_CHECKING:
     from mutransfer.check import CoordCheckReport
     from mutransfer.compute import ComputeReport
+    from mutransfer.document import ExportDocument
     from mutransfer.fit import FitResult
     from mutransfer.recipe import Scale
     from mutransfer.store import Store, SweepInfo
@@ -152,11 +153,12 @@ def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any
 # ------------------------------------------------------------------------------------------------ sweep
 
 
-def sweep(recipe: Recipe | str | Path, *, store: Store | None = None, name: str | None = None,
-          address: str | None = None, progress: bool = False, check: bool = True,
+def sweep(recipe: Recipe | str | Path, *, store: Store | None = None, db: str | None = None,
+          name: str | None = None, address: str | None = None, progress: bool = False, check: bool = True,
           notify: Notify = _quiet) -> SweepSummary:
-    """Run (or resume) the sweep of `recipe` (a YAML path or a `Recipe`) with Ray Tune. The data and, for µP, the
-    coordinate check are checked first: a refused sweep writes nothing. `address`: a Ray cluster (default: Ray in
+    """Run (or resume) the sweep of `recipe` (a YAML path or a `Recipe`) with Ray Tune, into `store` (else the one
+    at `db`, opened only once the recipe and its data have been checked: a bad recipe creates no database). For µP
+    the coordinate check runs first: a refused sweep writes nothing. `address`: a Ray cluster (default: Ray in
     this process)."""
     from mutransfer.data import load_dataset
     from mutransfer.sweep import run_sweep
@@ -165,7 +167,7 @@ def sweep(recipe: Recipe | str | Path, *, store: Store | None = None, name: str 
     dataset = load_dataset(r.data, r.model)  # bad data fails here, before anything is written
     for point in r.scales.points():
         dataset.check(point.seq_len)
-    store = store if store is not None else open_store()
+    store = store if store is not None else open_store(db)
     checks = _coord_gate(r, str(recipe) if not isinstance(recipe, Recipe) else "recipe", dataset, notify) \
         if check else []
     notify(f"sweep {r.name!r} -> {store.masked_url}")
@@ -245,20 +247,33 @@ class Export:
     fit_id: int | None
     parametrization: str
     why: str | None  # why this parametrization, when the sweep has more than one and none was asked for
-    config: dict[str, Any]  # the export document (mutransfer.export.export_config)
+    config: dict[str, Any]  # the export document as a plain dict (mutransfer.export.export_config): YAML/JSON
     problem: str | None = None  # the extrapolation guard's finding, exported anyway (allow_extrapolation)
+
+    @property
+    def document(self) -> ExportDocument:
+        """`config` as the typed document (mutransfer.document), read by attribute: `exp.document.target.width`."""
+        from mutransfer.document import ExportDocument
+
+        return ExportDocument.from_config(self.config)
 
 
 def check_format(sweep: SweepInfo, fmt: str) -> None:
     """A UsageError, before any work, for a format that does not exist or cannot describe the sweep's model."""
+    from mutransfer.gpt_shape import missing_options, refusal
     from mutransfer.launchers import FORMATS
 
     if fmt not in FORMATS:
         raise UsageError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
-    family = recipe_of(sweep).model.family
-    if fmt not in ("yaml", "json") and family != "gpt":
-        raise UsageError(f"--format: {fmt} describes a GPT, and sweep {sweep.name!r} is a {family!r} model: use "
+    if fmt in ("yaml", "json"):
+        return
+    model = recipe_of(sweep).model
+    if model.family == "mlp":
+        raise UsageError(f"--format: {fmt} describes a GPT, and sweep {sweep.name!r} is a {model.family!r} model: use "
                          "--format yaml or json")
+    missing = missing_options(model.options) if not model.is_builtin else []
+    if missing:  # a user's builder that does not declare its GPT shape (mutransfer.gpt_shape)
+        raise UsageError(refusal(fmt, model.family, missing, sweep=sweep.name))
 
 
 def export(store: Store, sweep: str | int, *, parametrization: str | None = None,

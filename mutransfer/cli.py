@@ -191,8 +191,7 @@ def sweep(
     """
     from mutransfer import api
 
-    store = _store(db)
-    summary = api.sweep(recipe, store=store, name=name, address=address, progress=not quiet, check=not skip_check,
+    summary = api.sweep(recipe, db=db, name=name, address=address, progress=not quiet, check=not skip_check,
                         notify=lambda line: typer.echo(line, err=True))
     _print_summary(summary)
 
