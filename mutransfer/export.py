@@ -19,6 +19,7 @@ import yaml
 from mutransfer import __version__
 from mutransfer.conventions import conventions, depth_section
 from mutransfer.fit import FitResult, Law, Transfer
+from mutransfer.gpt_shape import gpt_shape
 from mutransfer.recipe import Recipe
 
 __all__ = ["data_sizes", "export_config", "render", "target_build_config"]
@@ -147,12 +148,10 @@ def _target(recipe: Recipe, data_sizes: dict[str, int | None] | None) -> dict[st
         "seq_len": t.seq_len,
         "tokens": t.tokens,
     }
-    if m.family == "gpt":
-        if m.head_dim is not None:
-            out.update(head_dim=m.head_dim, n_heads=t.width // m.head_dim)
-        elif m.n_heads is not None:
-            out.update(head_dim=t.width // m.n_heads, n_heads=m.n_heads)
-        out["ffn_ratio"] = m.ffn_ratio
+    shape = gpt_shape(m)  # the built-in gpt's, or the one a user's builder declares in model.options
+    if shape is not None:
+        hd, nh = shape.heads_at(t.width)
+        out.update(head_dim=hd, n_heads=nh, ffn_ratio=shape.ffn_ratio)
         vocab = m.vocab_size if m.vocab_size is not None else (data_sizes or {}).get("vocab_size")
         if vocab is not None:
             out["vocab_size"] = int(vocab)
@@ -167,7 +166,8 @@ def _model(recipe: Recipe, values: dict[str, Any], data_sizes: dict[str, int | N
         init_std = 0.02 if m.family == "gpt" else m.base_width**-0.5  # mutransfer.proxy.default_init_std
     out: dict[str, Any] = {"family": m.family, "base_width": m.base_width}
     if m.family != "mlp":
-        out.update(head_dim=m.head_dim, n_heads=m.n_heads, ffn_ratio=m.ffn_ratio)
+        s = gpt_shape(m) or m  # a builder's declared shape, else the recipe's keys
+        out.update(head_dim=s.head_dim, n_heads=s.n_heads, ffn_ratio=s.ffn_ratio)
     sizes = dict(data_sizes or {})
     if m.vocab_size is not None and sizes.get("vocab_size") is None:
         sizes["vocab_size"] = m.vocab_size
@@ -271,12 +271,10 @@ def _mup(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[str, An
             "lr_scale": 1.0,
             "weight_decay": wd,
         }
-    if m.family == "gpt":
+    shape = gpt_shape(m)
+    if shape is not None:
         attn_mult = values.get("attn_mult", m.attn_mult)
-        if m.head_dim is not None:
-            base_hd, hd = m.head_dim, m.head_dim
-        else:
-            base_hd, hd = m.base_width // m.n_heads, t.width // m.n_heads  # type: ignore[operator]
+        base_hd, hd = shape.heads_at(m.base_width)[0], shape.heads_at(t.width)[0]
         rules["attention"] = {
             "scale": attn_mult * math.sqrt(base_hd) / hd,
             "formula": "softmax(q·k * attn_mult * sqrt(base_head_dim) / head_dim): 1/d, not 1/sqrt(d)",

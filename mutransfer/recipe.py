@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mutransfer.gpt_shape import options_problem
+
 AXES = ("width", "depth", "batch_size", "seq_len")
 BUILTIN_FAMILIES = ("mlp", "gpt")
 # Hyperparameters that the built-in trainer knows how to apply. A user's own builder may add names of its own:
@@ -368,6 +370,12 @@ class Recipe(_Strict):
                 raise _at("model.head_dim", "the gpt family needs head_dim (or n_heads)")
             if m.base_width % (hd or nh or 1):
                 raise _at("model.base_width", f"{m.base_width} is not a multiple of the head size/count")
+        elif not m.is_builtin:  # a builder's declared GPT shape (mutransfer.gpt_shape)
+            sizes = [("model.base_width", m.base_width), *(("scales.width", p.width) for p in self.scales.points()),
+                     ("target.width", self.target.width)]
+            problem = options_problem(m.options, sizes)
+            if problem is not None:
+                raise _at(*problem)
         return self
 
     def hash(self) -> str:

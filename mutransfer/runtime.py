@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mutransfer.document import DocumentError, ExportDocument
 from mutransfer.errors import MutransferError
 
 __all__ = ["Rules", "RuntimeConfigError", "apply_multipliers", "attention_scale", "branch_multiplier", "classify",
@@ -100,48 +101,41 @@ class Rules:
     branch_mult: float = 1.0
 
 
-def _get(doc: dict[str, Any], path: str, where: str = "the export") -> Any:
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, dict) or node.get(part) is None:
-            raise RuntimeConfigError(f"{path}: missing from {where} (export it again with this mutransfer)")
-        node = node[part]
-    return node
+def _need(cfg: dict[str, Any], key: str) -> Any:
+    """A key a Hugging Face config.json of an export must have."""
+    if cfg.get(key) is None:
+        raise RuntimeConfigError(f"{key}: missing from config.json (export it again with this mutransfer)")
+    return cfg[key]
 
 
 def _widths(width: int, *others: int | None) -> tuple[int, ...]:
     return tuple(sorted({k * s for s in {width, *(o for o in others if o)} for k in (1, 2, 3, 4)}))
 
 
-def _from_export(c: dict[str, Any]) -> Rules:
-    if c.get("parametrization") != "mup" or "mup" not in c:
-        raise RuntimeConfigError(f"parametrization: this export is {c.get('parametrization')!r}, with no µP "
+def _from_export(c: ExportDocument) -> Rules:
+    if c.parametrization != "mup" or c.mup is None:
+        raise RuntimeConfigError(f"parametrization: this export is {c.parametrization!r}, with no µP "
                                  "rules: use optimizer.lr and weight_decay as they are on every parameter")
-    r, mult = _get(c, "mup.rules"), c.get("model", {}).get("multipliers", {})
-    wm, width = float(_get(c, "mup.width_mult")), int(_get(c, "mup.target_width"))
-    t, depth, opt = c.get("target", {}), c.get("model", {}).get("depth") or {}, c.get("optimizer", {})
-    att = r.get("attention")
+    m, r, mult = c.mup, c.mup.rules, c.model.multipliers
+    wm, width = m.width_mult, m.target_width
+    t, depth, opt = c.target, c.model.depth, c.optimizer
+    att = r.attention
     eps_mult = 1.0
-    if depth.get("eps_scaling", "none") == "width":  # mutransfer.proxy.BuildConfig.eps_mult
-        eps_mult = (1.0 / wm) * float(depth.get("depth_mult", 1.0)) ** -float(depth.get("alpha", 0.0))
+    if depth.eps_scaling == "width":  # mutransfer.proxy.BuildConfig.eps_mult
+        eps_mult = (1.0 / wm) * depth.depth_mult ** -depth.alpha
     return Rules(
-        width=width, base_width=int(_get(c, "mup.base_width")), width_mult=wm,
-        optimizer=str(_get(c, "mup.optimizer")), lr=float(_get(c, "optimizer.lr")),
-        weight_decay=float(opt.get("weight_decay") or 0.0), eps=float(opt.get("eps") or 1e-8),
-        betas=tuple(opt.get("betas") or (0.9, 0.95)), momentum=opt.get("momentum"),  # type: ignore[arg-type]
-        hidden_lr_scale=float(_get(c, "mup.rules.hidden.lr_scale")),
-        hidden_wd_scale=float(_get(c, "mup.rules.hidden.weight_decay_scale")),
-        vector_lr_scale=float(_get(c, "mup.rules.vector_like.lr_scale")),
-        vector_wd_scale=float(_get(c, "mup.rules.vector_like.weight_decay_scale")),
-        init_std=r["vector_like"].get("init_std"), hidden_init_std=r["hidden"].get("init_std"),
-        output_mult=float(mult.get("output_mult") or _get(c, "mup.rules.readout.output_multiplier") * wm),
-        embed_mult=float(r.get("embedding", {}).get("multiplier", 1.0)),
-        attn_scale=float(att["scale"]) if att else None, head_dim=int(att["head_dim"]) if att else None,
-        query_zero=bool(att) and att.get("query_init") == "zeros",
-        widths=_widths(width, round(float(t.get("ffn_ratio") or 0) * width),
-                       (t.get("n_heads") or 0) * (t.get("head_dim") or 0)),
-        eps_mult=eps_mult, block_lr_scale=float(depth.get("block_lr_scale", 1.0)),
-        branch_mult=float(depth.get("branch_multiplier", 1.0)),
+        width=width, base_width=m.base_width, width_mult=wm, optimizer=m.optimizer, lr=opt.lr,
+        weight_decay=opt.weight_decay or 0.0, eps=opt.eps or 1e-8,
+        betas=tuple(opt.betas or (0.9, 0.95)), momentum=opt.momentum,  # type: ignore[arg-type]
+        hidden_lr_scale=r.hidden.lr_scale, hidden_wd_scale=r.hidden.weight_decay_scale,
+        vector_lr_scale=r.vector_like.lr_scale, vector_wd_scale=r.vector_like.weight_decay_scale,
+        init_std=r.vector_like.init_std, hidden_init_std=r.hidden.init_std,
+        output_mult=mult.output_mult if "output_mult" in mult.model_fields_set else r.readout.output_multiplier * wm,
+        embed_mult=r.embedding.multiplier,
+        attn_scale=att.scale if att else None, head_dim=att.head_dim if att else None,
+        query_zero=att is not None and att.query_init == "zeros",
+        widths=_widths(width, round((t.ffn_ratio or 0) * width), (t.n_heads or 0) * (t.head_dim or 0)),
+        eps_mult=eps_mult, block_lr_scale=depth.block_lr_scale, branch_mult=depth.branch_multiplier,
     )
 
 
@@ -161,15 +155,14 @@ def _from_hf(cfg: dict[str, Any], args: dict[str, Any] | None) -> Rules:
     if not cfg.get("mup_enabled", "mup_width_mult" in cfg):
         raise RuntimeConfigError("config.json: mup_enabled is false (an SP export): train with "
                                  "training_args.json as it is, there are no µP rules to apply")
-    at = "config.json"
-    wm, width = float(_get(cfg, "mup_width_mult", at)), int(cfg.get("n_embd") or _get(cfg, "hidden_size", at))
+    wm, width = float(_need(cfg, "mup_width_mult")), int(cfg.get("n_embd") or _need(cfg, "hidden_size"))
     a = args or {}
     optim = _optim_rule(str(a.get("optim", "adamw_torch")), a.get("optim_args"), wm)
     n_head = cfg.get("n_head") or cfg.get("num_attention_heads")
     return Rules(
-        width=width, base_width=int(_get(cfg, "mup_base_width", at)), width_mult=wm, **optim,
+        width=width, base_width=int(_need(cfg, "mup_base_width")), width_mult=wm, **optim,
         lr=float(a["learning_rate"]) if "learning_rate" in a
-        else float(_get(cfg, "mup_hidden_lr", at)) / optim["hidden_lr_scale"],
+        else float(_need(cfg, "mup_hidden_lr")) / optim["hidden_lr_scale"],
         weight_decay=float(a.get("weight_decay", (cfg.get("mup_hidden_weight_decay") or 0.0)
                                  / optim["hidden_wd_scale"])),
         eps=float(a.get("adam_epsilon", 1e-8)),
@@ -202,6 +195,8 @@ def load_rules(config: Any) -> Rules:
     Hugging Face config with the `mup_*` keys. Every function here takes any of these as `config`."""
     if isinstance(config, Rules):
         return config
+    if isinstance(config, ExportDocument):
+        return _from_export(config)
     if isinstance(config, (str, Path)):
         p = Path(config)
         if p.is_dir():
@@ -216,7 +211,10 @@ def load_rules(config: Any) -> Rules:
         return _from_hf(config["config.json"], config.get("training_args.json"))
     if "mup_width_mult" in config or "mup_enabled" in config:
         return _from_hf(config, None)
-    return _from_export(config)
+    try:
+        return _from_export(ExportDocument.from_config(config))
+    except DocumentError as e:
+        raise RuntimeConfigError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------- classification

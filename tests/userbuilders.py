@@ -115,3 +115,15 @@ class DoubleScaledMLP(BypassedMLP):
 
 def double_scaled(cfg: BuildConfig) -> nn.Module:
     return DoubleScaledMLP(cfg)
+
+
+def gpt(cfg: BuildConfig) -> nn.Module:
+    """A GPT-like builder (the built-in GPT) that reads its shape from model.options, as README "Your own model"
+    asks a builder to declare it: head_dim or n_heads, ffn_ratio. Undeclared, its own defaults: head_dim 8, ratio 4."""
+    from dataclasses import replace
+
+    from mutransfer.proxy import GPT
+
+    o = cfg.options
+    head_dim = o.get("head_dim", 8 if o.get("n_heads") is None else None)
+    return GPT(replace(cfg, head_dim=head_dim, n_heads=o.get("n_heads"), ffn_ratio=float(o.get("ffn_ratio", 4.0))))

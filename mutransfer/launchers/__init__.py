@@ -2,11 +2,13 @@
 EleutherAI's nanoGPT-mup.
 
 Every renderer reads the dict `mutransfer.export.export_config` returns (or a YAML/JSON export file loaded back),
-so all formats share one source of truth. Each states its provenance: the sweep, the recipe hash, where each
-tuned value came from (transferred by the fit, with its interval, or the recipe's) and the compute share.
+checked once as a `mutransfer.document.ExportDocument` and read by attribute, so all formats share one source of
+truth. Each states its provenance: the sweep, the recipe hash, where each tuned value came from (transferred by the
+fit, with its interval, or the recipe's) and the compute share.
 
-The launcher formats describe a GPT (a decoder with `n_embd`, `n_layer`, `n_head`): a sweep of another family
-is refused with a `LauncherError` naming `model.family`. nanoGPT, Hugging Face, torchrun and LitGPT apply no µP
+The launcher formats describe a GPT (a decoder with `n_embd`, `n_layer`, `n_head`): the built-in gpt, or a user's
+builder that declares its heads and FFN ratio in `model.options` (mutransfer.gpt_shape). An mlp is refused with a
+`LauncherError` naming `model.family`, a builder that does not declare them with one naming the missing options. nanoGPT, Hugging Face, torchrun and LitGPT apply no µP
 rule by themselves: the µP values a µP-aware training script needs (base width, multipliers, per-group learning
 rates) travel as `mup_*` extras where the format allows unknown keys (nanoGPT's config file, a Hugging Face
 config.json) and as comments elsewhere; the `mup` section of the YAML/JSON export has the full rules. Megatron-LM
@@ -26,7 +28,9 @@ import yaml
 
 from mutransfer.export import render
 from mutransfer.launchers._common import (
+    Config,
     LauncherError,
+    _builder_note,
     _comment_lines,
     _mup_extras,
     _mup_notes,
@@ -34,6 +38,7 @@ from mutransfer.launchers._common import (
     _schedule_note,
     _Target,
     _target,
+    document,
     provenance,
 )
 from mutransfer.launchers.megatron import megatron
@@ -49,14 +54,15 @@ FORMATS = ("yaml", "json", *LAUNCHER_FORMATS)
 # --------------------------------------------------------------------------------------------- nanoGPT
 
 
-def nanogpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
+def nanogpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
     """A config file for nanoGPT: `python train.py this.py` (configurator.py exec's it)."""
-    tg = _target(config, "nanogpt", nproc=nproc, micro_batch_size=micro_batch_size)
+    doc = document(config)
+    tg = _target(doc, "nanogpt", nproc=nproc, micro_batch_size=micro_batch_size)
     keys = _nanogpt_keys(tg)
     if tg.vocab_size is not None:
         keys["vocab_size"] = tg.vocab_size  # nanoGPT reads it from meta.pkl; stated for a script that wants it
-    keys.update(_mup_extras(tg, config))
-    head = _comment_lines(config, keys)
+    keys.update(_mup_extras(tg, doc))
+    head = _comment_lines(doc, keys)
     head += ["# " + x for x in _mup_notes(tg, "nanoGPT")]
     note = _schedule_note(tg, "nanoGPT")
     if note:
@@ -64,7 +70,7 @@ def nanogpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | N
     head.append(f"# Global batch: {tg.batch_size} sequences of {tg.seq_len} tokens = batch_size x "
                 "gradient_accumulation_steps (nanoGPT divides the accumulation by the number of processes).")
     body = [f"{k} = {v!r}" for k, v in keys.items()]
-    body.append("mutransfer_provenance = " + pprint.pformat(provenance(config), width=110, sort_dicts=False))
+    body.append("mutransfer_provenance = " + pprint.pformat(provenance(doc), width=110, sort_dicts=False))
     return "\n".join([*head, "", *body]) + "\n"
 
 
@@ -81,9 +87,10 @@ def _hf_scheduler(tg: _Target) -> tuple[str, dict[str, Any] | None]:
     return "constant", None
 
 
-def hf_files(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> dict[str, Any]:
+def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> dict[str, Any]:
     """{"training_args.json": TrainingArguments kwargs, "config.json": a GPT-2 model config}."""
-    tg = _target(config, "hf", nproc=nproc, micro_batch_size=micro_batch_size)
+    doc = document(config)
+    tg = _target(doc, "hf", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.vocab_size is None:
         raise LauncherError("model.vocab_size: unknown in this export, and a Hugging Face model config needs it "
                             "(export it again with this mutransfer)")
@@ -128,32 +135,35 @@ def hf_files(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | 
     }
     if tg.init_std is not None:
         model["initializer_range"] = tg.init_std
-    model.update(_mup_extras(tg, config))
+    model.update(_mup_extras(tg, doc))
     notes = [*_mup_notes(tg, "Hugging Face's Trainer")]
+    if tg.family != "gpt":
+        notes.append(_builder_note(tg.family))
     if tg.optimizer == "adam" and tg.weight_decay:
         notes.append("The recipe's optimizer is Adam (L2 weight decay); adamw_torch decouples it.")
     if tg.schedule == "linear":
         notes.append("Hugging Face's linear schedule decays to 0, not to min_lr.")
-    model["mutransfer_provenance"] = {**provenance(config), "notes": notes}
+    model["mutransfer_provenance"] = {**provenance(doc), "notes": notes}
     return {"training_args.json": args, "config.json": model}
 
 
 # --------------------------------------------------------------------------------------------- torchrun
 
 
-def torchrun(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None,
+def torchrun(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None,
              script: str = "train.py") -> str:
     """`torchrun ... train.py --key=value ...` for nanoGPT's train.py (configurator.py overrides; argparse reads
     `--key=value` too). Only nanoGPT's own keys: it refuses unknown ones, so the µP extras are comments here."""
-    tg = _target(config, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
+    doc = document(config)
+    tg = _target(doc, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.grad_accum % nproc:
         raise LauncherError(f"--nproc-per-node: nanoGPT needs gradient_accumulation_steps ({tg.grad_accum}) to be a "
                             f"multiple of the {nproc} processes: pass a smaller --micro-batch-size")
     keys = _nanogpt_keys(tg)
-    head = _comment_lines(config, keys)
+    head = _comment_lines(doc, keys)
     head += ["# " + x for x in _mup_notes(tg, "nanoGPT's train.py")]
     if tg.mup is not None:
-        extras = _mup_extras(tg, config)
+        extras = _mup_extras(tg, doc)
         extras.pop("mup_param_groups", None)
         head.append("# µP extras for a µP-aware train.py: " + " ".join(f"--{k}={v!r}" for k, v in extras.items()))
     note = _schedule_note(tg, "nanoGPT")
@@ -167,10 +177,11 @@ def torchrun(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | 
 # --------------------------------------------------------------------------------------------- LitGPT
 
 
-def litgpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
+def litgpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
     """A config for `litgpt pretrain --config FILE` (its config_hub/pretrain layout). jsonargparse refuses
     unknown keys, so the provenance and the µP values are comments."""
-    tg = _target(config, "litgpt", nproc=nproc, micro_batch_size=micro_batch_size)
+    doc = document(config)
+    tg = _target(doc, "litgpt", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.vocab_size is None:
         raise LauncherError("model.vocab_size: unknown in this export, and litgpt's model_config needs it")
     if tg.tokens is None:
@@ -184,7 +195,7 @@ def litgpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | No
         cls = "torch.optim.AdamW" if tg.optimizer == "adamw" else "torch.optim.Adam"
         optimizer = {"class_path": cls, "init_args": {"lr": tg.lr, "weight_decay": tg.weight_decay,
                                                        "betas": [float(b) for b in tg.betas], "eps": tg.eps}}
-    doc = {
+    out = {
         "model_config": {
             "name": f"mutransfer-{tg.name}",
             "block_size": tg.seq_len,
@@ -217,12 +228,12 @@ def litgpt(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | No
         "devices": nproc,
     }
     keys = {"learning_rate": tg.lr, "min_lr": tg.min_lr, "weight_decay": tg.weight_decay}
-    head = _comment_lines(config, keys)
+    head = _comment_lines(doc, keys)
     head += ["# " + x for x in _mup_notes(tg, "litgpt pretrain")]
     head.append("# litgpt's GPT uses rotary position embeddings; the proxies learned absolute ones.")
     if tg.schedule == "linear":
         head.append("# The recipe's schedule is linear decay; litgpt pretrain decays by a cosine to min_lr instead.")
-    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)
+    body = yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=110)
     return "\n".join(head) + "\n" + body
 
 
@@ -233,17 +244,20 @@ def render_format(config: dict[str, Any], fmt: str, *, nproc: int = 1, micro_bat
     """The export as text in `fmt` (see FORMATS). `hf` gives one JSON with both of its files."""
     if fmt in ("yaml", "json"):
         return render(config, fmt)  # type: ignore[arg-type]
+    if fmt not in FORMATS:
+        raise LauncherError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
+    doc = document(config)  # checked once: every renderer reads it by attribute
     kw: dict[str, Any] = {"nproc": nproc, "micro_batch_size": micro_batch_size}
     if fmt == "nanogpt":
-        return nanogpt(config, **kw)
+        return nanogpt(doc, **kw)
     if fmt == "nanogpt-mup":
-        return nanogpt_mup(config, **kw)
+        return nanogpt_mup(doc, **kw)
     if fmt == "hf":
-        return json.dumps(hf_files(config, **kw), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return json.dumps(hf_files(doc, **kw), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if fmt == "torchrun":
-        return torchrun(config, **kw)
+        return torchrun(doc, **kw)
     if fmt == "litgpt":
-        return litgpt(config, **kw)
+        return litgpt(doc, **kw)
     if fmt == "megatron":
-        return megatron(config, **kw)
-    raise LauncherError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
+        return megatron(doc, **kw)
+    raise AssertionError(f"format {fmt!r} has no renderer")

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mutransfer.document import AGAIN, AttentionRule, DepthSection, DocumentError, ExportDocument, MupSection
+from mutransfer.errors import MutransferError
+from mutransfer.gpt_shape import missing_options, refusal
+
 # Launcher key -> the exported hyperparameter its value comes from (for the provenance of each value).
 _SOURCES = {
     "learning_rate": "lr", "min_lr": "lr", "weight_decay": "weight_decay", "adam_epsilon": "adam_eps",
@@ -14,9 +18,19 @@ _SOURCES = {
     "mup_output_alpha": "output_mult",
 }
 
+Config = dict[str, Any] | ExportDocument  # what a renderer takes: export_config's dict (or a file's), or its document
 
-class LauncherError(ValueError):
+
+class LauncherError(MutransferError, ValueError):
     """An export that cannot be written in a format: one line naming the field."""
+
+
+def document(config: Config) -> ExportDocument:
+    """The export's document, checked once (mutransfer.document): a LauncherError naming the field otherwise."""
+    try:
+        return ExportDocument.from_config(config)
+    except DocumentError as e:
+        raise LauncherError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,7 @@ class _Target:
     """What every launcher needs, read (and checked) once from an export."""
 
     name: str
+    family: str  # gpt, or a user's builder that declares its GPT shape (mutransfer.gpt_shape)
     width: int
     depth: int
     n_heads: int
@@ -48,39 +63,36 @@ class _Target:
     momentum: float | None
     grad_clip: float | None
     init_std: float | None
-    mup: dict[str, Any] | None
+    mup: MupSection | None
     base_width: int
     output_mult: float
     embed_mult: float
     attn_mult: float
-    depth_rule: dict[str, Any]  # the export's model.depth (mutransfer.conventions.depth_section)
+    depth_rule: DepthSection  # the export's model.depth (mutransfer.conventions.depth_section)
+
+    @property
+    def attention(self) -> AttentionRule:
+        """The µP attention rule (`_target` checks a µP export has it)."""
+        assert self.mup is not None and self.mup.rules.attention is not None
+        return self.mup.rules.attention
 
     @property
     def depth_scaled(self) -> bool:
         """Whether the proxies had a depth rule (model.depth_scaling depth-mup or completep, with a base depth)."""
         d = self.depth_rule
-        return d.get("scaling", "none") != "none" and d.get("base_depth") is not None
+        return d.scaling != "none" and d.base_depth is not None
 
     @property
     def eps_mult(self) -> float:
         """The factor on Adam's epsilon of every parameter at the target (mutransfer.proxy.BuildConfig.eps_mult)."""
         d = self.depth_rule
-        if d.get("eps_scaling", "none") == "none":
+        if d.eps_scaling == "none":
             return 1.0
-        return (self.base_width / self.width) * float(d.get("depth_mult", 1.0)) ** -float(d.get("alpha", 0.0))
+        return (self.base_width / self.width) * d.depth_mult ** -d.alpha
 
 
-def _float(x: Any, default: float) -> float:
-    return default if x is None else float(x)
-
-
-def _get(config: dict[str, Any], path: str) -> Any:
-    node: Any = config
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise LauncherError(f"{path}: missing from the export (export it again with this mutransfer)")
-        node = node[part]
-    return node
+def _missing(path: str) -> LauncherError:
+    return LauncherError(f"{path}: missing from the export ({AGAIN})")
 
 
 def _micro_batch(batch_size: int, nproc: int, micro: int | None) -> int:
@@ -91,106 +103,126 @@ def _micro_batch(batch_size: int, nproc: int, micro: int | None) -> int:
     return max(d for d in range(1, min(16, per_proc) + 1) if per_proc % d == 0)
 
 
-def _target(config: dict[str, Any], fmt: str, *, nproc: int = 1, micro_batch_size: int | None = None,
-            need_steps: bool = True) -> _Target:
-    family = _get(config, "model.family")
-    if family != "gpt":
+def _gpt(doc: ExportDocument, fmt: str) -> tuple[int, int, float]:
+    """(n_heads, head_dim, ffn_ratio) at the target, or why the format cannot describe this model."""
+    family, t = doc.model.family, doc.target
+    if family == "mlp":
         raise LauncherError(f"model.family: the {fmt} format describes a GPT; this sweep's model is {family!r} "
                             "(use --format yaml or json)")
+    dims = {"n_heads": t.n_heads, "head_dim": t.head_dim, "ffn_ratio": t.ffn_ratio}
+    if family != "gpt" and None in dims.values():
+        missing = missing_options(doc.model.options)  # a user's builder: its model.options (mutransfer.gpt_shape)
+        if missing:
+            raise LauncherError(refusal(fmt, family, missing))
+    for key, value in dims.items():
+        if value is None:
+            raise _missing(f"target.{key}")
+    if doc.mup is not None and doc.mup.rules.attention is None:
+        raise _missing("mup.rules.attention")
+    return t.n_heads, t.head_dim, t.ffn_ratio  # type: ignore[return-value]
+
+
+def _target(config: Config, fmt: str, *, nproc: int = 1, micro_batch_size: int | None = None,
+            need_steps: bool = True) -> _Target:
+    doc = document(config)
+    n_heads, head_dim, ffn_ratio = _gpt(doc, fmt)
     if nproc < 1:
         raise LauncherError(f"--nproc-per-node: {nproc} is not a process count (1 or more)")
-    t, opt, sched = _get(config, "target"), _get(config, "optimizer"), _get(config, "schedule")
-    batch = int(_get(config, "target.batch_size"))
+    t, m, opt, sched = doc.target, doc.model, doc.optimizer, doc.schedule
+    batch = t.batch_size
     if batch % nproc:
         raise LauncherError(f"--nproc-per-node: the target batch size {batch} is not a multiple of {nproc} processes")
     micro = _micro_batch(batch, nproc, micro_batch_size)
     if micro < 1 or batch % (micro * nproc):
         raise LauncherError(f"--micro-batch-size: {micro} x {nproc} processes does not divide the target batch "
                             f"size {batch}")
-    steps = sched.get("target_steps")
+    steps = sched.target_steps
     if need_steps and steps is None:
         raise LauncherError("target.tokens: the recipe gives no training tokens for the target, so its number of "
                             f"steps is unknown and the {fmt} format needs it: add target.tokens to the recipe")
-    lr = float(_get(config, "optimizer.lr"))
-    kind = str(sched.get("kind", "constant"))
-    min_frac = float(sched.get("min_lr_frac", 0.0)) if kind in ("cosine", "linear") else 1.0
-    mult = config.get("model", {}).get("multipliers", {})
-    init_std = mult.get("init_std", config.get("hyperparameters", {}).get("init_std", {}).get("value"))
-    width = int(_get(config, "target.width"))
-    vocab = t.get("vocab_size", config["model"].get("vocab_size"))
+    kind = sched.kind
+    min_frac = sched.min_lr_frac if kind in ("cosine", "linear") else 1.0
+    hp_std = doc.hyperparameters.get("init_std")
+    init_std = m.multipliers.init_std if "init_std" in m.multipliers.model_fields_set or hp_std is None \
+        else hp_std.value
+    vocab = t.vocab_size if t.vocab_size is not None else m.vocab_size
+    warmup = sched.target_warmup_steps if sched.target_warmup_steps is not None else sched.warmup_steps
     return _Target(
-        name=str(_get(config, "provenance.sweep.name")),
-        width=width,
-        depth=int(_get(config, "target.depth")),
-        n_heads=int(_get(config, "target.n_heads")),
-        head_dim=int(_get(config, "target.head_dim")),
-        d_ffn=max(1, round(float(_get(config, "target.ffn_ratio")) * width)),
-        seq_len=int(_get(config, "target.seq_len")),
-        vocab_size=int(vocab) if vocab is not None else None,
+        name=doc.provenance.sweep.name,
+        family=m.family,
+        width=t.width,
+        depth=t.depth,
+        n_heads=n_heads,
+        head_dim=head_dim,
+        d_ffn=max(1, round(ffn_ratio * t.width)),
+        seq_len=t.seq_len,
+        vocab_size=vocab,
         batch_size=batch,
         micro_batch_size=micro,
         grad_accum=batch // micro,
         nproc=nproc,
-        steps=int(steps) if steps is not None else None,
+        steps=steps,
         # mutransfer's constant schedule ignores warmup_steps (mutransfer.train.lr_factor): so does the target's.
-        warmup_steps=0 if kind == "constant" else int(sched.get("target_warmup_steps", sched.get("warmup_steps", 0))),
-        tokens=t.get("tokens"),
+        warmup_steps=0 if kind == "constant" else warmup,
+        tokens=t.tokens,
         schedule=kind,
-        lr=lr,
-        min_lr=lr * min_frac,
-        weight_decay=float(opt.get("weight_decay") or 0.0),
-        optimizer=str(opt.get("name", "adamw")),
-        betas=tuple(opt.get("betas") or (0.9, 0.95)),  # type: ignore[arg-type]
-        eps=float(opt.get("eps") or 1e-8),
-        momentum=opt.get("momentum"),
-        grad_clip=opt.get("grad_clip"),
+        lr=opt.lr,
+        min_lr=opt.lr * min_frac,
+        weight_decay=opt.weight_decay or 0.0,
+        optimizer=opt.name,
+        betas=tuple(opt.betas or (0.9, 0.95)),  # type: ignore[arg-type]
+        eps=opt.eps or 1e-8,
+        momentum=opt.momentum,
+        grad_clip=opt.grad_clip,
         init_std=float(init_std) if init_std is not None else None,
-        mup=config.get("mup"),
-        base_width=int(config["model"].get("base_width") or width),
-        output_mult=_float(mult.get("output_mult"), 1.0),
-        embed_mult=_float(mult.get("embed_mult"), 1.0),
-        attn_mult=_float(mult.get("attn_mult"), 1.0),
-        depth_rule=dict(config["model"].get("depth") or {}),
+        mup=doc.mup,
+        base_width=m.base_width or t.width,
+        output_mult=m.multipliers.output_mult,
+        embed_mult=m.multipliers.embed_mult,
+        attn_mult=m.multipliers.attn_mult,
+        depth_rule=m.depth,
     )
 
 
 # --------------------------------------------------------------------------------------------- provenance
 
 
-def provenance(config: dict[str, Any]) -> dict[str, Any]:
+def provenance(config: Config) -> dict[str, Any]:
     """Sweep, recipe hash, where each tuned value came from, and the compute share: the same in every format."""
-    prov = config.get("provenance", {})
+    doc = document(config)
+    prov = doc.provenance
     values: dict[str, Any] = {}
-    for name, entry in config.get("hyperparameters", {}).items():
-        src = entry.get("source", "recipe")
-        item: dict[str, Any] = {"value": entry.get("value"),
-                                "source": "transferred" if src == "fit" else src}
-        if src == "fit" and entry.get("interval") is not None:
-            item["interval"] = entry["interval"]
+    for name, entry in doc.hyperparameters.items():
+        src = entry.source
+        item: dict[str, Any] = {"value": entry.value, "source": "transferred" if src == "fit" else src}
+        if src == "fit" and entry.interval is not None:
+            item["interval"] = entry.interval
         values[name] = item
     out: dict[str, Any] = {
-        "sweep": prov.get("sweep"),
-        "recipe_name": prov.get("recipe_name"),
-        "recipe_hash": prov.get("recipe_hash"),
-        "created": prov.get("created"),
-        "mutransfer_version": prov.get("mutransfer_version"),
-        "parametrization": config.get("parametrization"),
+        "sweep": prov.sweep.model_dump(),
+        "recipe_name": prov.recipe_name,
+        "recipe_hash": prov.recipe_hash,
+        "created": prov.created,
+        "mutransfer_version": prov.mutransfer_version,
+        "parametrization": doc.parametrization,
         "hyperparameters": values,
-        "warnings": list(dict.fromkeys(w.get("code") for w in config.get("warnings", []))),
+        "warnings": list(dict.fromkeys(w.get("code") for w in doc.warnings)),
     }
-    compute = config.get("compute")
-    if compute is not None:
-        out["compute"] = {k: compute.get(k) for k in ("sweep_flops", "target_flops", "share", "note")}
+    if doc.compute is not None:
+        out["compute"] = {k: doc.compute.get(k) for k in ("sweep_flops", "target_flops", "share", "note")}
     return out
 
 
-def _comment_lines(config: dict[str, Any], keys: dict[str, Any], prefix: str = "# ") -> list[str]:
-    p = provenance(config)
-    sweep = p["sweep"] or {}
+def _comment_lines(config: Config, keys: dict[str, Any], prefix: str = "# ") -> list[str]:
+    doc = document(config)
+    p = provenance(doc)
+    sweep = p["sweep"]
     lines = [
-        f"Generated by mutransfer {p['mutransfer_version']} from sweep {sweep.get('name')!r} (id {sweep.get('id')}), "
+        f"Generated by mutransfer {p['mutransfer_version']} from sweep {sweep['name']!r} (id {sweep['id']}), "
         f"recipe {p['recipe_name']!r} hash {p['recipe_hash']}, {p['parametrization']}, {p['created']}.",
     ]
+    if doc.model.family not in ("gpt", "mlp"):
+        lines.append(_builder_note(doc.model.family))
     for key, value in keys.items():
         name = _SOURCES.get(key)
         hp = p["hyperparameters"].get(name) if name else None
@@ -219,17 +251,24 @@ def _num(x: Any) -> str:
     return f"{x:.6g}" if isinstance(x, float) else str(x)
 
 
+def _builder_note(family: str) -> str:
+    return (f"The proxies were built by your builder {family!r}: heads and FFN width below are what it declares in "
+            "model.options; check that the launcher's model matches the rest of it (activation, norms, biases, "
+            "positions, tied embeddings).")
+
+
 def _mup_notes(tg: _Target, launcher: str = "This launcher") -> list[str]:
     """For a launcher that applies none of µP's rules: what the tuned model needs that it does not do."""
     if tg.mup is None:
         return ["Standard parametrization (SP): use the values as they are.", *_depth_note(tg, launcher)]
     m = tg.mup
+    att = m.rules.attention
     return [
-        f"µP: width_mult = {m['width_mult']:g} (base width {m['base_width']}). {launcher} applies none of µP's "
+        f"µP: width_mult = {m.width_mult:g} (base width {m.base_width}). {launcher} applies none of µP's "
         "rules itself: it gives learning_rate to every parameter, which is NOT the tuned model.",
-        f"µP needs: hidden-matrix LR learning_rate x {m['rules']['hidden']['lr_scale']:.6g}, readout zero-init "
-        f"with logits x {m['rules']['readout']['output_multiplier']:.6g}, attention scale "
-        f"{m['rules'].get('attention', {}).get('scale', float('nan')):.6g} (1/d); the mup_* keys or the YAML "
+        f"µP needs: hidden-matrix LR learning_rate x {m.rules.hidden.lr_scale:.6g}, readout zero-init "
+        f"with logits x {m.rules.readout.output_multiplier:.6g}, attention scale "
+        f"{att.scale if att is not None else float('nan'):.6g} (1/d); the mup_* keys or the YAML "
         "export's mup section give a µP-aware script all of it.",
         *_depth_note(tg, launcher),
     ]
@@ -239,8 +278,8 @@ def _depth_note(tg: _Target, launcher: str) -> list[str]:
     if not tg.depth_scaled:
         return []
     d = tg.depth_rule
-    return [f"Depth rule {d['scaling']} (base depth {d['base_depth']}): residual branches x "
-            f"{float(d['branch_multiplier']):.6g} and block LR x {float(d['block_lr_scale']):.6g} at depth {tg.depth}; "
+    return [f"Depth rule {d.scaling} (base depth {d.base_depth}): residual branches x "
+            f"{d.branch_multiplier:.6g} and block LR x {d.block_lr_scale:.6g} at depth {tg.depth}; "
             f"{launcher} does not apply them either (the YAML export's model.depth has them)."]
 
 
@@ -278,39 +317,38 @@ def _schedule_note(tg: _Target, launcher: str) -> str | None:
     return None
 
 
-def _mup_extras(tg: _Target, config: dict[str, Any]) -> dict[str, Any]:
-    mult = config.get("model", {}).get("multipliers", {})
+def _mup_extras(tg: _Target, config: Config) -> dict[str, Any]:
     m = tg.mup
     if m is None:
         return {"mup_enabled": False}
-    rules = m["rules"]
+    rules = m.rules
     out: dict[str, Any] = {
         # Not `mup`: a µP-aware train.py may `import mup`, and a config file exec'd into its globals would shadow it.
         "mup_enabled": True,
-        "mup_base_width": int(m["base_width"]),
-        "mup_width_mult": float(m["width_mult"]),
-        "mup_output_mult": float(mult.get("output_mult", 1.0)),
-        "mup_embed_mult": float(mult.get("embed_mult", 1.0)),
-        "mup_attn_mult": float(mult.get("attn_mult", 1.0)),
+        "mup_base_width": m.base_width,
+        "mup_width_mult": m.width_mult,
+        "mup_output_mult": tg.output_mult,
+        "mup_embed_mult": tg.embed_mult,
+        "mup_attn_mult": tg.attn_mult,
         "mup_init_std": tg.init_std,
-        "mup_readout_mult": float(rules["readout"]["output_multiplier"]),
-        "mup_hidden_lr": float(rules["hidden"]["lr"]),
-        "mup_hidden_weight_decay": float(rules["hidden"]["weight_decay"]),
-        "mup_hidden_init_std": rules["hidden"]["init_std"],
+        "mup_readout_mult": rules.readout.output_multiplier,
+        "mup_hidden_lr": rules.hidden.lr,
+        "mup_hidden_weight_decay": rules.hidden.weight_decay,
+        "mup_hidden_init_std": rules.hidden.init_std,
     }
-    if "attention" in rules:
-        out["mup_attn_scale"] = float(rules["attention"]["scale"])
+    if rules.attention is not None:
+        out["mup_attn_scale"] = rules.attention.scale
     # The factors the per-kind rules above leave out (Adam's epsilon under eps_scaling, depth's block LR and branch
     # multiplier, the query's zero init), as mutransfer.runtime reads them back from a Hugging Face config.
     from mutransfer.runtime import load_rules
 
-    r = load_rules(config)
+    r = load_rules(document(config))
     out.update({"mup_eps_mult": r.eps_mult, "mup_block_lr_scale": r.block_lr_scale,
                 "mup_branch_mult": r.branch_mult, "mup_query_init": "zeros" if r.query_zero else "normal"})
-    if m.get("param_groups"):
+    if m.param_groups:
         out["mup_param_groups"] = [
-            {k: g.get(k) for k in ("name", "kind", "lr", "weight_decay", "init", "init_std", "forward_mult")}
-            for g in m["param_groups"]
+            {k: getattr(g, k) for k in ("name", "kind", "lr", "weight_decay", "init", "init_std", "forward_mult")}
+            for g in m.param_groups
         ]
     return out
 

@@ -31,7 +31,15 @@ import math
 import shlex
 from typing import Any
 
-from mutransfer.launchers._common import LauncherError, _comment_lines, _mup_notes, _Target, _target
+from mutransfer.launchers._common import (
+    Config,
+    LauncherError,
+    _comment_lines,
+    _mup_notes,
+    _Target,
+    _target,
+    document,
+)
 
 __all__ = ["SPELLINGS", "megatron", "mup_flags"]
 
@@ -43,9 +51,9 @@ def _eps_factors(tg: _Target, depth_mup: bool) -> tuple[float, float, float]:
     """What Megatron multiplies --adam-eps by for (hidden matrices, hidden vectors, embedding/output) under µP."""
     if tg.optimizer == "sgd" or tg.mup is None:
         return 1.0, 1.0, 1.0
-    wm = float(tg.mup["width_mult"])
+    wm = tg.mup.width_mult
     if depth_mup:
-        dm = float(tg.depth_rule.get("depth_mult", 1.0))
+        dm = tg.depth_rule.depth_mult
         return 1.0 / (wm * dm), 1.0 / (wm * dm), 1.0 / wm
     return 1.0 / wm, 1.0, 1.0
 
@@ -54,9 +62,9 @@ def _eps_ratio(tg: _Target, depth_mup: bool) -> float:
     """--adam-eps / the recipe's eps such that the hidden matrices get the proxies' epsilon, eps x tg.eps_mult:
     tg.eps_mult / _eps_factors(...)[0], as powers (exact where it is 1)."""
     assert tg.mup is not None
-    wm = float(tg.mup["width_mult"])
-    width = tg.depth_rule.get("eps_scaling", "none") == "width"  # the proxies': (1 / wm) x depth_mult ** -alpha
-    dm, alpha = float(tg.depth_rule.get("depth_mult", 1.0)), float(tg.depth_rule.get("alpha", 0.0))
+    wm = tg.mup.width_mult
+    width = tg.depth_rule.eps_scaling == "width"  # the proxies': (1 / wm) x depth_mult ** -alpha
+    dm, alpha = tg.depth_rule.depth_mult, tg.depth_rule.alpha
     return wm ** (0.0 if width else 1.0) * dm ** ((1.0 if depth_mup else 0.0) - (alpha if width else 0.0))
 
 
@@ -69,23 +77,23 @@ def mup_flags(tg: _Target, spelling: str) -> tuple[list[tuple[str, Any]], float 
     (None for SGD)."""
     m = tg.mup
     assert m is not None
-    rules = m["rules"]
-    wm = float(m["width_mult"])
-    readout = float(rules["readout"]["output_multiplier"])  # output_mult / width_mult
+    rules = m.rules
+    wm = m.width_mult
+    readout = rules.readout.output_multiplier  # output_mult / width_mult
     # Megatron turns an mup_output_mult of exactly 1.0 into 1 / width_mult: 1.0 is written as the next float up.
     out_mult = math.nextafter(1.0, 2.0) if readout == 1.0 and wm != 1.0 else readout
     # softmax_scale = sqrt(base_head_dim) / kv_channels: Megatron has no attn_mult, so it goes into the base head dim.
-    head_dim = float(rules["attention"]["base_head_dim"]) * tg.attn_mult**2
+    head_dim = float(tg.attention.base_head_dim) * tg.attn_mult**2
     depth_mup = _depth_mup(tg, spelling)
     if spelling == "released":
-        flags: list[tuple[str, Any]] = [("--use-mup", None), ("--mup-base-hidden-size", int(m["base_width"])),
+        flags: list[tuple[str, Any]] = [("--use-mup", None), ("--mup-base-hidden-size", m.base_width),
                                         ("--mup-base-head-dim", head_dim)]
     else:
         flags = [("--scaling-recipe", "depth_mup" if depth_mup else "mup"),
-                 ("--scaling-base-hidden-size", int(m["base_width"]))]
+                 ("--scaling-base-hidden-size", m.base_width)]
         if depth_mup:
-            alpha = float(tg.depth_rule["alpha"])
-            flags += [("--scaling-base-num-layers", int(tg.depth_rule["base_depth"])),
+            alpha = tg.depth_rule.alpha
+            flags += [("--scaling-base-num-layers", tg.depth_rule.base_depth),
                       ("--scaling-residual-branch-depth-power", -alpha),
                       ("--scaling-hidden-lr-depth-power", alpha - 1.0),
                       ("--scaling-block-out-proj-init-depth-power", 0.5)]
@@ -102,29 +110,29 @@ def _line(flags: list[tuple[str, Any]]) -> str:
 def _mup_notes_megatron(tg: _Target, spelling: str, eps: float | None) -> list[str]:
     m = tg.mup
     assert m is not None
-    wm, rules = float(m["width_mult"]), m["rules"]
-    att = rules["attention"]
+    wm, rules = m.width_mult, m.rules
+    att = tg.attention
     depth_mup = _depth_mup(tg, spelling)
     d = tg.depth_rule
     where = "main d98e8a6, core_v0.17.0 on" if spelling == "released" else f"the --scaling-recipe build, {_RECIPE_NOTE}"
     lr_rule = (f"vector-like LR and min_lr x {wm:g} (MuSGD)" if tg.optimizer == "sgd" else
                f"hidden-matrix LR and min_lr x {1 / wm:.6g} (MuAdam{'W' if tg.optimizer == 'adamw' else ''})")
-    readout = float(rules["readout"]["output_multiplier"])
+    readout = rules.readout.output_multiplier
     one = " (1.0 written as the next float up: Megatron turns exactly 1.0 into 1/width_mult)" \
         if readout == 1.0 and wm != 1.0 else ""
     notes = [
         f"µP: Megatron-LM's own µP is on (the flags at the end; {where}): width_mult = hidden_size / base "
-        f"{m['base_width']} = {wm:g}.",
+        f"{m.base_width} = {wm:g}.",
         f"Megatron applies: {lr_rule}; hidden-matrix init N(0, init_method_std / sqrt({wm:g})); embeddings "
         f"N(0, init_method_std) x embedding mult {tg.embed_mult:.6g}; logits x --mup-output-mult = output_mult / "
         f"width_mult = {readout:.6g}{one}; attention softmax_scale = sqrt(base head dim) / kv_channels = attn_mult x "
-        f"sqrt(base_head_dim) / head_dim = {float(att['scale']):.6g} (Megatron has no attn_mult: the base head dim "
-        f"given is base_head_dim x attn_mult^2 = {float(att['base_head_dim']) * tg.attn_mult ** 2:.6g}).",
+        f"sqrt(base_head_dim) / head_dim = {att.scale:.6g} (Megatron has no attn_mult: the base head dim "
+        f"given is base_head_dim x attn_mult^2 = {float(att.base_head_dim) * tg.attn_mult ** 2:.6g}).",
     ]
     if depth_mup:
-        notes.append(f"depth_mup applies the depth rule {d['scaling']} (base depth {d['base_depth']}): residual "
-                     f"branches x {float(d['branch_multiplier']):.6g}, hidden-matrix LR x "
-                     f"{float(d['block_lr_scale']):.6g}, hidden-matrix weight decay x width_mult (as MuAdamW).")
+        notes.append(f"depth_mup applies the depth rule {d.scaling} (base depth {d.base_depth}): residual "
+                     f"branches x {d.branch_multiplier:.6g}, hidden-matrix LR x "
+                     f"{d.block_lr_scale:.6g}, hidden-matrix weight decay x width_mult (as MuAdamW).")
     if eps is not None:
         fh, fv, fe = _eps_factors(tg, depth_mup)
         ours = tg.eps * tg.eps_mult
@@ -141,7 +149,7 @@ def _mup_notes_megatron(tg: _Target, spelling: str, eps: float | None) -> list[s
         "N(0, init_method_std) and the query rows of linear_qkv like the keys; for the tuned model zero both after the "
         "model is built (in the model provider)",
     ]
-    L, Lb = tg.depth, int(d.get("base_depth") or tg.depth)
+    L, Lb = tg.depth, int(d.base_depth or tg.depth)
     shrink = 1 / math.sqrt(2 * Lb) if depth_mup else 1 / math.sqrt(2 * L)
     layers = f"{Lb} base layers" if depth_mup else f"{L} layers"
     cannot.append(f"the init of the blocks' output projections (linear_proj, linear_fc2): Megatron divides their "
@@ -154,13 +162,13 @@ def _mup_notes_megatron(tg: _Target, spelling: str, eps: float | None) -> list[s
             cannot.append(f"weight decay: the proxies' optimizer multiplied the hidden matrices' by width_mult, "
                           f"Megatron's width µP does not (their decay is {wm:g}x weaker)")
         cannot.append("weight decay on 1-D parameters (LayerNorm): the proxies decayed them, Megatron does not")
-    if depth_mup and float(d["block_lr_scale"]) != 1.0:
-        cannot.append(f"the depth LR factor {float(d['block_lr_scale']):.6g} on the blocks' LayerNorm gains (the "
+    if depth_mup and d.block_lr_scale != 1.0:
+        cannot.append(f"the depth LR factor {d.block_lr_scale:.6g} on the blocks' LayerNorm gains (the "
                       "proxies scaled every block parameter, depth_mup only hidden matrices)")
     if tg.depth_scaled and not depth_mup:
         why = "Megatron-LM main has no depth rule" if spelling == "released" else "depth_mup is Adam only"
-        cannot.append(f"the depth rule {d['scaling']} (base depth {d['base_depth']}; {why}): residual branches x "
-                      f"{float(d['branch_multiplier']):.6g} and block LR x {float(d['block_lr_scale']):.6g} are "
+        cannot.append(f"the depth rule {d.scaling} (base depth {d.base_depth}; {why}): residual branches x "
+                      f"{d.branch_multiplier:.6g} and block LR x {d.block_lr_scale:.6g} are "
                       "missing, which is NOT the tuned model"
                       + ("; a --scaling-recipe build applies it (the line below)" if spelling == "released"
                          and tg.optimizer != "sgd" else ""))
@@ -179,7 +187,7 @@ def _mup_notes_megatron(tg: _Target, spelling: str, eps: float | None) -> list[s
     return notes
 
 
-def megatron(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None,
+def megatron(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None,
              spelling: str = "released") -> str:
     """Megatron-LM's pretrain_gpt.py arguments, one per line (a shell fragment: comments, then the arguments).
 
@@ -187,7 +195,8 @@ def megatron(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | 
     --scaling-recipe interface of the unmerged PRs #4998/#4999, which adds depth_mup)."""
     if spelling not in SPELLINGS:
         raise LauncherError(f"spelling: {spelling!r} is not one of {', '.join(SPELLINGS)}")
-    tg = _target(config, "megatron", nproc=nproc, micro_batch_size=micro_batch_size)
+    doc = document(config)
+    tg = _target(doc, "megatron", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.steps is None:
         raise AssertionError("checked by _target")
     flags, mup_eps = mup_flags(tg, spelling) if tg.mup is not None else ([], None)
@@ -216,7 +225,7 @@ def megatron(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | 
     lines += [f if v is None else f"{f} {shlex.quote(str(v))}" for f, v in flags]
     keys = {"learning_rate": tg.lr, "min_lr": tg.min_lr, "weight_decay": tg.weight_decay}
     notes = _mup_notes_megatron(tg, spelling, mup_eps) if tg.mup is not None else _mup_notes(tg)
-    head = _comment_lines(config, keys) + ["# " + x for x in notes]
+    head = _comment_lines(doc, keys) + ["# " + x for x in notes]
     if tg.optimizer == "adam" and tg.weight_decay:
         head.append("# The recipe's optimizer is Adam (L2 weight decay); Megatron's --optimizer adam decouples it.")
     if tg.schedule == "warmup":

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 from mutransfer.launchers._common import (
+    Config,
     LauncherError,
     _comment_lines,
     _depth_note,
@@ -32,6 +33,7 @@ from mutransfer.launchers._common import (
     _schedule_note,
     _Target,
     _target,
+    document,
 )
 
 __all__ = ["nanogpt_mup", "nanogpt_mup_keys"]
@@ -45,7 +47,7 @@ _GUARD = ('assert "depth_alpha_enabled" in globals() and "adam_eps" in globals()
 def _attention(tg: _Target) -> tuple[bool, float]:
     """(mup_disable_attention_scaling, what nanoGPT-mup's scale must be multiplied by to be the proxies')."""
     assert tg.mup is not None
-    ours = float(tg.mup["rules"]["attention"]["scale"])  # attn_mult * sqrt(base_head_dim) / head_dim
+    ours = tg.attention.scale  # attn_mult * sqrt(base_head_dim) / head_dim
     one_over_d, one_over_sqrt_d = 1.0 / tg.head_dim, 1.0 / math.sqrt(tg.head_dim)
     # nanoGPT-mup has no attn_mult: of its two scales, the one nearer the proxies' (in ratio).
     disable = abs(math.log(ours / one_over_sqrt_d)) < abs(math.log(ours / one_over_d))
@@ -59,14 +61,14 @@ def nanogpt_mup_keys(tg: _Target) -> dict[str, Any]:
     if tg.mup is None:
         # SP: train.py's own path; AdamW with eps adam_eps as it is.
         return {**keys, "adam_eps": tg.eps * tg.eps_mult, "mup_enabled": False}
-    wm = float(tg.mup["width_mult"])
+    wm = tg.mup.width_mult
     d = tg.depth_rule
-    depth_mult = float(d["depth_mult"]) if tg.depth_scaled else 1.0
-    alpha = float(d["alpha"]) if tg.depth_scaled else 1.0
+    depth_mult = d.depth_mult if tg.depth_scaled else 1.0
+    alpha = d.alpha if tg.depth_scaled else 1.0
     disable, _ = _attention(tg)
     # CompleteP multiplies adam_eps by (1 / width_mult) * depth_mult ** -alpha, the proxies' eps_scaling: width
     # (tg.eps_mult); undone where the proxies did not scale it.
-    eps = tg.eps if d.get("eps_scaling", "none") == "width" else tg.eps * wm * depth_mult**alpha
+    eps = tg.eps if d.eps_scaling == "width" else tg.eps * wm * depth_mult**alpha
     return {
         **keys,
         "adam_eps": eps,
@@ -90,11 +92,11 @@ def _notes(tg: _Target) -> list[str]:
         return [*notes, "Standard parametrization (SP): mup_enabled = False; use the values as they are.",
                 *_depth_note(tg, "nanoGPT-mup's SP path")]
     m, d = tg.mup, tg.depth_rule
-    wm = float(m["width_mult"])
+    wm = m.width_mult
     disable, off = _attention(tg)
-    readout = float(m["rules"]["readout"]["output_multiplier"])
-    depth = (f"residual branches x depth_multiplier^-depth_alpha_exp = {float(d['branch_multiplier']):.6g} and block "
-             f"LR x {float(d['block_lr_scale']):.6g} (the depth rule {d['scaling']}, base depth {d['base_depth']})"
+    readout = float(m.rules.readout.output_multiplier)
+    depth = (f"residual branches x depth_multiplier^-depth_alpha_exp = {d.branch_multiplier:.6g} and block "
+             f"LR x {d.block_lr_scale:.6g} (the depth rule {d.scaling}, base depth {d.base_depth})"
              if tg.depth_scaled else "no depth rule (depth_multiplier = 1.0: depth_alpha_enabled only selects "
              "CompleteP's optimizer groups)")
     notes.append(
@@ -105,7 +107,7 @@ def _notes(tg: _Target) -> list[str]:
     scale = "1/sqrt(head_dim)" if disable else "1/head_dim"
     cannot = []
     if not math.isclose(off, 1.0, rel_tol=1e-9):
-        ours = float(m["rules"]["attention"]["scale"])
+        ours = tg.attention.scale
         cannot.append(f"attn_mult: its attention scale is 1/head_dim or (mup_disable_attention_scaling) "
                       f"1/sqrt(head_dim); the nearer to the proxies' attn_mult x sqrt(base_head_dim) / head_dim = "
                       f"{ours:.6g}, {scale}, is set, the proxies' is {off:.6g}x it: for the tuned model set "
@@ -126,14 +128,15 @@ def _notes(tg: _Target) -> list[str]:
     return notes
 
 
-def nanogpt_mup(config: dict[str, Any], *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
+def nanogpt_mup(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
     """A config file for nanoGPT-mup (completep branch): `python train.py this.py` (configurator.py exec's it)."""
-    tg = _target(config, "nanogpt-mup", nproc=nproc, micro_batch_size=micro_batch_size)
+    doc = document(config)
+    tg = _target(doc, "nanogpt-mup", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.grad_accum % nproc:
         raise LauncherError(f"--nproc-per-node: nanoGPT-mup needs gradient_accumulation_steps ({tg.grad_accum}) to "
                             f"be a multiple of the {nproc} processes: pass a smaller --micro-batch-size")
     keys = nanogpt_mup_keys(tg)
-    head = _comment_lines(config, keys) + ["# " + x for x in _notes(tg)]
+    head = _comment_lines(doc, keys) + ["# " + x for x in _notes(tg)]
     if tg.optimizer != "adamw":
         head.append(f"# The recipe's optimizer is {tg.optimizer}; nanoGPT-mup trains with AdamW (decoupled weight "
                     "decay), which the values were not tuned for.")
