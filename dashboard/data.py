@@ -113,18 +113,15 @@ class FitInfo:
 def fit(url: str, sweep_id: int, stamp: tuple[Any, ...], recipe_json: str) -> FitInfo | None:
     """The latest stored fit of the sweep, else one computed here from its trials (not stored: the dashboard
     only reads). None when no trial has completed."""
-    s = store(url)
-    latest = s.latest_fit(sweep_id)
-    if latest is not None:
-        fit_id, data = latest
-        return FitInfo(FitResult.from_dict(data), fit_id, f"stored fit {fit_id} (`mutransfer fit`)")
     frame = trials(url, sweep_id, stamp)
     if not len(frame) or not (frame["status"] == "completed").any():
         return None
-    from mutransfer.fit import fit_sweep
+    from mutransfer import api
 
-    result = fit_sweep(frame, recipe(recipe_json))
-    return FitInfo(result, None, "computed here from the trials so far; `mutransfer fit` stores one")
+    f = api.latest_fit(store(url), sweep_id)  # the same fit `mutransfer export` and `verify` would use
+    if f.fit_id is not None:
+        return FitInfo(f.result, f.fit_id, f"stored fit {f.fit_id} (`mutransfer fit`)")
+    return FitInfo(f.result, None, "computed here from the trials so far; `mutransfer fit` stores one")
 
 
 @st.cache_data(ttl=TTL_TRIALS, show_spinner=False, max_entries=32)
