@@ -143,7 +143,6 @@ def exports(url: str, sweep_id: int) -> list[ExportInfo]:
 @dataclass(frozen=True)
 class ExportTexts:
     texts: dict[str, str]  # format -> what `mutransfer export --format` writes, or UNAVAILABLE + the reason
-    parametrization: str
     problem: str | None  # the extrapolation guard's refusal: the texts are what --allow-extrapolation writes
 
 
@@ -166,7 +165,7 @@ def export_texts(url: str, sweep_id: int, stamp: tuple[Any, ...], parametrizatio
             texts[fmt] = api.render(exp, fmt)
         except UsageError as e:  # a launcher that cannot take this model says why in one line
             texts[fmt] = f"{UNAVAILABLE}{e}"
-    return ExportTexts(texts, exp.parametrization, exp.problem)
+    return ExportTexts(texts, exp.problem)
 
 
 UNAVAILABLE = "unavailable: "

@@ -156,9 +156,6 @@ def torchrun(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     `--key=value` too). Only nanoGPT's own keys: it refuses unknown ones, so the µP extras are comments here."""
     doc = document(config)
     tg = _target(doc, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
-    if tg.grad_accum % nproc:
-        raise LauncherError(f"--nproc-per-node: nanoGPT needs gradient_accumulation_steps ({tg.grad_accum}) to be a "
-                            f"multiple of the {nproc} processes: pass a smaller --micro-batch-size")
     keys = _nanogpt_keys(tg)
     head = _comment_lines(doc, keys)
     head += ["# " + x for x in _mup_notes(tg, "nanoGPT's train.py")]

@@ -159,7 +159,7 @@ def _target(config: Config, fmt: str, *, nproc: int = 1, micro_batch_size: int |
         vocab_size=vocab,
         batch_size=batch,
         micro_batch_size=micro,
-        grad_accum=batch // micro,
+        grad_accum=batch // micro,  # a multiple of nproc (checked above): nanoGPT's train.py splits it
         nproc=nproc,
         steps=steps,
         # mutransfer's constant schedule ignores warmup_steps (mutransfer.train.lr_factor): so does the target's.

@@ -26,7 +26,6 @@ from typing import Any
 
 from mutransfer.launchers._common import (
     Config,
-    LauncherError,
     _comment_lines,
     _depth_note,
     _nanogpt_keys,
@@ -132,9 +131,6 @@ def nanogpt_mup(config: Config, *, nproc: int = 1, micro_batch_size: int | None 
     """A config file for nanoGPT-mup (completep branch): `python train.py this.py` (configurator.py exec's it)."""
     doc = document(config)
     tg = _target(doc, "nanogpt-mup", nproc=nproc, micro_batch_size=micro_batch_size)
-    if tg.grad_accum % nproc:
-        raise LauncherError(f"--nproc-per-node: nanoGPT-mup needs gradient_accumulation_steps ({tg.grad_accum}) to "
-                            f"be a multiple of the {nproc} processes: pass a smaller --micro-batch-size")
     keys = nanogpt_mup_keys(tg)
     head = _comment_lines(doc, keys) + ["# " + x for x in _notes(tg)]
     if tg.optimizer != "adamw":
