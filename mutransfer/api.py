@@ -25,8 +25,8 @@ from mutransfer.errors import UsageError
 from mutransfer.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
-    from mutransfer.check import CoordCheckReport
     from mutransfer.compute import ComputeReport
+    from mutransfer.coordcheck import CoordCheckReport
     from mutransfer.document import ExportDocument
     from mutransfer.fit import FitResult
     from mutransfer.recipe import Scale
@@ -111,7 +111,7 @@ def coord_check(recipe: Recipe | str | Path, parametrization: str | None = None,
                 lr: float | None = None, store: Store | None = None) -> CoordCheck:
     """Train the recipe's model a few steps at several widths (or depths) and judge each layer; stored in `store`
     when given (with the recipe's sweep when the store has it)."""
-    from mutransfer.check import KIND, KIND_DEPTH, run_coord_check
+    from mutransfer.coordcheck import KIND, KIND_DEPTH, run_coord_check
 
     if widths is not None and depths is not None:
         raise UsageError("--widths, --depths: give one of them (a check varies width or depth, not both)")
@@ -132,7 +132,7 @@ def coord_check(recipe: Recipe | str | Path, parametrization: str | None = None,
 
 def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any]:
     """The coordinate check of each µP parametrization before a sweep; a failure refuses it."""
-    from mutransfer.check import KIND, run_coord_check
+    from mutransfer.coordcheck import KIND, run_coord_check
     from mutransfer.store import CheckRecord
 
     records = []

@@ -38,7 +38,7 @@ UserError = UsageError
 def _user_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mutransfer.check import CheckError
+        from mutransfer.coordcheck import CheckError
         from mutransfer.store import StoreError
 
         errors: tuple[type[BaseException], ...] = (MutransferError, RecipeError, StoreError, CheckError)
@@ -127,7 +127,7 @@ def coord_check(
     from rich.table import Table
 
     from mutransfer import api
-    from mutransfer.check import parse_depths, parse_widths, save_figure
+    from mutransfer.coordcheck import parse_depths, parse_widths, save_figure
 
     ws = parse_widths(widths) if widths else None
     ds = parse_depths(depths) if depths is not None else None

@@ -1,4 +1,4 @@
-"""The coordinate check as a gate: `mutransfer.check`, `mutransfer coord-check`, and `mutransfer sweep` refusing a
+"""The coordinate check as a gate: `mutransfer.coordcheck`, `mutransfer coord-check`, and `mutransfer sweep` refusing a
 model declared µP that fails it (user builders in tests/userbuilders.py)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import mutransfer.proxy as proxy
-from mutransfer.check import (
+import mutransfer.coordcheck.measure as measure
+from mutransfer.coordcheck import (
     BLOW_UP,
     CheckError,
     CoordCheckReport,
@@ -218,8 +218,8 @@ def test_dimension_fixed_between_base_and_delta_fails() -> None:
 
 def test_mup_model_with_plain_adam_fails_in_hidden_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     # Not expressible in a recipe (µP always gets mup's optimizer): the lower-level seam the proxy tests use.
-    real = proxy.optimizer_for
-    monkeypatch.setattr(proxy, "optimizer_for", lambda params, _p, opt, **kw: real(params, "sp", opt, **kw))
+    real = measure.optimizer_for
+    monkeypatch.setattr(measure, "optimizer_for", lambda params, _p, opt, **kw: real(params, "sp", opt, **kw))
     rep = run_coord_check(parse_recipe(mlp_recipe()), "mup")
     assert not rep.passed
     assert {"hidden.0", "hidden.1"} <= {x.name for x in rep.offending("blows up")}, _describe(rep)
@@ -452,7 +452,7 @@ def test_residual_mlp_over_depth_flat_with_depth_scaling_and_grows_without() -> 
 
 
 def test_depth_check_mistakes_and_old_reports() -> None:
-    from mutransfer.check import parse_depths
+    from mutransfer.coordcheck import parse_depths
 
     assert parse_depths("8, 2,4") == [2, 4, 8]
     for bad in ("4", "0,4", "-2,4", "a,b"):

@@ -18,8 +18,10 @@ import torch
 from mup import MuReadout
 from torch import nn
 
+import mutransfer.coordcheck.measure as measure
 import mutransfer.proxy as proxy
-from mutransfer.proxy import BuildConfig, CoordCheck, coord_check
+from mutransfer.coordcheck.measure import CoordCheck, coord_check
+from mutransfer.proxy import BuildConfig
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +85,9 @@ def test_broken_mup_fails_the_check(family: str, monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("family", ["mlp", "gpt"])
 def test_mup_model_with_plain_adam_fails_the_check(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = proxy.optimizer_for
+    real = measure.optimizer_for
     # µP model, SP optimizer: hidden matrices keep the base LR at every width.
-    monkeypatch.setattr(proxy, "optimizer_for", lambda params, _p, opt, **kw: real(params, "sp", opt, **kw))
+    monkeypatch.setattr(measure, "optimizer_for", lambda params, _p, opt, **kw: real(params, "sp", opt, **kw))
     broken = _check(family, "mup")
     assert max(broken.slopes.values()) > 0.6, _describe(broken)
     assert any(k.startswith(("hidden", "blocks")) for k in broken.unstable(0.3)), _describe(broken)

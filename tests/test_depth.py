@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from mutransfer.proxy import BuildConfig, build_model, coord_check, describe_groups, optimizer_for
+from mutransfer.coordcheck.measure import coord_check
+from mutransfer.proxy import BuildConfig, build_model, describe_groups, optimizer_for
 from mutransfer.recipe import RecipeError, parse_recipe
 
 GPT = dict(vocab_size=32, num_classes=32, seq_len=16, head_dim=16)
