@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from _common import update_section  # noqa: E402
 
 from dashboard import browser  # noqa: E402
-from dashboard.testing import make_recipe, seed_sweep  # noqa: E402
 from mutransfer.store import Store  # noqa: E402
+from mutransfer.testing.recipes import make_recipe  # noqa: E402
+from mutransfer.testing.seeded_sweeps import seed_sweep  # noqa: E402
 
 PAGES = (("", "Sweeps", 0), ("transfer_curves", "Transfer curves", 2), ("transfer_fit", "Transfer fit", 1),
          ("trials", "Trials", 1), ("export", "Export", 0))

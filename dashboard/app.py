@@ -1,25 +1,18 @@
-"""The mutransfer dashboard: `mutransfer dashboard [--db URL] [--port N]`, or
-`streamlit run dashboard/app.py -- --db URL`. A router only: each page lays out what `dashboard.figures` builds
-from what `dashboard.data` reads."""
+"""The mutransfer dashboard: `mutransfer dashboard [--db URL] [--port N]` (or `streamlit run dashboard/app.py
+-- --db URL` where the `dashboard` package is importable: installed, or its parent on PYTHONPATH). A router only:
+each page lays out what `dashboard.figures` builds from what `dashboard.data` reads."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
+import streamlit as st
+
+from dashboard import data, ui
+from mutransfer.db import StoreError
+
 HERE = Path(__file__).resolve().parent
-# `streamlit run` puts this folder first on sys.path, where data.py or testing.py could shadow a library's
-# module of the same name; the package is imported from its parent instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-import streamlit as st  # noqa: E402
-
-from dashboard import data, ui  # noqa: E402
-from mutransfer.db import StoreError  # noqa: E402
-
 log = logging.getLogger("mutransfer.dashboard")
 
 st.set_page_config(page_title="mutransfer", page_icon=":material/show_chart:", layout="wide")

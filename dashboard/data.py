@@ -130,7 +130,7 @@ def checks(url: str, sweep_id: int) -> pd.DataFrame | None:
     s = store(url)
     if not hasattr(s, "checks"):
         return None
-    from dashboard.figures import checks_table
+    from dashboard.figures.transfer_fit import checks_table
 
     return checks_table(s.checks(sweep_id))
 

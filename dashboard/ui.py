@@ -8,7 +8,8 @@ from typing import Any, NoReturn
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures
+from dashboard import data
+from dashboard.figures import progress, style, transfer_fit
 from mutransfer.recipe import Recipe
 from mutransfer.store import SweepInfo
 
@@ -68,7 +69,7 @@ def sweep_recipe(sweep: SweepInfo) -> Recipe:
 
 
 def require_completed(sweep: SweepInfo, trials: pd.DataFrame) -> None:
-    reason = figures.no_result_reason(sweep, trials)
+    reason = progress.no_result_reason(sweep, trials)
     if reason:
         say(reason)
 
@@ -87,9 +88,9 @@ def fit_warnings(info: data.FitInfo | None, parametrizations: list[str] | None =
                  expanded: bool = False) -> None:
     if info is None:
         return
-    frame = figures.warnings_table(info.result)
+    frame = transfer_fit.warnings_table(info.result)
     if parametrizations is not None and len(frame):
-        labels = {figures.param_label(p) for p in parametrizations}
+        labels = {style.param_label(p) for p in parametrizations}
         frame = frame[[any(w.startswith(lab) for lab in labels) or "/" not in w or not w for w in frame["where"]]]
     if not len(frame):
         st.caption("The fit raised no warnings.")

@@ -491,8 +491,12 @@ def dashboard(
             sock.bind((host, port))
         except OSError as e:
             raise UserError(f"--port: cannot listen on {host}:{port} ({e.strerror}): pass another --port") from None
-    # The URL travels in the environment, not on the command line (where `ps` would show a password).
-    env = {**os.environ, "MUTRANSFER_DB": url}
+    # The URL travels in the environment, not on the command line (where `ps` would show a password). Streamlit
+    # runs app.py as a script (its folder first on sys.path, not its parent): the `dashboard` package it imports
+    # is the one beside app.py because that package's parent comes first on the child's PYTHONPATH.
+    package_parent = str(app_path.parent.parent)
+    env = {**os.environ, "MUTRANSFER_DB": url,
+           "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     args = [sys.executable, "-m", "streamlit", "run", str(app_path), f"--server.address={host}",
             f"--server.port={port}", "--server.headless=true", "--server.fileWatcherType=none",

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from recipe_edits import edit
 from typer.testing import CliRunner
 
 from mutransfer.cli import app
 from mutransfer.recipe import RecipeError, parse_recipe
+from mutransfer.testing.recipes import edit
 
 GOOD = yaml.safe_load("""
 name: good

@@ -10,16 +10,7 @@ from pathlib import Path
 
 import pytest
 
-RECIPE = """
-name: {name}
-model: {{family: mlp, parametrization: mup, base_width: 16}}
-data: {{kind: digits}}
-train: {{steps: 150, eval_interval: 5}}
-search: {{samples: 4, seed: {seed}, space: {{lr: {{loguniform: [1.0e-3, 3.0e-2]}}}}}}
-scales: {{base: {{width: 16, depth: 2, batch_size: 32}}, vary: {{width: [16, 32]}}}}
-target: {{width: 2048, depth: 2, batch_size: 32}}
-"""
-
+from mutransfer.testing.recipes import tiny_sweep_recipe
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
@@ -37,7 +28,8 @@ def test_two_sweeps_and_a_reader_share_one_database(backend: str, tmp_path: Path
     env = {**os.environ, "MUTRANSFER_DB": url, "MUTRANSFER_RAY_DIR": str(tmp_path / "ray")}
     procs = []
     for i, name in enumerate(("left", "right")):
-        (tmp_path / f"{name}.yaml").write_text(RECIPE.format(name=name, seed=i))
+        (tmp_path / f"{name}.yaml").write_text(tiny_sweep_recipe(name=name, train__steps=150, train__eval_interval=5,
+                                                                 search__seed=i))
         procs.append(subprocess.Popen([sys.executable, "-m", "mutransfer.cli", "sweep", f"{name}.yaml", "-q"],
                                       cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))

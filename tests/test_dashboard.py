@@ -15,11 +15,12 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from dashboard import figures  # noqa: E402
 from dashboard.data import database_url  # noqa: E402
-from dashboard.testing import LR_STAR, make_recipe, seed_demo, seed_sweep, true_optimum  # noqa: E402
+from dashboard.figures import learning_curves, progress, style, transfer_curves, transfer_fit  # noqa: E402
 from mutransfer.fit import FitResult  # noqa: E402
 from mutransfer.store import Store  # noqa: E402
+from mutransfer.testing.recipes import make_recipe  # noqa: E402
+from mutransfer.testing.seeded_sweeps import LR_STAR, seed_demo, seed_sweep, true_optimum  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ("sweeps", "transfer_curves", "transfer_fit", "trials", "export")
@@ -49,13 +50,13 @@ def test_transfer_curves_one_trace_per_width_with_fit_and_diverged(frames: dict)
     trials, fit = frames["trials"]["good"], frames["fit"]
     recipe = make_recipe("good", samples=12)
     for param in ("mup", "sp"):
-        data = figures.curves_data(trials, fit, parametrization=param, hparam="lr", kind="log", axis="width",
+        data = transfer_curves.curves_data(trials, fit, parametrization=param, hparam="lr", kind="log", axis="width",
                                    base=recipe.scales.base, metric="val_loss")
         assert data.scales == WIDTHS
-        fig = figures.transfer_curves_figure(data)
-        assert figures.count_traces(fig, "trials") == len(WIDTHS)
-        assert figures.count_traces(fig, "optimum") == len(WIDTHS)
-        assert figures.count_traces(fig, "fit") >= 1
+        fig = transfer_curves.transfer_curves_figure(data)
+        assert style.count_traces(fig, "trials") == len(WIDTHS)
+        assert style.count_traces(fig, "optimum") == len(WIDTHS)
+        assert style.count_traces(fig, "fit") >= 1
         assert fig.layout.xaxis.type == "log"
         # Diverged trials are drawn, all of them, apart from the curves.
         on_axis = trials[(trials.parametrization == param) & (trials.role == "sweep")]
@@ -65,7 +66,7 @@ def test_transfer_curves_one_trace_per_width_with_fit_and_diverged(frames: dict)
         assert len(div) == 1 and len(div[0].x) == n_div == sum(len(s.diverged_x) for s in data.series)
         # Narrow to wide: the colours follow Viridis from dark to light.
         colors = [t.line.color for t in fig.data if t.meta["role"] == "trials"]
-        assert colors == list(figures.scale_colors(WIDTHS).values())
+        assert colors == list(style.scale_colors(WIDTHS).values())
         # The fitted optimum is the known one: LR_STAR under µP at every width, drifting down under SP.
         for s in data.series:
             assert abs(math.log2(s.opt_x) - math.log2(true_optimum(param, s.scale, 64))) < 1.0, (param, s.scale)
@@ -80,51 +81,51 @@ def test_repeated_seeds_draw_a_line_through_their_mean(frames: dict) -> None:
     again = one.assign(key=one["key"] + "-r1", metric=one["metric"] + 0.2)
     both = pd.concat([one, again], ignore_index=True)
     base = make_recipe("good").scales.base
-    data = figures.curves_data(both, None, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
+    data = transfer_curves.curves_data(both, None, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
     for s in data.series:
         assert s.lines and len(s.x) == 2 * len(s.mean_x)
         assert s.mean_x == sorted(set(s.x))
         for x, y in zip(s.mean_x, s.mean_y, strict=True):
             ys = [b for a, b in zip(s.x, s.y, strict=True) if a == x]
             assert len(ys) == 2 and y == pytest.approx(sum(ys) / 2)
-    fig = figures.transfer_curves_figure(data)
-    assert figures.count_traces(fig, "trials") == figures.count_traces(fig, "mean") == len(WIDTHS)
+    fig = transfer_curves.transfer_curves_figure(data)
+    assert style.count_traces(fig, "trials") == style.count_traces(fig, "mean") == len(WIDTHS)
     assert {t.mode for t in fig.data if t.meta["role"] == "trials"} == {"markers"}
     # One seed per value: no mean line, the points are joined as before.
-    single = figures.curves_data(one, None, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
+    single = transfer_curves.curves_data(one, None, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
     assert all(not s.mean_x for s in single.series)
-    assert figures.count_traces(figures.transfer_curves_figure(single), "mean") == 0
+    assert style.count_traces(transfer_curves.transfer_curves_figure(single), "mean") == 0
 
 
 def test_verification_trials_are_their_own_trace(frames: dict) -> None:
     trials, fit = frames["trials"]["good"], frames["fit"]
     base = make_recipe("good").scales.base
-    data = figures.curves_data(trials, fit, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
+    data = transfer_curves.curves_data(trials, fit, parametrization="mup", hparam="lr", kind="log", axis="width", base=base)
     assert data.verify is not None and len(data.verify) == 3
     assert set(data.verify["scale"]) == {2048}
     assert 2048 not in data.scales  # not a curve of its own: a verification is not part of the sweep
-    fig = figures.transfer_curves_figure(data)
-    assert figures.count_traces(fig, "verify") == 1
-    assert figures.count_traces(fig, "trials") == len(WIDTHS)
+    fig = transfer_curves.transfer_curves_figure(data)
+    assert style.count_traces(fig, "verify") == 1
+    assert style.count_traces(fig, "trials") == len(WIDTHS)
 
 
 def test_shared_y_range_leaves_room_for_diverged_rows(frames: dict) -> None:
     trials, fit = frames["trials"]["good"], frames["fit"]
     base = make_recipe("good").scales.base
-    datas = [figures.curves_data(trials, fit, parametrization=p, hparam="lr", kind="log", axis="width", base=base)
+    datas = [transfer_curves.curves_data(trials, fit, parametrization=p, hparam="lr", kind="log", axis="width", base=base)
              for p in ("mup", "sp")]
-    lo, hi = figures.shared_y_range(datas)
+    lo, hi = transfer_curves.shared_y_range(datas)
     ys = [y for d in datas for s in d.series for y in s.y]
     assert lo < min(ys) and hi > max(ys)
-    fig = figures.transfer_curves_figure(datas[1], y_range=(lo, hi))
+    fig = transfer_curves.transfer_curves_figure(datas[1], y_range=(lo, hi))
     div = next(t for t in fig.data if t.meta["role"] == "diverged")
     assert all(max(ys) < y < hi for y in div.y)
 
 
 def test_law_data_recovers_the_drift_and_marks_the_target(frames: dict) -> None:
     fit = frames["fit"]
-    mup = figures.law_data(fit, "mup", "lr", "width")
-    sp = figures.law_data(fit, "sp", "lr", "width")
+    mup = transfer_fit.law_data(fit, "mup", "lr", "width")
+    sp = transfer_fit.law_data(fit, "sp", "lr", "width")
     assert mup is not None and sp is not None
     assert mup.scales == WIDTHS and mup.fitted
     assert abs(mup.slope) < 0.25  # µP: the optimum stays put
@@ -133,77 +134,77 @@ def test_law_data_recovers_the_drift_and_marks_the_target(frames: dict) -> None:
     assert mup.target_lo <= mup.target_y <= mup.target_hi
     assert abs(math.log2(mup.target_y) - math.log2(LR_STAR)) < 1.0
     assert all(lo <= hi for lo, hi in zip(sp.band_lo, sp.band_hi, strict=True))
-    fig = figures.law_figure([mup, sp])
+    fig = transfer_fit.law_figure([mup, sp])
     for role, n in (("band", 2), ("law", 2), ("optima", 2), ("target", 2)):
-        assert figures.count_traces(fig, role) == n, role
+        assert style.count_traces(fig, role) == n, role
     assert fig.layout.yaxis.type == "log"
     # The drawn law is the one the export uses: through the joint model's base optimum, to the exported value.
     t = fit.transfer("mup", "lr")
     assert mup.line_y[0] == pytest.approx(t.base_value, rel=1e-6) or mup.line_x[0] != fit.base.width
     assert mup.target_y == pytest.approx(t.value)
-    table = figures.transfers_table(fit)
+    table = transfer_fit.transfers_table(fit)
     assert list(table["parametrization"]) == ["µP", "SP"]
     assert table["value at target"].iloc[0] == pytest.approx(fit.transfer("mup", "lr").value)
 
 
 def test_law_data_skips_choices(frames: dict) -> None:
     fit = frames["fit"]
-    assert figures.law_data(fit, "mup", "nope", "width") is None
-    assert figures.law_data(fit, "mup", "lr", "depth") is None or not figures.law_data(fit, "mup", "lr", "depth").fitted
+    assert transfer_fit.law_data(fit, "mup", "nope", "width") is None
+    assert transfer_fit.law_data(fit, "mup", "lr", "depth") is None or not transfer_fit.law_data(fit, "mup", "lr", "depth").fitted
 
 
 def test_sweeps_table_progress(frames: dict) -> None:
-    table = figures.sweeps_table(frames["sweeps"])
+    table = progress.sweeps_table(frames["sweeps"])
     rows = table.set_index("name")
     assert rows.loc["good", "progress"] == 1.0 and rows.loc["good", "done/total"] == "120/120"
     assert rows.loc["live", "status"] == "running" and rows.loc["live", "running"] == 1
     assert 0 < rows.loc["live", "progress"] < 1
     assert rows.loc["pending", "progress"] == 0 and pd.isna(rows.loc["pending", "best"])
     assert rows.loc["diverged", "diverged"] == 40
-    assert figures.any_running(frames["sweeps"])
-    assert figures.sweeps_table([]).empty
+    assert progress.any_running(frames["sweeps"])
+    assert progress.sweeps_table([]).empty
 
 
 def test_sentences_for_bad_sweeps(frames: dict) -> None:
     by_name = {s.name: s for s in frames["sweeps"]}
     t = frames["trials"]
-    assert figures.no_result_reason(by_name["good"], t["good"]) is None
-    assert "diverged (40 of 40)" in figures.no_result_reason(by_name["diverged"], t["diverged"])
-    assert "no completed trial yet (40 pending)" in figures.no_result_reason(by_name["pending"], t["pending"])
-    assert figures.single_value_reason(t["good"], "lr") is None
-    assert "single value (2)" in figures.single_value_reason(t["single"], "output_mult")
-    assert "single value" in figures.single_value_reason(t["single"], "lr")  # one sample: one lr
-    assert "no value of" in figures.single_value_reason(t["good"], "output_mult")
+    assert progress.no_result_reason(by_name["good"], t["good"]) is None
+    assert "diverged (40 of 40)" in progress.no_result_reason(by_name["diverged"], t["diverged"])
+    assert "no completed trial yet (40 pending)" in progress.no_result_reason(by_name["pending"], t["pending"])
+    assert transfer_curves.single_value_reason(t["good"], "lr") is None
+    assert "single value (2)" in transfer_curves.single_value_reason(t["single"], "output_mult")
+    assert "single value" in transfer_curves.single_value_reason(t["single"], "lr")  # one sample: one lr
+    assert "no value of" in transfer_curves.single_value_reason(t["good"], "output_mult")
 
 
 def test_varied_axes(frames: dict) -> None:
     t = frames["trials"]
     base = make_recipe("x").scales.base
-    assert figures.varied_axes(t["good"], base) == ["width"]
-    assert figures.varied_axes(t["unfitted"], base) == ["width", "depth"]
-    assert figures.varied_axes(t["single"], base) == ["width"]
+    assert transfer_curves.varied_axes(t["good"], base) == ["width"]
+    assert transfer_curves.varied_axes(t["unfitted"], base) == ["width", "depth"]
+    assert transfer_curves.varied_axes(t["single"], base) == ["width"]
 
 
 def test_trials_filter_table_and_learning_curves(frames: dict) -> None:
     trials, curves = frames["trials"]["good"], frames["curves"]
-    div = figures.filter_trials(trials, statuses=["diverged"], parametrizations=["sp"])
+    div = learning_curves.filter_trials(trials, statuses=["diverged"], parametrizations=["sp"])
     assert len(div) and set(div.status) == {"diverged"} and set(div.parametrization) == {"sp"}
-    assert len(figures.filter_trials(trials, roles=["verify"])) == 3
-    table = figures.trials_table(trials)
+    assert len(learning_curves.filter_trials(trials, roles=["verify"])) == 3
+    table = learning_curves.trials_table(trials)
     assert {"key", "width", "status", "metric", "wall_time", "lr"} <= set(table.columns)
-    picked = figures.default_selection(trials)
+    picked = learning_curves.default_selection(trials)
     assert 0 < len(picked) <= 8
     assert trials.set_index("key").loc[picked, "status"].eq("completed").all()
     keys = [*picked[:2], div["key"].iloc[0]]
-    fig = figures.learning_curves_figure(curves[curves.key.isin(keys)], trials, "val_loss")
-    assert figures.count_traces(fig, "curve") == 3
-    assert figures.count_traces(fig, "nonfinite") == 1  # the diverged trial's curve ends on a NaN: marked
+    fig = learning_curves.learning_curves_figure(curves[curves.key.isin(keys)], trials, "val_loss")
+    assert style.count_traces(fig, "curve") == 3
+    assert style.count_traces(fig, "nonfinite") == 1  # the diverged trial's curve ends on a NaN: marked
     for t in fig.data:
         assert np.isfinite(np.asarray(t.y, dtype=float)).all()
 
 
 def test_groups_table(frames: dict) -> None:
-    g = figures.groups_table(frames["trials"]["good"])
+    g = progress.groups_table(frames["trials"]["good"])
     assert len(g) == 11  # 2 parametrizations x 5 widths + the verification point
     assert set(g["role"]) == {"sweep", "verify"}
     assert g["trials"].sum() == 123
@@ -461,6 +462,7 @@ def test_cli_dashboard_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert args[1:4] == ["-m", "streamlit", "run"] and args[4] == APP
     assert "--server.address=127.0.0.1" in args and "--server.port=8765" in args
     assert env["MUTRANSFER_DB"] == url and url not in args  # the URL (and any password) is not on the command line
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(APP).parents[1])  # app.py imports its own package
     res = runner.invoke(app, ["dashboard", "--db", "nonsense://x"])
     assert res.exit_code == 2 and "error:" in res.output
     with socket.socket() as s:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from dashboard import browser
-from dashboard.testing import make_recipe, seed_sweep
 from mutransfer.store import Store
+from mutransfer.testing.recipes import make_recipe
+from mutransfer.testing.seeded_sweeps import seed_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from recipe_edits import edit
 
 from mutransfer import __version__
 from mutransfer.export import export_config, render
 from mutransfer.fit import FitResult, fit_sweep
 from mutransfer.plan import plan
 from mutransfer.recipe import Recipe, parse_recipe
+from mutransfer.testing.recipes import edit
 
 MLP = """
 name: t

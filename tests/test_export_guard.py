@@ -13,22 +13,14 @@ from mutransfer.cli import app
 from mutransfer.plan import plan
 from mutransfer.recipe import parse_recipe
 from mutransfer.store import Store, TrialRecord
+from mutransfer.testing.recipes import mlp_recipe
 from mutransfer.testing.synthetic import synthetic_trials
-
-RECIPE = """
-name: g
-model: {family: mlp, parametrization: mup, base_width: 32}
-data: {kind: digits}
-train: {steps: 100}
-search: {samples: 16, space: {lr: {loguniform: [LO, HI]}}}
-scales: {base: {width: 32, depth: 2, batch_size: 32}, vary: {width: [32, 64, 128]}}
-target: {width: 1024, depth: 2, batch_size: 32}
-"""
 
 
 def make(path: Path, lo: float, hi: float) -> str:
     """A stored sweep whose optimum is lr = 2^-7 at every width, searched over [lo, hi]."""
-    r = parse_recipe(RECIPE.replace("LO", str(lo)).replace("HI", str(hi)))
+    r = parse_recipe(mlp_recipe(name="g", train={"steps": 100}, search__samples=16,
+                                search__space={"lr": {"loguniform": [lo, hi]}}, scales__vary__width=[32, 64, 128]))
     url = f"sqlite:///{path}"
     df = synthetic_trials(r, lambda s, p: -7.0, noise=0.01, rng=np.random.default_rng(0)).set_index("key")
     specs = plan(r)

@@ -9,26 +9,16 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
-from recipe_edits import edit
 
 from mutransfer.fit import FitResult, fit_law, fit_sweep, optimum_1d
 from mutransfer.plan import plan
 from mutransfer.recipe import Recipe, Scale, parse_recipe
-
-BASE = """
-name: t
-model: {family: mlp, parametrization: mup, base_width: 32}
-data: {kind: digits}
-train: {steps: 20, eval_interval: 10}
-search: {samples: 32, space: {lr: {loguniform: [1.0e-4, 1.0e+0]}}}
-scales: {base: {width: 32, depth: 2, batch_size: 32}, vary: {width: [32, 64, 128, 256]}}
-target: {width: 1024, depth: 2, batch_size: 32}
-"""
+from mutransfer.testing.recipes import mlp_recipe
 
 
 def recipe(**changes: object) -> Recipe:
-    """BASE with dotted-path (`a__b`) changes applied."""
-    return parse_recipe(edit(BASE, **changes))
+    """The base MLP recipe with dotted-path (`a__b`) changes applied."""
+    return parse_recipe(mlp_recipe(**changes))
 
 
 Metric = Callable[[Scale, str, dict[str, float]], float]

@@ -8,25 +8,20 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mutransfer.fit import FitResult, fit_sweep
 from mutransfer.recipe import parse_recipe
+from mutransfer.testing.recipes import edit, mlp_recipe
 from mutransfer.testing.synthetic import LEVEL, synthetic_trials
 
-RECIPE = """
-name: f
-model: {family: mlp, parametrization: PARAMS, base_width: 32}
-data: {kind: digits}
-train: {steps: 100}
-search: {samples: 16, seed: SEED, space: {lr: {loguniform: [1.0e-4, 1.0e-1]}}}
-scales: {base: {width: 32, depth: 2, batch_size: 32}, vary: {width: [32, 64, 128, 256]}}
-target: {width: 1024, depth: 2, batch_size: 32}
-"""
+RECIPE = mlp_recipe(name="f", train={"steps": 100}, search__samples=16,
+                    search__space={"lr": {"loguniform": [1.0e-4, 1.0e-1]}})
 
 
 def sweep(params: str, exponent: dict[str, float], *, seed: int = 0, noise: float = 0.02) -> tuple[pd.DataFrame, object]:
     """Trials whose floor is LEVEL * (width / 32) ** exponent[param] (a power law), optimum lr 2^-7."""
-    r = parse_recipe(RECIPE.replace("PARAMS", params).replace("SEED", str(seed)))
+    r = parse_recipe(edit(RECIPE, model__parametrization=yaml.safe_load(params), search__seed=seed))  # "[mup, sp]"
     df = synthetic_trials(r, lambda s, p: -7.0, noise=noise, rng=np.random.default_rng(seed))
     for p, b in exponent.items():
         m = (df["parametrization"] == p) & df["metric"].notna()
@@ -114,7 +109,7 @@ def test_the_export_carries_the_prediction_and_says_which_parametrization_and_wh
 
 
 def test_forecast_picture_data_runs_the_law_through_the_floors_to_the_target() -> None:
-    from dashboard.forecast import forecast_data, forecast_figure
+    from dashboard.figures.forecast import forecast_data, forecast_figure
 
     df, r = sweep("mup", {"mup": -0.05})
     res = fit_sweep(df, r, n_boot=50)

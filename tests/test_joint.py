@@ -9,22 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from recipe_edits import edit
 
 from mutransfer.fit import fit_sweep
 from mutransfer.fit.optima import interval, outside
 from mutransfer.recipe import Recipe, Scale, parse_recipe
+from mutransfer.testing.recipes import edit, mlp_recipe
 from mutransfer.testing.synthetic import CLIFF, synthetic_trials
 
-BASE = """
-name: j
-model: {family: mlp, parametrization: mup, base_width: 32}
-data: {kind: digits}
-train: {steps: 100}
-search: {samples: 16, space: {lr: {loguniform: [1.0e-4, 1.0e-1]}}}
-scales: {base: {width: 32, depth: 2, batch_size: 32}, vary: {width: [32, 64, 128, 256]}}
-target: {width: 2048, depth: 2, batch_size: 32}
-"""
+BASE = mlp_recipe(name="j", train={"steps": 100}, search__samples=16,
+                  search__space={"lr": {"loguniform": [1.0e-4, 1.0e-1]}}, target__width=2048)
 
 
 def recipe(**changes: object) -> Recipe:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from recipe_edits import edit
 
 from mutransfer.plan import plan
 from mutransfer.recipe import RecipeError, load_recipe, parse_recipe
+from mutransfer.testing.recipes import edit
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

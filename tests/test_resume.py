@@ -12,17 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from mutransfer.testing.recipes import edit, tiny_sweep_recipe
+
 TESTS = Path(__file__).resolve().parent
 
-SLOW_RECIPE = """
-name: long
-model: {family: mlp, parametrization: mup, base_width: 16}
-data: {kind: digits}
-train: {steps: 1000, eval_interval: 40}
-search: {samples: 4, seed: 5, space: {lr: {loguniform: [1.0e-3, 3.0e-2]}}}
-scales: {base: {width: 16, depth: 2, batch_size: 32}, vary: {width: [16, 32]}}
-target: {width: 2048, depth: 2, batch_size: 32}
-"""
+SLOW_RECIPE = tiny_sweep_recipe(name="long", train__steps=1000, train__eval_interval=40, search__seed=5)
 
 
 def env_for(tmp: Path, db: Path) -> dict[str, str]:
@@ -93,9 +87,9 @@ def test_sigkill_mid_sweep_then_the_same_command_completes_it(tmp_path: Path) ->
 @pytest.mark.slow
 def test_trial_that_raises_is_stored_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     db = tmp_path / "mt.db"
-    recipe = SLOW_RECIPE.replace("name: long", "name: boom").replace("family: mlp", "family: flaky_builders:boom")
-    recipe = recipe.replace("steps: 1000", "steps: 30").replace("eval_interval: 40", "eval_interval: 10")
-    recipe = recipe.replace("space: {lr:", "space: {boom: {choice: [0, 1]}, lr:")
+    recipe = edit(SLOW_RECIPE, name="boom", model__family="flaky_builders:boom", train__steps=30,
+                  train__eval_interval=10,
+                  search__space={"boom": {"choice": [0, 1]}, "lr": {"loguniform": [1.0e-3, 3.0e-2]}})
     (tmp_path / "boom.yaml").write_text(recipe)
     res = cli(["sweep", "boom.yaml", "-q", "--skip-check"], tmp_path, db)
     if res.returncode == 2 and "--skip-check" in res.stderr and "No such option" in res.stderr:
@@ -134,7 +128,7 @@ def _worker_pids(driver: int) -> list[int]:
 @pytest.mark.slow
 def test_killed_trial_process_is_marked_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     db = tmp_path / "mt.db"
-    (tmp_path / "long.yaml").write_text(SLOW_RECIPE.replace("samples: 4", "samples: 2"))
+    (tmp_path / "long.yaml").write_text(edit(SLOW_RECIPE, search__samples=2))
     proc = subprocess.Popen([sys.executable, "-m", "mutransfer.cli", "sweep", "long.yaml", "-q"], cwd=tmp_path,
                             env=env_for(tmp_path, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: statuses(db).get("running", 0) >= 1 and _worker_pids(proc.pid), 300, "a running trial")

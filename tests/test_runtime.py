@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from recipe_edits import edit
 from torch import nn
 
 from mutransfer import runtime
@@ -27,6 +26,7 @@ from mutransfer.proxy import build_model, init_builtin, optimizer_for
 from mutransfer.recipe import Recipe, parse_recipe
 from mutransfer.runtime import RuntimeConfigError
 from mutransfer.target import build_config_from_export
+from mutransfer.testing.recipes import edit
 from mutransfer.train import make_scheduler
 
 GPT = """

@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-RECIPE = """
-name: tiny
-model: {family: mlp, parametrization: mup, base_width: 16}
-data: {kind: digits, val_fraction: 0.2}
-train: {steps: 40, eval_interval: 10, schedule: constant}
-search:
-  samples: 4
-  seed: 3
-  space:
-    lr: {loguniform: [1.0e-3, 3.0e+3]}   # the top of the range diverges: stored as such, not an error
-scales: {base: {width: 16, depth: 2, batch_size: 32}, vary: {width: [16, 32, 64]}}
-target: {width: 2048, depth: 2, batch_size: 32}
-"""
+from mutransfer.testing.recipes import edit, tiny_sweep_recipe
+
+LR = {"loguniform": [1.0e-3, 3.0e+3]}  # the top of the range diverges: stored as such, not an error
+RECIPE = tiny_sweep_recipe(data__val_fraction=0.2, train__schedule="constant", search__seed=3,
+                           search__space={"lr": LR}, scales__vary__width=[16, 32, 64])
 
 
 def run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]:
@@ -98,7 +90,7 @@ def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
 
 
 def test_bad_recipe_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text(RECIPE.replace("steps: 40", "stepz: 40"))
+    (tmp_path / "bad.yaml").write_text(edit(RECIPE, train__steps=None, train__stepz=40))
     db_file = tmp_path / "mt.db"
     res = run(["sweep", "bad.yaml"], tmp_path, f"sqlite:///{db_file}")
     assert res.returncode == 2
@@ -120,10 +112,8 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
 def test_optuna_search_fills_every_planned_trial(tmp_path: Path) -> None:
     from mutransfer.store import Store
 
-    recipe = RECIPE.replace("name: tiny", "name: tpe").replace("  samples: 4", "  method: optuna\n  samples: 4")
-    recipe = recipe.replace("width: [16, 32, 64]", "width: [16, 32]")
-    recipe = recipe.replace("    lr: {loguniform: [1.0e-3, 3.0e+3]}",
-                            "    lr: {loguniform: [1.0e-3, 3.0e+3]}\n    output_mult: {choice: [0.5, 2.0]}")
+    recipe = edit(RECIPE, name="tpe", search__method="optuna", scales__vary__width=[16, 32],
+                  search__space={"lr": LR, "output_mult": {"choice": [0.5, 2.0]}})
     (tmp_path / "tpe.yaml").write_text(recipe)
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     res = run(["sweep", "tpe.yaml"], tmp_path, db)

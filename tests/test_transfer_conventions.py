@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from recipe_edits import edit
 
 from mutransfer.conventions import conventions, does_not_transfer
 from mutransfer.export import data_sizes, export_config, render, target_build_config
@@ -20,16 +19,11 @@ from mutransfer.plan import plan
 from mutransfer.proxy import describe_groups, optimizer_for
 from mutransfer.recipe import Recipe, parse_recipe
 from mutransfer.target import build_target, load_export
+from mutransfer.testing.recipes import edit, mlp_recipe
 
-HORIZON = """
-name: h
-model: {family: mlp, parametrization: mup, base_width: 32}
-data: {kind: digits}
-train: {steps: 100, optimizer: adamw}
-search: {samples: 32, space: {lr: {loguniform: [1.0e-4, 1.0e+0]}}}
-scales: {base: {width: 32, depth: 2, batch_size: 32, steps: 100}, vary: {steps: [100, 200, 400, 800]}}
-target: {width: 1024, depth: 2, batch_size: 32, tokens: 102400}
-"""
+HORIZON = mlp_recipe(name="h", train={"steps": 100, "optimizer": "adamw"},
+                     scales={"base": {"width": 32, "depth": 2, "batch_size": 32, "steps": 100},
+                             "vary": {"steps": [100, 200, 400, 800]}}, target__tokens=102400)
 
 
 def _parse(text: str, **changes: Any) -> Recipe:
@@ -96,7 +90,7 @@ def test_a_diverged_trial_stays_at_its_planned_horizon() -> None:
 
 
 def test_dashboard_draws_transfer_curves_along_the_training_length() -> None:
-    from dashboard import figures
+    from dashboard.figures import style, transfer_curves, transfer_fit
 
     r = _parse(HORIZON)
     frame = _frame(r, lambda s: -6.0 - 0.5 * math.log2(s.steps / 100)).assign(role="sweep")
@@ -104,15 +98,15 @@ def test_dashboard_draws_transfer_curves_along_the_training_length() -> None:
     frame.loc[frame.index[(frame["steps_planned"] == 400) & (frame["hp.lr"] > 0.3)], ["status", "metric", "steps"]] = [
         "diverged", np.nan, 377]
     base = r.scales.base
-    assert figures.varied_axes(frame, base) == ["steps"]
+    assert transfer_curves.varied_axes(frame, base) == ["steps"]
     fit = fit_sweep(frame, r)
-    data = figures.curves_data(frame, fit, parametrization="mup", hparam="lr", kind="log", axis="steps", base=base)
+    data = transfer_curves.curves_data(frame, fit, parametrization="mup", hparam="lr", kind="log", axis="steps", base=base)
     assert data.scales == [100, 200, 400, 800]  # one curve per planned length, diverged trials included in theirs
     assert sum(len(s.x) + len(s.diverged_x) for s in data.series) == len(frame)
     assert all(s.opt_x is not None for s in data.series)  # each length has the fit's optimum
-    assert figures.count_traces(figures.transfer_curves_figure(data), "trials") == 4
-    assert figures.law_axes(fit) == ["steps"]
-    law = figures.law_data(fit, "mup", "lr", "steps")
+    assert style.count_traces(transfer_curves.transfer_curves_figure(data), "trials") == 4
+    assert transfer_fit.law_axes(fit) == ["steps"]
+    law = transfer_fit.law_data(fit, "mup", "lr", "steps")
     assert law is not None and list(law.scales) == [100, 200, 400, 800]
 
 

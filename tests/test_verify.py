@@ -9,17 +9,10 @@ import pytest
 from mutransfer.fit import fit_sweep, value_at
 from mutransfer.recipe import parse_recipe
 from mutransfer.report import compare_rows
+from mutransfer.testing.recipes import mlp_recipe
 from mutransfer.verify import VerifyError, parse_factors, plan_verification, report, verify_scale
 
-RECIPE = """
-name: t
-model: {family: mlp, parametrization: [mup, sp], base_width: 32}
-data: {kind: digits}
-train: {steps: 20, eval_interval: 10}
-search: {samples: 24, space: {lr: {loguniform: [1.0e-4, 1.0]}}}
-scales: {base: {width: 32, depth: 2, batch_size: 32}, vary: {width: [32, 64, 128, 256]}}
-target: {width: 1024, depth: 2, batch_size: 256}
-"""
+RECIPE = mlp_recipe(model__parametrization=["mup", "sp"], search__samples=24, target__batch_size=256)
 
 
 def synthetic(recipe, sp_slope: float = -1.0, seed: int = 0) -> pd.DataFrame:

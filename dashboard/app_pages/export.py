@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from dashboard import data, figures, ui
+from dashboard import data, ui
+from dashboard.figures import style
 
 st.title("Export")
 sweep = ui.require_sweep()
@@ -11,7 +12,7 @@ recipe = ui.sweep_recipe(sweep)
 ui.require_completed(sweep, trials)
 
 params = list(recipe.model.parametrizations)
-param = st.radio("Parametrization", params, horizontal=True, format_func=figures.param_label) \
+param = st.radio("Parametrization", params, horizontal=True, format_func=style.param_label) \
     if len(params) > 1 else params[0]
 try:
     built = data.export_texts(ui.url(), sweep.id, data.progress_stamp(sweep), param)

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from dashboard import data, figures, ui
+from dashboard import data, ui
+from dashboard.figures import progress
 
 st.title("Sweeps")
 u = ui.url()
@@ -10,14 +11,14 @@ if not data.list_sweeps(u):
     ui.say(ui.no_sweeps_sentence(u))
 
 REFRESH_S = 2.0
-live = figures.any_running(data.list_sweeps(u))
+live = progress.any_running(data.list_sweeps(u))
 
 
 @st.fragment(run_every=REFRESH_S if live else None)
 def sweeps_table() -> None:
     sweeps = data.list_sweeps(u)
     st.dataframe(
-        figures.sweeps_table(sweeps), hide_index=True, width="stretch",
+        progress.sweeps_table(sweeps), hide_index=True, width="stretch",
         column_config={
             "progress": st.column_config.ProgressColumn("progress", help="finished trials / planned trials",
                                                         format="percent", min_value=0.0, max_value=1.0),
@@ -25,7 +26,7 @@ def sweeps_table() -> None:
             "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
         },
     )
-    now_live = figures.any_running(sweeps)
+    now_live = progress.any_running(sweeps)
     if now_live:
         st.caption(f"A sweep is running: this page reads the database again every {REFRESH_S:g} seconds.")
     if live and not now_live:
@@ -35,7 +36,7 @@ def sweeps_table() -> None:
     st.subheader(f"{sweep.name}: per scale point")
     st.caption(f"Pick another sweep in the sidebar. Recipe hash {sweep.recipe_hash}, metric {sweep.metric_name}, "
                f"status {sweep.status}.")
-    st.dataframe(figures.groups_table(trials), hide_index=True, width="stretch",
+    st.dataframe(progress.groups_table(trials), hide_index=True, width="stretch",
                  column_config={"best": st.column_config.NumberColumn("best", format="%.4f")})
 
 

@@ -3,7 +3,8 @@ sequence length when the sweep varied them), µP and SP side by side."""
 
 import streamlit as st
 
-from dashboard import figures, ui
+from dashboard import ui
+from dashboard.figures import style, transfer_curves
 
 st.title("Transfer curves")
 sweep = ui.require_sweep()
@@ -13,36 +14,36 @@ ui.require_completed(sweep, trials)
 info = ui.sweep_fit(sweep)
 
 names = list(recipe.search.space)
-kinds = figures.hparam_kinds(recipe)
-first = next((i for i, n in enumerate(names) if figures.single_value_reason(trials, n) is None), 0)
+kinds = transfer_curves.hparam_kinds(recipe)
+first = next((i for i, n in enumerate(names) if transfer_curves.single_value_reason(trials, n) is None), 0)
 hparam = st.selectbox("Hyperparameter", names, index=first) if len(names) > 1 else names[0]
-reason = figures.single_value_reason(trials, hparam)
+reason = transfer_curves.single_value_reason(trials, hparam)
 if reason:
     ui.say(reason)
 
 base = recipe.scales.base
 params = [p for p in recipe.model.parametrizations if (trials["parametrization"] == p).any()]
-axes = figures.varied_axes(trials, base) or ["width"]
+axes = transfer_curves.varied_axes(trials, base) or ["width"]
 if info is not None:
     st.caption(f"Stars: the fitted optimum at each size, with its 95% bootstrap interval; dotted: the local "
                f"quadratic it comes from. Fit: {info.source}.")
-every = {axis: [figures.curves_data(trials, info.result if info else None, parametrization=p, hparam=hparam,
+every = {axis: [transfer_curves.curves_data(trials, info.result if info else None, parametrization=p, hparam=hparam,
                                     kind=kinds[hparam], axis=axis, base=base, metric=sweep.metric_name)
                 for p in params] for axis in axes}
-log_y = st.toggle("Log scale for the metric", value=figures.prefers_log_y([d for ds in every.values() for d in ds]),
+log_y = st.toggle("Log scale for the metric", value=transfer_curves.prefers_log_y([d for ds in every.values() for d in ds]),
                   help="On by default when the metric spans more than a decade.")
 for axis, datas in every.items():
-    colors = figures.scale_colors([s for d in datas for s in d.scales])
-    y_range = figures.shared_y_range(datas, log=log_y)
+    colors = style.scale_colors([s for d in datas for s in d.scales])
+    y_range = transfer_curves.shared_y_range(datas, log=log_y)
     if len(axes) > 1:
-        st.subheader(f"by {figures.AXIS_LABEL[axis]}")
+        st.subheader(f"by {style.AXIS_LABEL[axis]}")
     cols = st.columns(len(datas))
     for col, d in zip(cols, datas, strict=True):
         with col:
             if not d.series:
-                st.info(f"{figures.param_label(d.parametrization)} has no trials along {figures.AXIS_LABEL[axis]}.")
+                st.info(f"{style.param_label(d.parametrization)} has no trials along {style.AXIS_LABEL[axis]}.")
                 continue
-            ui.plot(figures.transfer_curves_figure(d, colors=colors, y_range=y_range, log_y=log_y),
+            ui.plot(transfer_curves.transfer_curves_figure(d, colors=colors, y_range=y_range, log_y=log_y),
                     key=f"curves-{axis}-{d.parametrization}")
             n_div = sum(len(s.diverged_x) for s in d.series)
             notes = []

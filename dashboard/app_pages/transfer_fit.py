@@ -3,7 +3,8 @@ extrapolation to the target; the transferred config beside it, the metric to exp
 
 import streamlit as st
 
-from dashboard import data, figures, forecast, ui
+from dashboard import data, ui
+from dashboard.figures import forecast, style, transfer_fit
 
 st.title("Transfer fit")
 sweep = ui.require_sweep()
@@ -20,7 +21,7 @@ st.caption(f"Fit: {info.source}. Target: width {fit.target.width}, depth {fit.ta
 numeric = [n for n, k in fit.hparams.items() if k != "choice"]
 left, right = st.columns([3, 2], gap="large")
 with left:
-    axes = figures.law_axes(fit)
+    axes = transfer_fit.law_axes(fit)
     if not numeric:
         st.info("Every swept hyperparameter is a choice: a choice has no law against scale, its best value at the "
                 "base is kept (see the table).")
@@ -30,18 +31,18 @@ with left:
     else:
         hparam = st.selectbox("Hyperparameter", numeric) if len(numeric) > 1 else numeric[0]
         for axis in axes:
-            datas = [d for p in fit.parametrizations if (d := figures.law_data(fit, p, hparam, axis)) is not None]
-            name = figures.AXIS_LABEL[axis]
+            datas = [d for p in fit.parametrizations if (d := transfer_fit.law_data(fit, p, hparam, axis)) is not None]
+            name = style.AXIS_LABEL[axis]
             sizes = sorted({s for d in datas for s in d.scales})
             if len(sizes) < 2:
                 values = sizes or [getattr(fit.base, axis)]
                 st.info(f"Along {name} the optimum of {hparam} is known at a single value ({values[0]}): "
                         "there is no law to fit, so the target keeps that value.")
                 continue
-            ui.plot(figures.law_figure(datas), key=f"law-{axis}-{hparam}")
+            ui.plot(transfer_fit.law_figure(datas), key=f"law-{axis}-{hparam}")
 with right:
     st.subheader("Transferred config")
-    st.dataframe(figures.transfers_table(fit), hide_index=True, width="stretch",
+    st.dataframe(transfer_fit.transfers_table(fit), hide_index=True, width="stretch",
                  column_config={"value at target": st.column_config.NumberColumn(format="%.4g")})
     st.caption("The Export page has the whole config, in YAML and JSON.")
     if fit.forecasts:
@@ -57,13 +58,13 @@ with right:
         st.subheader("Backtest")
         st.caption("The largest proxy of each axis left out: the law from the other proxies predicts its optimum. "
                    "The error is how far off it was; the metric cost, what training at the prediction loses.")
-        st.dataframe(figures.backtest_table(fit), hide_index=True, width="stretch")
+        st.dataframe(transfer_fit.backtest_table(fit), hide_index=True, width="stretch")
     if fit.noise:
         st.caption("Trial noise against the rise of the metric near the optimum (above 0.5, single trials cannot "
                    "place the optimum: see the `noise` warning).")
-        st.dataframe(figures.noise_table(fit), hide_index=True, width="stretch")
+        st.dataframe(transfer_fit.noise_table(fit), hide_index=True, width="stretch")
     with st.expander("Optimum per scale point"):
-        st.dataframe(figures.optima_table(fit), hide_index=True, width="stretch")
+        st.dataframe(transfer_fit.optima_table(fit), hide_index=True, width="stretch")
     ui.fit_warnings(info, expanded=True)
     checks = data.checks(ui.url(), sweep.id)
     if checks is not None:

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from dashboard import data, figures, ui
+from dashboard import data, ui
+from dashboard.figures import learning_curves, style
 
 st.title("Trials")
 sweep = ui.require_sweep()
@@ -15,15 +16,15 @@ params = sorted(trials["parametrization"].astype(str).unique())
 groups = list(dict.fromkeys(trials["group"].astype(str)))
 statuses = sorted(trials["status"].astype(str).unique())
 roles = sorted(trials["role"].astype(str).unique())
-pick_params = c1.multiselect("Parametrization", params, default=params, format_func=figures.param_label)
+pick_params = c1.multiselect("Parametrization", params, default=params, format_func=style.param_label)
 pick_groups = c2.multiselect("Scale point", groups, placeholder="all scale points")
 pick_status = c3.multiselect("Status", statuses, default=statuses)
 pick_roles = c4.multiselect("Role", roles, default=roles, help="sweep: the sweep's own trials; verify: checks of "
                             "the transferred value at a larger size (`mutransfer verify`)")
-shown = figures.filter_trials(trials, parametrizations=pick_params, groups=pick_groups or None,
+shown = learning_curves.filter_trials(trials, parametrizations=pick_params, groups=pick_groups or None,
                               statuses=pick_status, roles=pick_roles)
 st.caption(f"{len(shown)} of {len(trials)} trials. Click a column header to sort.")
-st.dataframe(figures.trials_table(shown), hide_index=True, width="stretch", height=360,
+st.dataframe(learning_curves.trials_table(shown), hide_index=True, width="stretch", height=360,
              column_config={"metric": st.column_config.NumberColumn(format="%.4f"),
                             "best_metric": st.column_config.NumberColumn(format="%.4f"),
                             "wall_time": st.column_config.NumberColumn("wall time (s)", format="%.1f")})
@@ -31,7 +32,7 @@ if not len(shown):
     ui.say("No trial matches these filters.")
 
 st.subheader("Learning curves")
-keys = st.multiselect("Trials to plot", shown["key"].tolist(), default=figures.default_selection(shown),
+keys = st.multiselect("Trials to plot", shown["key"].tolist(), default=learning_curves.default_selection(shown),
                       max_selections=30, placeholder="choose trials")
 if not keys:
     ui.say("Choose trials above to see their learning curves.")
@@ -41,4 +42,4 @@ if not len(curves):
 names = list(dict.fromkeys(curves["name"].tolist()))
 loss_first = sorted(names, key=lambda n: (n != sweep.metric_name, "loss" not in n, n))
 metric = st.selectbox("Metric", loss_first)
-ui.plot(figures.learning_curves_figure(curves, shown, metric), key="learning-curves")
+ui.plot(learning_curves.learning_curves_figure(curves, shown, metric), key="learning-curves")

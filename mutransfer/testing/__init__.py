@@ -1,1 +1,2 @@
-"""Builders shared by the tests and the benchmarks: synthetic sweeps with a known optimum."""
+"""Builders shared by the tests and the benchmarks: recipes (`recipes`), synthetic trials with a known optimum
+(`synthetic`), and seeded sweeps written to a store (`seeded_sweeps`)."""

@@ -5,7 +5,7 @@ falls by `SP_DRIFT` octaves per doubling of width (the drift µP removes). A lea
 `DIVERGE_OCTAVES` above the optimum diverges. Learning curves decay exponentially to the final loss, with the
 metric names the real trainer reports (`train_loss`, `val_loss`, `lr`, `tokens`, `elapsed`).
 
-    python -m dashboard.testing sqlite:////tmp/demo.db      # a small demo database with every case
+    python -m mutransfer.testing.seeded_sweeps sqlite:////tmp/demo.db      # a small demo database with every case
 """
 
 from __future__ import annotations
@@ -21,40 +21,15 @@ import numpy as np
 from mutransfer.plan import plan
 from mutransfer.recipe import Recipe
 from mutransfer.store import Store, SweepInfo, TrialRecord
+from mutransfer.testing.recipes import make_recipe
 
-__all__ = ["LR_STAR", "SP_DRIFT", "Seeded", "make_recipe", "seed_demo", "seed_sweep", "true_optimum"]
+__all__ = ["LR_STAR", "SP_DRIFT", "Seeded", "seed_demo", "seed_sweep", "true_optimum"]
 
 LR_STAR = 0.01
 SP_DRIFT = 0.5  # octaves per doubling of width, downwards, under SP
 DIVERGE_OCTAVES = 2.5
 OUTPUT_MULT_STAR = 2.0
 METRICS = ("train_loss", "val_loss", "lr", "tokens", "elapsed")
-
-
-def make_recipe(
-    name: str,
-    *,
-    parametrizations: Sequence[str] = ("mup", "sp"),
-    widths: Sequence[int] = (64, 128, 256, 512, 1024),
-    depths: Sequence[int] | None = None,
-    samples: int = 12,
-    steps: int = 300,
-    space: dict[str, Any] | None = None,
-    seed: int = 0,
-) -> Recipe:
-    """A built-in MLP recipe (nothing is trained: the trials are made up by `seed_sweep`)."""
-    vary: dict[str, list[int]] = {"width": list(widths)}
-    if depths:
-        vary["depth"] = list(depths)
-    return Recipe.model_validate({
-        "name": name,
-        "model": {"family": "mlp", "parametrization": list(parametrizations), "base_width": min(widths)},
-        "data": {"kind": "digits"},
-        "train": {"steps": steps, "optimizer": "adam", "eval_interval": max(1, steps // 10)},
-        "search": {"samples": samples, "seed": seed, "space": space or {"lr": {"loguniform": [1e-4, 1.0]}}},
-        "scales": {"base": {"width": min(widths), "depth": 2, "batch_size": 64}, "vary": vary},
-        "target": {"width": 8192, "depth": max(depths) * 2 if depths else 2, "batch_size": 64},
-    })
 
 
 def true_optimum(parametrization: str, width: int, base_width: int) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.figures import AXIS_LABEL, FONT, PARAM_COLORS, param_label
+from dashboard.figures.style import AXIS_LABEL, FONT, PARAM_COLORS, param_label
 from mutransfer.fit import FitResult
 from mutransfer.report import forecast_rows
 
