@@ -29,7 +29,7 @@ from _common import update_section  # noqa: E402
 
 from dashboard import browser  # noqa: E402
 from dashboard.testing import make_recipe, seed_sweep  # noqa: E402
-from mutransfer.store import Store  # noqa: E402
+from mutransfer.storage import Store  # noqa: E402
 
 PAGES = (("", "Sweeps", 0), ("transfer_curves", "Transfer curves", 2), ("transfer_fit", "Transfer fit", 1),
          ("trials", "Trials", 1), ("export", "Export", 0))

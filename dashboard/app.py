@@ -18,7 +18,7 @@ if str(HERE.parent) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import data, ui  # noqa: E402
-from mutransfer.db import StoreError  # noqa: E402
+from mutransfer.storage import StoreError  # noqa: E402
 
 log = logging.getLogger("mutransfer.dashboard")
 

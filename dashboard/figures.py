@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from mutransfer.fit import FitResult, Optimum, quad_curve
 from mutransfer.recipe import AXES, Choice, LogUniform, Recipe, Scale
-from mutransfer.store import SweepInfo
+from mutransfer.storage import SweepInfo
 
 AXIS_LABEL = {"width": "width", "depth": "depth", "batch_size": "batch size", "seq_len": "sequence length",
               "steps": "training steps"}

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import data, figures
 from mutransfer.recipe import Recipe
-from mutransfer.store import SweepInfo
+from mutransfer.storage import SweepInfo
 
 
 def url() -> str:

@@ -39,7 +39,7 @@ def _user_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from mutransfer.check import CheckError
-        from mutransfer.store import StoreError
+        from mutransfer.storage import StoreError
 
         errors: tuple[type[BaseException], ...] = (MutransferError, RecipeError, StoreError, CheckError)
         try:
@@ -480,8 +480,7 @@ def dashboard(
     """Serve the dashboard (Streamlit): sweeps, transfer curves, the fit, trials, the export."""
     import socket
 
-    from mutransfer.db import make_engine, mask_url
-    from mutransfer.store import default_url
+    from mutransfer.storage import default_url, make_engine, mask_url
 
     url = db or default_url()
     make_engine(url).dispose()  # a malformed URL or an unknown driver fails here, in one line (no connection yet)
@@ -522,7 +521,7 @@ def _dashboard_app() -> Path:
 @_user_errors
 def db_upgrade(db: DbOpt = None) -> None:
     """Create the schema or bring it to the newest revision (safe to repeat)."""
-    from mutransfer.db import current_revision, head_revision
+    from mutransfer.storage import current_revision, head_revision
 
     store = _store(db, upgrade=True)
     typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")
@@ -532,7 +531,7 @@ def db_upgrade(db: DbOpt = None) -> None:
 @_user_errors
 def db_current(db: DbOpt = None) -> None:
     """Print the database's schema revision."""
-    from mutransfer.db import current_revision, head_revision
+    from mutransfer.storage import current_revision, head_revision
 
     store = _store(db, upgrade=False)
     typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")

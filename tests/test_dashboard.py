@@ -19,7 +19,7 @@ from dashboard import figures  # noqa: E402
 from dashboard.data import database_url  # noqa: E402
 from dashboard.testing import LR_STAR, make_recipe, seed_demo, seed_sweep, true_optimum  # noqa: E402
 from mutransfer.fit import FitResult  # noqa: E402
-from mutransfer.store import Store  # noqa: E402
+from mutransfer.storage import Store  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ("sweeps", "transfer_curves", "transfer_fit", "trials", "export")

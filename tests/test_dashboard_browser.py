@@ -14,7 +14,7 @@ import pytest
 
 from dashboard import browser
 from dashboard.testing import make_recipe, seed_sweep
-from mutransfer.store import Store
+from mutransfer.storage import Store
 
 pytestmark = pytest.mark.slow
 

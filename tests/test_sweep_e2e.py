@@ -34,7 +34,7 @@ def run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.slow
 def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     (tmp_path / "tiny.yaml").write_text(RECIPE)
     db = f"sqlite:///{tmp_path / 'mt.db'}"
@@ -118,7 +118,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_optuna_search_fills_every_planned_trial(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     recipe = RECIPE.replace("name: tiny", "name: tpe").replace("  samples: 4", "  method: optuna\n  samples: 4")
     recipe = recipe.replace("width: [16, 32, 64]", "width: [16, 32]")
