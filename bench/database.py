@@ -40,7 +40,7 @@ def _point(step: int) -> dict[str, float]:
 def new_sweep(store, samples: int, name: str):  # noqa: ANN001, ANN201
     from mutransfer.plan import plan
     from mutransfer.recipe import parse_recipe
-    from mutransfer.store import TrialRecord
+    from mutransfer.storage import TrialRecord
 
     text = RECIPE.format(name=name, samples=samples)
     r = parse_recipe(text)
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--big-samples", type=int, default=500, help="samples: 2 x 5 x samples trials to load")
     args = ap.parse_args()
 
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     tmp = tempfile.mkdtemp(prefix="mt-bench-db-")
     pg_url, pg_name = pg_database(args.pg)

@@ -78,7 +78,7 @@ def _ray(n: int) -> float:
 
 def _mutransfer(n: int, batch: int = 1) -> float:
     from mutransfer.recipe import parse_recipe
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
     from mutransfer.sweep import init_ray, run_sweep
 
     text = recipe_text(n, batch)

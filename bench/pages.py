@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from _common import update_section  # noqa: E402
 
 from dashboard import browser  # noqa: E402
-from mutransfer.store import Store  # noqa: E402
+from mutransfer.storage import Store  # noqa: E402
 from mutransfer.testing.recipes import make_recipe  # noqa: E402
 from mutransfer.testing.seeded_sweeps import seed_sweep  # noqa: E402
 

@@ -41,7 +41,7 @@ def recipe_text(steps: int, width: int) -> str:
 
 def sweep_trial(steps: int, width: int) -> float:
     from mutransfer.recipe import parse_recipe
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
     from mutransfer.sweep import run_sweep
 
     text = recipe_text(steps, width)

@@ -137,7 +137,7 @@ def main() -> None:
 
 
 def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     store = Store.open(DB)
     sweep = store.get_sweep("transfer-real")

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import data, ui
-from mutransfer.db import StoreError
+from mutransfer.storage import StoreError
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("mutransfer.dashboard")

@@ -17,10 +17,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mutransfer.db import StoreError, mask_url, normalize_url
 from mutransfer.fit import FitResult
 from mutransfer.recipe import Recipe
-from mutransfer.store import ExportInfo, Store, SweepInfo, default_url
+from mutransfer.storage import ExportInfo, Store, StoreError, SweepInfo, default_url, mask_url, normalize_url
 
 log = logging.getLogger("mutransfer.dashboard")
 

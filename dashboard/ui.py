@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import data
 from dashboard.figures import progress, style, transfer_fit
 from mutransfer.recipe import Recipe
-from mutransfer.store import SweepInfo
+from mutransfer.storage import SweepInfo
 
 
 def url() -> str:

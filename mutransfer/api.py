@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mutransfer.document import ExportDocument
     from mutransfer.fit import FitResult
     from mutransfer.recipe import Scale
-    from mutransfer.store import Store, SweepInfo
+    from mutransfer.storage import Store, SweepInfo
     from mutransfer.sweep import SweepSummary
     from mutransfer.verify import VerifyReport
 
@@ -53,7 +53,7 @@ def _quiet(_: str) -> None:
 def open_store(db: str | None = None, *, upgrade: bool = True) -> Store:
     """The store at `db` (sqlite:///file.db, postgresql://...; default $MUTRANSFER_DB or ./mutransfer.db).
     `upgrade=False` opens it read-only as far as the schema goes (the dashboard)."""
-    from mutransfer.store import Store, default_url
+    from mutransfer.storage import Store, default_url
 
     return Store.open(db or default_url(), upgrade=upgrade)
 
@@ -133,7 +133,7 @@ def coord_check(recipe: Recipe | str | Path, parametrization: str | None = None,
 def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any]:
     """The coordinate check of each µP parametrization before a sweep; a failure refuses it."""
     from mutransfer.coordcheck import KIND, run_coord_check
-    from mutransfer.store import CheckRecord
+    from mutransfer.storage import CheckRecord
 
     records = []
     for param in r.model.parametrizations:

@@ -39,7 +39,7 @@ def _user_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from mutransfer.coordcheck import CheckError
-        from mutransfer.store import StoreError
+        from mutransfer.storage import StoreError
 
         errors: tuple[type[BaseException], ...] = (MutransferError, RecipeError, StoreError, CheckError)
         try:
@@ -224,6 +224,8 @@ def ls(db: DbOpt = None) -> None:
     """List the sweeps in the database."""
     from rich.table import Table
 
+    from mutransfer.storage import FINISHED_STATUSES
+
     store = _store(db)
     sweeps = store.list_sweeps()
     if not sweeps:
@@ -234,7 +236,7 @@ def ls(db: DbOpt = None) -> None:
         t.add_column(col)
     for s in sweeps:
         c = s.counts or {}
-        done = sum(c.get(k, 0) for k in ("completed", "diverged", "failed"))
+        done = sum(c.get(k, 0) for k in FINISHED_STATUSES)
         best = f"{s.best_metric:.4f}" if s.best_metric is not None else "-"
         t.add_row(str(s.id), s.name, s.status, f"{done}/{s.total_trials}", str(c.get("diverged", 0)),
                   str(c.get("failed", 0)), best, f"{s.created_at:%Y-%m-%d %H:%M}")
@@ -480,8 +482,7 @@ def dashboard(
     """Serve the dashboard (Streamlit): sweeps, transfer curves, the fit, trials, the export."""
     import socket
 
-    from mutransfer.db import make_engine, mask_url
-    from mutransfer.store import default_url
+    from mutransfer.storage import default_url, make_engine, mask_url
 
     url = db or default_url()
     make_engine(url).dispose()  # a malformed URL or an unknown driver fails here, in one line (no connection yet)
@@ -526,7 +527,7 @@ def _dashboard_app() -> Path:
 @_user_errors
 def db_upgrade(db: DbOpt = None) -> None:
     """Create the schema or bring it to the newest revision (safe to repeat)."""
-    from mutransfer.db import current_revision, head_revision
+    from mutransfer.storage import current_revision, head_revision
 
     store = _store(db, upgrade=True)
     typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")
@@ -536,7 +537,7 @@ def db_upgrade(db: DbOpt = None) -> None:
 @_user_errors
 def db_current(db: DbOpt = None) -> None:
     """Print the database's schema revision."""
-    from mutransfer.db import current_revision, head_revision
+    from mutransfer.storage import current_revision, head_revision
 
     store = _store(db, upgrade=False)
     typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")

@@ -35,7 +35,7 @@ from ray import tune  # noqa: E402
 
 from mutransfer.plan import TrialSpec, groups, plan, spec_for  # noqa: E402
 from mutransfer.recipe import Choice, LogUniform, Recipe, RecipeError, Uniform  # noqa: E402
-from mutransfer.store import CheckRecord, Store, TrialRecord  # noqa: E402
+from mutransfer.storage import CheckRecord, Store, TrialRecord  # noqa: E402
 
 log = logging.getLogger("mutransfer.sweep")
 

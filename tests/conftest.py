@@ -40,7 +40,7 @@ def pg_url() -> Iterator[str]:
     import psycopg
     from sqlalchemy.engine import make_url
 
-    from mutransfer.db import mask_url
+    from mutransfer.storage import mask_url
 
     admin = pg_admin_url()
     reason = _pg_unreachable()

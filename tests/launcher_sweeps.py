@@ -11,7 +11,7 @@ import yaml
 
 from mutransfer.plan import plan
 from mutransfer.recipe import Recipe, parse_recipe
-from mutransfer.store import Store, TrialRecord
+from mutransfer.storage import Store, TrialRecord
 
 GPT = """
 name: lg

@@ -88,7 +88,7 @@ def runner() -> CliRunner:
 @pytest.fixture
 def db(tmp_path: Path, runner: CliRunner) -> Path:
     """A database holding one finished-looking sweep 'good' (made through the CLI's own store)."""
-    from mutransfer.store import Store, TrialRecord
+    from mutransfer.storage import Store, TrialRecord
 
     path = tmp_path / "mt.db"
     store = Store.open(f"sqlite:///{path}")

@@ -150,7 +150,7 @@ def test_packs_for_the_sweep() -> None:
 
 @pytest.mark.slow
 def test_sweep_with_batch_trials_stores_each_trial(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
     from mutransfer.sweep import run_sweep
 
     text = MLP.format(param="mup", opt="adam", lo=1e-3, hi=1e-2, extra=", batch_trials: 4").replace(

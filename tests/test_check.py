@@ -144,7 +144,7 @@ def test_default_widths_respect_the_budget() -> None:
 
 
 def test_store_keeps_checks(db_url: str) -> None:
-    from mutransfer.store import CheckInfo, Store, StoreError
+    from mutransfer.storage import CheckInfo, Store, StoreError
 
     store = Store.open(db_url)
     sweep = store.create_sweep("s", "text", "{}", "h", 0, "val_loss")
@@ -256,7 +256,7 @@ def _cli(args: list[str], db: str, cwd: Path) -> object:
 
 
 def test_cli_coord_check_exit_codes_plot_and_store(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     (tmp_path / "good.yaml").write_text(mlp_recipe(name="good"))
@@ -295,7 +295,7 @@ def _run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str
 
 @pytest.mark.slow
 def test_sweep_refuses_a_broken_mup_model(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     (tmp_path / "broken.yaml").write_text(mlp_recipe("userbuilders:plain_readout", name="broken"))
@@ -314,7 +314,7 @@ def test_sweep_stores_a_passing_check_and_show_prints_it(tmp_path: Path) -> None
     """A sweep whose trials are all finished: the gate runs and passes, run_sweep stores the check and returns
     before Ray starts."""
     from mutransfer.plan import plan
-    from mutransfer.store import Store, TrialRecord
+    from mutransfer.storage import Store, TrialRecord
 
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     text = mlp_recipe(name="done")
@@ -346,7 +346,7 @@ def test_sweep_stores_a_passing_check_and_show_prints_it(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_skip_check_runs_the_sweep_anyway(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     (tmp_path / "b.yaml").write_text(mlp_recipe("userbuilders:bypassed_readout", name="bypassed"))
@@ -384,7 +384,7 @@ def depth_mlp_recipe(scaling: str, residual: bool = True) -> str:
 
 def test_cli_coord_check_over_depth_passes_with_depth_mup_and_reports_growth_without(
         tmp_path: Path, corpus: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     mup_text = depth_gpt_recipe(corpus, "depth-mup", "deep")

@@ -55,7 +55,7 @@ def max_concurrency(trials: pd.DataFrame) -> int:
 
 @pytest.mark.slow
 def test_two_node_cluster_runs_and_stores_every_trial(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     nodes = [{"num_cpus": 1, "resources": {"node_a": 1}}, {"num_cpus": 1, "resources": {"node_b": 1}}]
     with ray_cluster(nodes) as cluster:
@@ -86,7 +86,7 @@ def test_two_node_cluster_runs_and_stores_every_trial(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path: Path) -> None:
     """`gpus: 0.25` on a node with one (fake) GPU: Ray runs four trials at once, never more."""
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     # Four CPUs, so the GPU is what limits concurrency: 0.25 CPU per trial would allow 16.
     with ray_cluster([{"num_cpus": 4, "num_gpus": 1}]) as cluster:
@@ -116,7 +116,7 @@ def test_device_auto_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.slow
 def test_request_no_node_can_meet_fails_at_once(tmp_path: Path) -> None:
     """Instead of waiting forever for a node that does not exist: exit 2, one line, no sweep in the database."""
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     (tmp_path / "big.yaml").write_text(RECIPE.format(name="big", steps=20, samples=1,
                                                      resources="{cpus: 1, gpus: 2}"))

@@ -15,7 +15,7 @@ from mutransfer.compute import compute_report, param_counts, target_param_counts
 from mutransfer.export import target_build_config
 from mutransfer.plan import plan
 from mutransfer.proxy import build_model
-from mutransfer.store import Store
+from mutransfer.storage import Store
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def test_two_sweeps_and_a_reader_share_one_database(backend: str, tmp_path: Path
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
     store = Store.open(url)  # the schema exists before the writers start, as after `mutransfer db upgrade`

@@ -18,7 +18,7 @@ pytest.importorskip("streamlit")
 from dashboard.data import database_url  # noqa: E402
 from dashboard.figures import learning_curves, progress, style, transfer_curves, transfer_fit  # noqa: E402
 from mutransfer.fit import FitResult  # noqa: E402
-from mutransfer.store import Store  # noqa: E402
+from mutransfer.storage import Store  # noqa: E402
 from mutransfer.testing.recipes import make_recipe  # noqa: E402
 from mutransfer.testing.seeded_sweeps import LR_STAR, seed_demo, seed_sweep, true_optimum  # noqa: E402
 

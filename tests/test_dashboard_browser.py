@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import browser
-from mutransfer.store import Store
+from mutransfer.storage import Store
 from mutransfer.testing.recipes import make_recipe
 from mutransfer.testing.seeded_sweeps import seed_sweep
 

@@ -21,7 +21,7 @@ from mutransfer.errors import MutransferError
 from mutransfer.export import render
 from mutransfer.launchers import LauncherError, nanogpt, render_format
 from mutransfer.runtime import RuntimeConfigError
-from mutransfer.store import Store
+from mutransfer.storage import Store
 from mutransfer.target import TargetError, build_target
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mutransfer.cli import app
 from mutransfer.plan import plan
 from mutransfer.recipe import parse_recipe
-from mutransfer.store import Store, TrialRecord
+from mutransfer.storage import Store, TrialRecord
 from mutransfer.testing.recipes import mlp_recipe
 from mutransfer.testing.synthetic import synthetic_trials
 

@@ -20,7 +20,7 @@ from mutransfer.document import ExportDocument
 from mutransfer.errors import UsageError
 from mutransfer.launchers import LAUNCHER_FORMATS, LauncherError, render_format
 from mutransfer.recipe import RecipeError, parse_recipe
-from mutransfer.store import Store
+from mutransfer.storage import Store
 
 HERE = Path(__file__).parent
 BUILDER = "userbuilders:gpt"

@@ -11,15 +11,15 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from mutransfer import db
-from mutransfer.store import Store, StoreError
+from mutransfer.storage import Store, StoreError, make_engine, mask_url, normalize_url, schema
+from mutransfer.storage.models import Base
 
 TABLES = {"checks", "sweeps", "trials", "metric_points", "fits", "exports"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tables(url: str) -> set[str]:
-    engine = db.make_engine(url)
+    engine = make_engine(url)
     try:
         return set(sa.inspect(engine).get_table_names())
     finally:
@@ -27,38 +27,38 @@ def tables(url: str) -> set[str]:
 
 
 def test_upgrade_from_empty_creates_every_table(db_url: str) -> None:
-    assert db.current_revision(db_url) is None
-    db.upgrade(db_url)
+    assert schema.current_revision(db_url) is None
+    schema.upgrade(db_url)
     assert tables(db_url) == TABLES | {"alembic_version"}
-    assert db.current_revision(db_url) == db.head_revision()
+    assert schema.current_revision(db_url) == schema.head_revision()
 
 
 def test_upgrade_is_idempotent_and_keeps_data(db_url: str) -> None:
-    db.upgrade(db_url)
+    schema.upgrade(db_url)
     with Store.open(db_url) as store:
         store.create_sweep("s", "text", "{}", "h", 0, "val_loss")
-    db.upgrade(db_url)
+    schema.upgrade(db_url)
     with Store.open(db_url) as store:  # upgrades again on open: a no-op
         assert store.get_sweep("s") is not None
-    assert db.current_revision(db_url) == db.head_revision()
+    assert schema.current_revision(db_url) == schema.head_revision()
 
 
 def test_downgrade_to_base_removes_tables(db_url: str) -> None:
-    db.upgrade(db_url)
-    db.downgrade(db_url, "base")
+    schema.upgrade(db_url)
+    schema.downgrade(db_url, "base")
     assert not (tables(db_url) & TABLES)
-    assert db.current_revision(db_url) is None
-    db.upgrade(db_url)  # and back
+    assert schema.current_revision(db_url) is None
+    schema.upgrade(db_url)  # and back
     assert tables(db_url) >= TABLES
 
 
 def test_autogenerate_finds_no_difference(db_url: str) -> None:
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
+    schema.upgrade(db_url)
+    engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True, "render_as_batch": True})
-            diff = compare_metadata(ctx, db.Base.metadata)
+            diff = compare_metadata(ctx, Base.metadata)
     finally:
         engine.dispose()
     assert diff == []
@@ -70,8 +70,8 @@ def indexes(insp: sa.Inspector, table: str) -> set[str]:
 
 
 def test_constraint_names_follow_the_convention(db_url: str) -> None:
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
+    schema.upgrade(db_url)
+    engine = make_engine(db_url)
     try:
         insp = sa.inspect(engine)
         assert {u["name"] for u in insp.get_unique_constraints("trials")} == {"uq_trials_sweep_id_key"}
@@ -85,7 +85,7 @@ def test_constraint_names_follow_the_convention(db_url: str) -> None:
 
 
 def _stamp(url: str, revision: str) -> None:
-    engine = db.make_engine(url)
+    engine = make_engine(url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
@@ -97,33 +97,35 @@ def test_newer_database_is_refused(db_url: str) -> None:
     if db_url.startswith("postgresql"):
         # Trust auth ignores the password: it is there to check that messages mask it.
         db_url = db_url.replace("postgres@", "postgres:hunter2@", 1)
-    db.upgrade(db_url)
+    schema.upgrade(db_url)
     _stamp(db_url, "9999_from_the_future")
-    want = (f"database at {db.mask_url(db.normalize_url(db_url))} is at revision 9999_from_the_future, newer than this mutransfer "
-            f"(head {db.head_revision()}): upgrade mutransfer")
+    want = (f"database at {mask_url(normalize_url(db_url))} is at revision 9999_from_the_future, newer than this mutransfer "
+            f"(head {schema.head_revision()}): upgrade mutransfer")
     for attempt in (lambda: Store.open(db_url), lambda: Store.open(db_url, upgrade=False),
-                    lambda: db.upgrade(db_url), lambda: db.downgrade(db_url)):
+                    lambda: schema.upgrade(db_url), lambda: schema.downgrade(db_url)):
         with pytest.raises(StoreError) as err:
             attempt()
         assert str(err.value) == want
         assert "hunter2" not in str(err.value)
-    assert db.current_revision(db_url) == "9999_from_the_future"  # nothing was touched
+    assert schema.current_revision(db_url) == "9999_from_the_future"  # nothing was touched
 
 
 def test_open_without_upgrade_asks_for_it(db_url: str) -> None:
     with pytest.raises(StoreError, match=r"empty \(no mutransfer schema\).*run `mutransfer db upgrade`"):
         Store.open(db_url, upgrade=False)
-    db.upgrade(db_url)
+    schema.upgrade(db_url)
     Store.open(db_url, upgrade=False).close()
 
 
 def test_scripts_ship_inside_the_package() -> None:
-    scripts = db.migrations_dir()
-    assert scripts.parent.name == "mutransfer"
+    scripts = schema.migrations_dir()
+    assert scripts.parent.name == "storage" and scripts.parent.parent.name == "mutransfer"
     assert (scripts / "env.py").is_file() and (scripts / "script.py.mako").is_file()
     assert (scripts / "versions" / "0001_initial.py").is_file()
-    # An __init__.py there would make the checkout's alembic/ shadow the alembic package.
-    assert not (ROOT / "alembic" / "__init__.py").exists()
+    # The scripts live in the package alone: no link to them, and no alembic/ at the root, where (with an
+    # __init__.py) it would shadow the alembic package.
+    assert not scripts.is_symlink() and not (ROOT / "mutransfer" / "migrations").is_symlink()
+    assert not (ROOT / "alembic").exists()
 
 
 def test_alembic_command_line_from_a_checkout(sqlite_url: str) -> None:
@@ -133,7 +135,7 @@ def test_alembic_command_line_from_a_checkout(sqlite_url: str) -> None:
 
     res = alembic("upgrade", "head")
     assert res.returncode == 0, res.stderr
-    assert db.current_revision(sqlite_url) == db.head_revision()
+    assert schema.current_revision(sqlite_url) == schema.head_revision()
     res = alembic("check")
     assert res.returncode == 0, res.stderr
 
@@ -156,13 +158,13 @@ def test_concurrent_first_opens_create_the_schema_once(db_url: str) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    assert db.current_revision(db_url) == db.head_revision()
+    assert schema.current_revision(db_url) == schema.head_revision()
 
 
 def test_first_revision_upgrades_with_its_data(db_url: str) -> None:
     """A database made at 0001 keeps its trials on the way to head; they become the sweep's own (role 'sweep')."""
-    db.upgrade(db_url, "0001")
-    engine = db.make_engine(db_url)
+    schema.upgrade(db_url, "0001")
+    engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(
@@ -173,11 +175,11 @@ def test_first_revision_upgrades_with_its_data(db_url: str) -> None:
                 "INSERT INTO trials (sweep_id, key, \"group\", parametrization, width, depth, batch_size, seq_len, "
                 "steps_planned, sample, repeat, seed, hparams, status, metric) VALUES (1, 'mup/a/000', 'mup/a', "
                 "'mup', 32, 2, 8, 1, 10, 0, 0, 0, '{\"lr\": 0.01}', 'completed', 0.5)"))
-        db.upgrade(db_url)
+        schema.upgrade(db_url)
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT key, metric, role FROM trials")).all()
         assert [tuple(r) for r in rows] == [("mup/a/000", 0.5, "sweep")]
-        db.downgrade(db_url, "0001")
+        schema.downgrade(db_url, "0001")
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM trials")).scalar() == 1
     finally:

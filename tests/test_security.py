@@ -42,7 +42,7 @@ def test_named_entrypoint_is_imported(sneaky: Path) -> None:
 
 
 def test_password_masked_in_store_messages() -> None:
-    from mutransfer.store import Store, StoreError, mask_url
+    from mutransfer.storage import Store, StoreError, mask_url
 
     assert "s3cr3t" not in mask_url("postgresql://me:s3cr3t@db.example:5432/x")
     with pytest.raises(StoreError) as info:

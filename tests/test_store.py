@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mutransfer.store import Store, StoreError, TrialRecord, default_url, mask_url
+from mutransfer.storage import Store, StoreError, TrialRecord, default_url, mask_url
 
 
 @pytest.fixture

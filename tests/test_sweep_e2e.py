@@ -26,7 +26,7 @@ def run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.slow
 def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     (tmp_path / "tiny.yaml").write_text(RECIPE)
     db = f"sqlite:///{tmp_path / 'mt.db'}"
@@ -110,7 +110,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_optuna_search_fills_every_planned_trial(tmp_path: Path) -> None:
-    from mutransfer.store import Store
+    from mutransfer.storage import Store
 
     recipe = edit(RECIPE, name="tpe", search__method="optuna", scales__vary__width=[16, 32],
                   search__space={"lr": LR, "output_mult": {"choice": [0.5, 2.0]}})

@@ -8,9 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from dashboard.figures.style import param_label
-from mutransfer.store import SweepInfo
-
-FINISHED = ("completed", "diverged", "failed")
+from mutransfer.storage import FINISHED_STATUSES, SweepInfo
 
 
 def sweeps_table(sweeps: Sequence[SweepInfo]) -> pd.DataFrame:
@@ -18,7 +16,7 @@ def sweeps_table(sweeps: Sequence[SweepInfo]) -> pd.DataFrame:
     rows = []
     for s in sweeps:
         c = s.counts or {}
-        done = sum(c.get(k, 0) for k in FINISHED)
+        done = sum(c.get(k, 0) for k in FINISHED_STATUSES)
         rows.append({
             "id": s.id,
             "name": s.name,

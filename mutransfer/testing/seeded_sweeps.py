@@ -20,7 +20,7 @@ import numpy as np
 
 from mutransfer.plan import plan
 from mutransfer.recipe import Recipe
-from mutransfer.store import Store, SweepInfo, TrialRecord
+from mutransfer.storage import Store, SweepInfo, TrialRecord
 from mutransfer.testing.recipes import make_recipe
 
 __all__ = ["LR_STAR", "SP_DRIFT", "Seeded", "seed_demo", "seed_sweep", "true_optimum"]

@@ -1,6 +1,6 @@
 """Alembic environment for mutransfer.
 
-mutransfer runs migrations in code (`mutransfer.db.upgrade`) and hands its open connection over in
+mutransfer runs migrations in code (`mutransfer.storage.upgrade`) and hands its open connection over in
 `config.attributes["connection"]`, so no URL is needed here. Run by the `alembic` command from a checkout, the
 URL comes from `-x url=...`, the ini's `sqlalchemy.url`, `$MUTRANSFER_DB`, or ./mutransfer.db, in that order.
 """
@@ -12,10 +12,11 @@ import os
 from logging.config import fileConfig
 from pathlib import Path
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
-from mutransfer.db import Base, make_engine, mask_url
+from mutransfer.storage import make_engine, mask_url
+from mutransfer.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,232 +1,59 @@
 """The store: every sweep, trial, learning curve, fit and export, in SQLite or PostgreSQL.
 
 Like optuna's storage layer: one place opens transactions (`Store._run`, which retries on SQLite's "database is
-locked" and PostgreSQL's serialization failures), and ORM rows never leave this module: callers get frozen
-dataclasses or pandas DataFrames. Every failure is a `StoreError` with a one-line message whose URL is masked.
+locked" and PostgreSQL's serialization failures), and ORM rows never leave `mutransfer.storage`: callers get
+frozen values (`mutransfer.storage.records`) or pandas DataFrames (`mutransfer.storage.frames`). Every failure is
+a `StoreError` with a one-line message whose URL is masked.
 
-Metrics are losses: "best" means smallest. Non-finite metric values round-trip (see `mutransfer.db`); a trial's
-`metric` and `best_metric` are finite or missing (a diverged trial has none).
+Metrics are losses: "best" means smallest. Non-finite metric values round-trip (see `mutransfer.storage.models`);
+a trial's `metric` and `best_metric` are finite or missing (a diverged trial has none).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mutransfer import db
-from mutransfer.db import (
-    FINISHED_STATUSES,
-    SWEEP_STATUSES,
-    TRIAL_STATUSES,
+from mutransfer.storage import frames, schema
+from mutransfer.storage.engine import make_engine, read_only
+from mutransfer.storage.errors import StoreError
+from mutransfer.storage.models import (
+    PLANNED_COLUMNS,
     Check,
     ExportRow,
     FitRow,
     MetricPoint,
-    StoreError,
     Sweep,
     Trial,
-    mask_url,
-    scrub,
+    finite_or_none,
+    point_rows,
+    to_json,
     utcnow,
 )
+from mutransfer.storage.records import CheckInfo, ExportInfo, SweepInfo, TrialRecord
+from mutransfer.storage.status import FINISHED_STATUSES, SweepStatus, TrialRole, TrialStatus
+from mutransfer.storage.urls import (
+    describe_error,
+    mask_url,
+    normalize_url,
+    password_from_env,
+    scrub,
+    without_password,
+)
 
-if TYPE_CHECKING:
-    from mutransfer.plan import TrialSpec
-
-log = logging.getLogger("mutransfer.store")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-PLANNED_COLUMNS = (
-    "key", "group", "parametrization", "width", "depth", "batch_size", "seq_len", "steps_planned", "sample",
-    "repeat", "seed", "role",
-)
-RESULT_COLUMNS = (
-    "status", "metric", "best_metric", "steps", "wall_time", "flops", "n_params", "node", "error", "started_at",
-    "finished_at",
-)
-_FLOAT_COLUMNS = ("metric", "best_metric", "wall_time", "flops")
-_NULLABLE_INT_COLUMNS = ("steps", "n_params")
-_TIME_COLUMNS = ("started_at", "finished_at")
-
-
-def default_url() -> str:
-    """`$MUTRANSFER_DB`, else mutransfer.db in the current directory (as an absolute path)."""
-    return os.environ.get("MUTRANSFER_DB") or f"sqlite:///{Path.cwd().resolve() / 'mutransfer.db'}"
-
-
-# ------------------------------------------------------------------------------------------------ values
-
-
-@dataclass(frozen=True)
-class SweepInfo:
-    id: int
-    name: str
-    status: str
-    recipe_hash: str
-    recipe_text: str
-    recipe_json: str
-    total_trials: int
-    metric_name: str
-    created_at: datetime
-    finished_at: datetime | None
-    counts: dict[str, int] = field(default_factory=dict)  # trial status -> number of trials
-    best_metric: float | None = None  # smallest metric of a completed trial
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """A planned trial, as `add_trials` stores it."""
-
-    key: str
-    group: str
-    parametrization: str
-    width: int
-    depth: int
-    batch_size: int
-    seq_len: int
-    steps_planned: int
-    sample: int
-    repeat: int
-    seed: int
-    hparams: dict[str, Any] = field(default_factory=dict)
-    role: str = "sweep"  # or "verify": a check at a larger size, not part of the fit
-
-    @classmethod
-    def from_spec(cls, spec: TrialSpec, role: str = "sweep") -> TrialRecord:
-        s = spec.scale
-        return cls(
-            key=spec.key, group=spec.group, parametrization=spec.parametrization, width=s.width, depth=s.depth,
-            batch_size=s.batch_size, seq_len=s.seq_len, steps_planned=spec.steps, sample=spec.sample,
-            repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams), role=role,
-        )
-
-
-@dataclass(frozen=True)
-class CheckRecord:
-    """A check to store with a sweep (e.g. the coordinate check that gated it), as `save_check` takes it."""
-
-    kind: str  # coord | coord_depth | verify
-    parametrization: str
-    passed: bool
-    summary: str
-    result: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CheckInfo:
-    """A stored check: `kind` "coord" (the coordinate check over width), "coord_depth" (over depth) or "verify" (a
-    transfer checked at a larger size)."""
-
-    id: int
-    sweep_id: int | None
-    kind: str
-    parametrization: str
-    passed: bool
-    summary: str
-    result: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ExportInfo:
-    id: int
-    sweep_id: int
-    fit_id: int | None
-    format: str
-    content: str
-    created_at: datetime
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _json_default(o: Any) -> Any:
-    # numpy scalars and arrays, without importing numpy here.
-    if hasattr(o, "item") and callable(o.item) and getattr(o, "ndim", 0) == 0:
-        return o.item()
-    if hasattr(o, "tolist") and callable(o.tolist):
-        return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, (datetime, Path)):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
-def _dumps(obj: Any, what: str) -> str:
-    # allow_nan: a fit's interval can be infinite; Python reads NaN/Infinity back (non-standard JSON, TEXT column).
-    try:
-        return json.dumps(obj, default=_json_default, sort_keys=True)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"cannot store {what}: {e}") from None
-
-
-def _finite(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _int(x: Any) -> int | None:
-    return None if x is None else int(x)
-
-
-def _point_rows(trial_id: int, points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """{"step": 10, "val_loss": 2.3, ...} -> long rows; None values are skipped (the metric was not measured)."""
-    rows: list[dict[str, Any]] = []
-    for p in points:
-        if "step" not in p or p["step"] is None:
-            raise StoreError(f"metric point without a 'step': {dict(p)!r}")
-        step = int(p["step"])
-        for name, v in p.items():
-            if name == "step" or v is None:
-                continue
-            if isinstance(v, (str, bytes)):
-                raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}")
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}") from None
-            value, special = db.encode_value(x)
-            rows.append({"trial_id": trial_id, "step": step, "name": str(name), "value": value, "special": special})
-    return rows
-
-
-def _fetch_tuples(s: Session, stmt: Select[Any]) -> list[tuple[Any, ...]]:
-    """All rows of `stmt` as plain tuples from the DBAPI cursor, in the session's transaction.
-
-    For long results (a sweep's curves: 500,000 rows) building SQLAlchemy Row objects and handing them to pandas
-    took 3 s; plain tuples take a third of that. Only for statements whose columns need no result processing
-    (integers, floats, strings).
-    """
-    conn = s.connection()
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.params
-    args: Any = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(str(compiled), args)
-        return [tuple(r) for r in cursor.fetchall()]
-    finally:
-        cursor.close()
 
 
 def _insert_points(s: Session, rows: list[dict[str, Any]]) -> None:
@@ -251,19 +78,6 @@ def _sweep_info(row: Sweep, counts: dict[str, int], best: float | None) -> Sweep
     )
 
 
-def _cause(e: BaseException, url: Any) -> str:
-    orig = getattr(e, "orig", None) or e
-    text = scrub(str(orig), url) or type(orig).__name__
-    if "unable to open database file" in text:
-        database = getattr(url, "database", None)
-        if database:
-            text += f" (does the folder {Path(database).parent} exist, and may this user write there?)"
-    return text
-
-
-# ------------------------------------------------------------------------------------------------ store
-
-
 class Store:
     """Sweeps, trials, curves, fits and exports in one database. Build with `Store.open(url)`."""
 
@@ -275,32 +89,16 @@ class Store:
         self.engine = engine
         self.masked_url = mask_url(engine.url)
         self._write = sessionmaker(engine, expire_on_commit=False)
-        self._read = sessionmaker(db.read_only(engine), expire_on_commit=False)
+        self._read = sessionmaker(read_only(engine), expire_on_commit=False)
 
     # ----------------------------------------------------------------------------------- open / close
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Store:
         """Connect to `url` and bring its schema to head (or, with upgrade=False, check that it is there)."""
-        engine = db.make_engine(url)
-        masked = mask_url(engine.url)
+        engine = make_engine(url)
         try:
-            try:
-                rev = db.current_revision(engine)
-            except SQLAlchemyError as e:
-                raise StoreError(f"cannot open database {masked}: {_cause(e, engine.url)}") from None
-            db.check_known(rev, engine.url)
-            head = db.head_revision()
-            if rev != head:
-                if not upgrade:
-                    at = f"at revision {rev}" if rev else "empty (no mutransfer schema)"
-                    raise StoreError(f"database at {masked} is {at}, this mutransfer needs {head}: "
-                                     "run `mutransfer db upgrade`")
-                try:
-                    db.upgrade(engine)
-                except SQLAlchemyError as e:
-                    raise StoreError(f"cannot create the schema in {masked}: {_cause(e, engine.url)}") from None
-                log.info("database %s upgraded from %s to %s", masked, rev, head)
+            schema.ensure_head(engine, migrate=upgrade)
         except BaseException:
             engine.dispose()
             raise
@@ -325,20 +123,14 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:
         url = self.engine.url
-        return {"url": db.without_password(url).render_as_string(hide_password=False),
+        return {"url": without_password(url).render_as_string(hide_password=False),
                 "had_password": url.password is not None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        url = db.normalize_url(state["url"])
-        env = os.environ.get("MUTRANSFER_DB")
-        if state.get("had_password") and env:
-            try:
-                from_env = db.normalize_url(env)
-            except StoreError:
-                from_env = None
-            if from_env is not None and db.without_password(from_env) == url:
-                url = from_env
-        self.__init__(db.make_engine(url))  # type: ignore[misc]
+        url = normalize_url(state["url"])
+        if state.get("had_password"):
+            url = password_from_env(url)
+        self.__init__(make_engine(url))  # type: ignore[misc]
 
     # ----------------------------------------------------------------------------------- transactions
 
@@ -369,9 +161,9 @@ class Store:
                     time.sleep(delay * (1 + random.random()))
                     delay = min(delay * 2, 2.0)
                     continue
-                raise StoreError(f"{what} failed on {self.masked_url}: {_cause(e, self.engine.url)}") from e
+                raise StoreError(f"{what} failed on {self.masked_url}: {describe_error(e, self.engine.url)}") from e
             except SQLAlchemyError as e:
-                raise StoreError(f"{what} failed on {self.masked_url}: {_cause(e, self.engine.url)}") from e
+                raise StoreError(f"{what} failed on {self.masked_url}: {describe_error(e, self.engine.url)}") from e
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------------------- sweeps
@@ -382,7 +174,7 @@ class Store:
             if s.scalar(select(Sweep.id).where(Sweep.name == name)) is not None:
                 raise StoreError(f"a sweep named {name!r} already exists in {self.masked_url}")
             row = Sweep(name=name, recipe_text=recipe_text, recipe_json=recipe_json, recipe_hash=recipe_hash,
-                        status="planned", total_trials=int(total_trials), metric_name=metric_name)
+                        status=SweepStatus.PLANNED.value, total_trials=int(total_trials), metric_name=metric_name)
             s.add(row)
             s.flush()
             return _sweep_info(row, {}, None)
@@ -421,9 +213,9 @@ class Store:
     def _stats(s: Session, sweep_id: int | None) -> tuple[dict[int, dict[str, int]], dict[int, float]]:
         """Trials per status and best completed metric, per sweep, in two grouped queries (the sweep's own
         trials: verification trials run at other sizes and are reported apart)."""
-        q = (select(Trial.sweep_id, Trial.status, func.count()).where(Trial.role == "sweep")
-             .group_by(Trial.sweep_id, Trial.status))
-        b = (select(Trial.sweep_id, func.min(Trial.metric)).where(Trial.status == "completed", Trial.role == "sweep")
+        own = Trial.role == TrialRole.SWEEP.value
+        q = select(Trial.sweep_id, Trial.status, func.count()).where(own).group_by(Trial.sweep_id, Trial.status)
+        b = (select(Trial.sweep_id, func.min(Trial.metric)).where(Trial.status == TrialStatus.COMPLETED.value, own)
              .group_by(Trial.sweep_id))
         if sweep_id is not None:
             q, b = q.where(Trial.sweep_id == sweep_id), b.where(Trial.sweep_id == sweep_id)
@@ -434,13 +226,13 @@ class Store:
         return counts, best
 
     def set_sweep_status(self, sweep_id: int, status: str) -> None:
-        if status not in SWEEP_STATUSES:
-            raise StoreError(f"unknown sweep status {status!r}: use {', '.join(SWEEP_STATUSES)}")
+        if status not in set(SweepStatus):
+            raise StoreError(f"unknown sweep status {status!r}: use {', '.join(s.value for s in SweepStatus)}")
 
         def fn(s: Session) -> None:
             row = self._sweep_row(s, sweep_id)
-            row.status = status
-            row.finished_at = utcnow() if status in ("done", "failed") else None
+            row.status = SweepStatus(status).value
+            row.finished_at = utcnow() if status in (SweepStatus.DONE, SweepStatus.FAILED) else None
 
         self._run("set sweep status", fn)
 
@@ -466,7 +258,8 @@ class Store:
             existing = set(s.scalars(select(Trial.key).where(Trial.sweep_id == sweep_id)))
             new = [
                 {"sweep_id": sweep_id, **{c: getattr(r, c) for c in PLANNED_COLUMNS},
-                 "hparams": _dumps(r.hparams, f"hyperparameters of trial {r.key!r}"), "status": "pending"}
+                 "hparams": to_json(r.hparams, f"hyperparameters of trial {r.key!r}"),
+                 "status": TrialStatus.PENDING.value}
                 for r in rows if r.key not in existing
             ]
             if new:
@@ -502,7 +295,7 @@ class Store:
             row = self._trial_row(s, sweep_id, key)
             if row.status in FINISHED_STATUSES:
                 raise StoreError(f"trial {key!r} of sweep {sweep_id} is already {row.status}: not running it again")
-            row.status = "running"
+            row.status = TrialStatus.RUNNING.value
             row.started_at = utcnow()
             row.finished_at = None
             row.error = None
@@ -517,7 +310,7 @@ class Store:
         def fn(s: Session) -> None:
             row = self._trial_row(s, sweep_id, key)
             merged = {**json.loads(row.hparams or "{}"), **dict(hparams)}
-            row.hparams = _dumps(merged, f"hyperparameters of trial {key!r}")
+            row.hparams = to_json(merged, f"hyperparameters of trial {key!r}")
 
         self._run("update hyperparameters", fn)
 
@@ -525,7 +318,7 @@ class Store:
         """Append learning-curve points ({"step": int, name: value, ...}) in one transaction; returns rows written."""
 
         def fn(s: Session) -> int:
-            rows = _point_rows(self._trial_id(s, sweep_id, key), points)
+            rows = point_rows(self._trial_id(s, sweep_id, key), points)
             if rows:
                 _insert_points(s, rows)
             return len(rows)
@@ -548,21 +341,21 @@ class Store:
         Non-finite `metric`/`best_metric` are stored as missing: a diverged trial has no metric to rank by.
         """
         if status not in FINISHED_STATUSES:
-            raise StoreError(f"a trial finishes as {', '.join(FINISHED_STATUSES)}, not {status!r}")
+            raise StoreError(f"a trial finishes as {', '.join(s.value for s in FINISHED_STATUSES)}, not {status!r}")
 
         def fn(s: Session) -> None:
             row = self._trial_row(s, sweep_id, key)
             if points:
-                new = _point_rows(row.id, points)
+                new = point_rows(row.id, points)
                 if new:
                     _insert_points(s, new)
-            row.status = status
-            row.metric = _finite(metric)
-            row.best_metric = _finite(best_metric)
-            row.steps = _int(steps)
-            row.wall_time = _finite(wall_time)
-            row.flops = _finite(flops)
-            row.n_params = _int(n_params)
+            row.status = TrialStatus(status).value
+            row.metric = finite_or_none(metric)
+            row.best_metric = finite_or_none(best_metric)
+            row.steps = None if steps is None else int(steps)
+            row.wall_time = finite_or_none(wall_time)
+            row.flops = finite_or_none(flops)
+            row.n_params = None if n_params is None else int(n_params)
             row.error = error
             if node is not None:
                 row.node = node
@@ -574,13 +367,14 @@ class Store:
         """Running trials back to pending (for a resume), without their partial curves. Returns how many."""
 
         def fn(s: Session) -> int:
-            unfinished = select(Trial.id).where(Trial.sweep_id == sweep_id, Trial.status.in_(("running", "pending")))
+            running, pending = TrialStatus.RUNNING.value, TrialStatus.PENDING.value
+            unfinished = select(Trial.id).where(Trial.sweep_id == sweep_id, Trial.status.in_((running, pending)))
             # Pending trials should have no points; any found are left by a crash between writes.
             s.execute(delete(MetricPoint).where(MetricPoint.trial_id.in_(unfinished)))
             res = s.execute(
                 update(Trial)
-                .where(Trial.sweep_id == sweep_id, Trial.status == "running")
-                .values(status="pending", started_at=None, finished_at=None, node=None, metric=None,
+                .where(Trial.sweep_id == sweep_id, Trial.status == running)
+                .values(status=pending, started_at=None, finished_at=None, node=None, metric=None,
                         best_metric=None, steps=None, wall_time=None, flops=None, n_params=None, error=None)
             )
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
@@ -591,9 +385,11 @@ class Store:
         """Keys of the sweep's trials, optionally only those in `statuses`."""
         wanted = (statuses,) if isinstance(statuses, str) else None if statuses is None else tuple(statuses)
         if wanted is not None:
-            unknown = sorted(set(wanted) - set(TRIAL_STATUSES))
+            unknown = sorted(set(wanted) - set(TrialStatus))
             if unknown:
-                raise StoreError(f"unknown trial status {unknown[0]!r}: use {', '.join(TRIAL_STATUSES)}")
+                known = ", ".join(s.value for s in TrialStatus)
+                raise StoreError(f"unknown trial status {unknown[0]!r}: use {known}")
+            wanted = tuple(TrialStatus(w).value for w in wanted)
 
         def fn(s: Session) -> set[str]:
             q = select(Trial.key).where(Trial.sweep_id == sweep_id)
@@ -608,66 +404,20 @@ class Store:
     def trials_frame(self, sweep_id: int) -> pd.DataFrame:
         """One row per trial in plan order: planned and result columns, `hparams` (dict) and one `hp.<name>`
         column per hyperparameter (missing where a trial has no value for it)."""
-        names = ("id", "sweep_id", *PLANNED_COLUMNS, "hparams", *RESULT_COLUMNS)
-        cols = [getattr(Trial, n) for n in names]
-
-        def fn(s: Session) -> list[Any]:
-            return list(s.execute(select(*cols).where(Trial.sweep_id == sweep_id).order_by(Trial.id)).all())
-
-        rows = self._run("read trials", fn, write=False)
-        frame = pd.DataFrame.from_records(rows, columns=list(names))
-        frame["hparams"] = [json.loads(h or "{}") for h in frame["hparams"]]
-        for c in _FLOAT_COLUMNS:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
-        for c in _NULLABLE_INT_COLUMNS:
-            frame[c] = pd.array([None if pd.isna(v) else int(v) for v in frame[c]], dtype="Int64")
-        for c in _TIME_COLUMNS:
-            frame[c] = pd.to_datetime(frame[c], utc=True)
-        if len(frame):
-            hp = pd.DataFrame.from_records(list(frame["hparams"]), index=frame.index)
-            if len(hp.columns):
-                hp = hp[sorted(hp.columns)].add_prefix("hp.")
-                frame = pd.concat([frame, hp], axis=1)
-        return frame
+        rows = self._run("read trials", lambda s: frames.read_trials(s, sweep_id), write=False)
+        return frames.trials_frame(rows)
 
     def curves_frame(self, sweep_id: int, keys: Sequence[str] | None = None) -> pd.DataFrame:
         """Learning curves in long form: key, step, name, value (NaN/inf as reported), in one query."""
-        columns = ["key", "step", "name", "value"]
         if keys is not None and not keys:
-            return self._empty_curves(columns)
-        q = (
-            select(Trial.key, MetricPoint.step, MetricPoint.name, MetricPoint.value, MetricPoint.special)
-            .join(Trial, Trial.id == MetricPoint.trial_id)
-            .where(Trial.sweep_id == sweep_id)
-            .order_by(MetricPoint.trial_id, MetricPoint.step, MetricPoint.id)
-        )
-        if keys is not None:
-            q = q.where(Trial.key.in_(list(dict.fromkeys(keys))))
-
-        rows = self._run("read curves", lambda s: _fetch_tuples(s, q), write=False)
-        if not rows:
-            return self._empty_curves(columns)
-        frame = pd.DataFrame(rows, columns=[*columns, "special"])
-        value = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
-        special = frame["special"]
-        mask = special.notna().to_numpy()
-        if mask.any():
-            value[mask] = special[mask].astype("float64").to_numpy()
-        frame["value"] = value
-        frame["step"] = frame["step"].astype("int64")
-        return frame[columns]
-
-    @staticmethod
-    def _empty_curves(columns: list[str]) -> pd.DataFrame:
-        return pd.DataFrame({
-            "key": pd.Series([], dtype=object), "step": pd.Series([], dtype="int64"),
-            "name": pd.Series([], dtype=object), "value": pd.Series([], dtype="float64"),
-        })[columns]
+            return frames.curves_frame([])
+        rows = self._run("read curves", lambda s: frames.read_curves(s, sweep_id, keys), write=False)
+        return frames.curves_frame(rows)
 
     # ----------------------------------------------------------------------------------- fits, exports
 
     def save_fit(self, sweep_id: int, result: Mapping[str, Any]) -> int:
-        text = _dumps(dict(result), "fit result")
+        text = to_json(dict(result), "fit result")
 
         def fn(s: Session) -> int:
             self._sweep_row(s, sweep_id)
@@ -714,7 +464,7 @@ class Store:
     def save_check(self, sweep_id: int | None, kind: str, parametrization: str, passed: bool, summary: str,
                    result: Mapping[str, Any]) -> int:
         """Store a check's outcome (with a sweep, or on its own when `sweep_id` is None); returns its id."""
-        text = _dumps(dict(result), f"{kind} check result")
+        text = to_json(dict(result), f"{kind} check result")
 
         def fn(s: Session) -> int:
             if sweep_id is not None:
@@ -742,4 +492,4 @@ class Store:
         return self._run("read checks", fn, write=False)
 
 
-__all__ = ["CheckInfo", "CheckRecord", "ExportInfo", "Store", "StoreError", "SweepInfo", "TrialRecord", "default_url", "mask_url"]
+__all__ = ["Store"]

@@ -1,0 +1,10 @@
+"""`StoreError`: what every storage failure raises."""
+
+from __future__ import annotations
+
+
+class StoreError(RuntimeError):
+    """A database that cannot be used. The message is one line and never contains a password."""
+
+
+__all__ = ["StoreError"]
