@@ -59,8 +59,8 @@ def plain(steps: int, width: int) -> float:
     import torch.nn.functional as F
 
     from mutransfer.data import load_dataset
+    from mutransfer.parametrization import build, make_optimizer
     from mutransfer.plan import plan
-    from mutransfer.proxy import build, make_optimizer
     from mutransfer.recipe import parse_recipe
 
     torch.set_num_threads(1)

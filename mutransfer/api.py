@@ -291,7 +291,7 @@ def export(store: Store, sweep: str | int, *, parametrization: str | None = None
         extrapolation_problem,
         target_build_config,
     )
-    from mutransfer.proxy import describe_groups
+    from mutransfer.parametrization import describe_groups
 
     f = latest_fit(store, sweep)
     s, recipe, result = f.sweep, f.recipe, f.result
@@ -306,7 +306,7 @@ def export(store: Store, sweep: str | int, *, parametrization: str | None = None
     if fit_id is None and save:
         fit_id = store.save_fit(s.id, result.to_dict())
     cfg = target_build_config(recipe, param, result)
-    groups = describe_groups(cfg, recipe.model.family, recipe.train.optimizer)
+    groups = [g.to_dict() for g in describe_groups(cfg, recipe.model.family, recipe.train.optimizer)]
     compute = _compute(store.trials_frame(s.id), recipe, result)
     config = export_config(recipe, result, sweep_name=s.name, sweep_id=s.id, recipe_hash=s.recipe_hash,
                            param_groups=groups, parametrization=param, data_sizes=data_sizes(cfg),

@@ -5,18 +5,20 @@ dozen tiny matmuls. Stacking K trials' parameters along a leading dimension turn
 matmul (`torch.bmm`), so the fixed cost of a step is paid once for K trials.
 
 Each trial keeps everything that makes it a different trial:
-- its own initialisation: every trial's model is built by `proxy.build` exactly as `train.train` builds it (same
+- its own initialisation: every trial's model is built by `parametrization.build` exactly as `train.train` builds it (same
   seed, same µP base shapes and init), then its tensors are stacked;
 - its own multipliers (output_mult, embed_mult, attn_mult): per-trial tensors of shape (K, 1, ...) in the forward;
 - its own learning rates: the per-parameter LR and weight decay are read off the trial's real optimizer (MuAdam,
   MuAdamW, MuSGD or torch's), so µP's per-group width scaling is whatever mup does; the update itself is Adam/AdamW/
   SGD written on stacked tensors with per-trial (K,) learning rates, following torch's formulas;
 - its own gradient clipping (per-trial norm), data (batches drawn from its own seed), divergence (a diverged trial
-  leaves the batch at once; the others go on) and learning curve (reported per trial).
+  leaves the batch at once; the others go on) and learning curve (reported per trial): one `trial.TrialLog` each,
+  the books `train.train` keeps.
 
 The losses equal `train.train`'s up to floating-point reassociation (tests/test_batched.py checks both families,
 µP and SP, Adam, AdamW and SGD). Only the built-in families can be stacked: their forward is written here in batched
-form. A user's builder runs one trial at a time (`batchable`).
+form, reading their parameters by the names `models.STACK_LAYOUTS` declares. A user's builder runs one trial at a
+time (`batchable`).
 """
 
 from __future__ import annotations
@@ -30,25 +32,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mutransfer.models import STACK_LAYOUTS, StackLayout
+from mutransfer.parametrization import build, count_params, make_optimizer
 from mutransfer.plan import TrialSpec
-from mutransfer.proxy import GPT, MLP, build, count_params, make_optimizer
 from mutransfer.train import (
-    TrialResult,
-    _device,
-    _threads,
+    device_for,
     load_data,
     lr_factor,
+    thread_count,
     train_flops_per_token,
     validation_batches,
-    window_metric,
 )
+from mutransfer.trial import TrialLog, TrialResult
 
 BatchReport = Callable[[TrialSpec, dict[str, Any]], None]
 
 
 def batchable(spec: TrialSpec) -> bool:
     """Whether a trial can be stacked with others: the built-in families have a batched forward here."""
-    return spec.model.family in ("mlp", "gpt")
+    return spec.model.family in STACK_LAYOUTS
 
 
 def batch_key(spec: TrialSpec) -> tuple[Any, ...]:
@@ -110,17 +112,18 @@ class _Stack:
         )
 
 
-def _is_matmul_weight(name: str, p: torch.Tensor) -> bool:
+def _is_matmul_weight(name: str, p: torch.Tensor, layout: StackLayout) -> bool:
     # A Linear's weight (out, in); not the embeddings (rows looked up by token) nor LayerNorm's (1-D).
-    return p.dim() == 2 and name.endswith(".weight") and not name.startswith(("wte.", "wpe."))
+    return p.dim() == 2 and name.endswith(".weight") and name not in layout.lookup_names()
 
 
-def _stack_models(models: list[torch.nn.Module], specs: Sequence[TrialSpec], device: torch.device) -> _Stack:
+def _stack_models(models: list[torch.nn.Module], specs: Sequence[TrialSpec], layout: StackLayout,
+                  device: torch.device) -> _Stack:
     names = [n for n, _ in models[0].named_parameters()]
     params = {}
     for n, p0 in models[0].named_parameters():
         stacked = torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device)
-        if _is_matmul_weight(n, p0):
+        if _is_matmul_weight(n, p0, layout):
             # Stored as (K, in, out): the forward is bmm(x, w) and autograd hands back the gradient in the
             # parameter's own layout. As (K, out, in) every step would transpose-copy each weight's gradient.
             stacked = stacked.transpose(1, 2).contiguous()
@@ -136,13 +139,13 @@ def _stack_models(models: list[torch.nn.Module], specs: Sequence[TrialSpec], dev
             lrs[n].append(float(g["lr"]))
             wds[n].append(float(g["weight_decay"]))
     embed, logit, readout, attn = [], [], [], []
-    for m in models:
+    for m, spec in zip(models, specs, strict=True):
         embed.append(float(m.embed_mult))
         logit.append(float(m.logit_mult))
-        head = m.out if isinstance(m, MLP) else m.head
+        head = m.get_submodule(layout.readout)
         # MuReadout computes linear(output_mult * x / width_mult); a plain Linear readout multiplies by nothing.
         readout.append(float(head.output_mult / head.width_mult()) if hasattr(head, "output_mult") else 1.0)
-        attn.append(float(m.blocks[0].attn.scale) if isinstance(m, GPT) and len(m.blocks) else 1.0)
+        attn.append(float(_attention(m, layout, 0).scale) if layout.attention and spec.scale.depth else 1.0)
     kw: dict[str, Any] = dict(dtype=torch.float32, device=device)
     return _Stack(
         names=names,
@@ -155,6 +158,12 @@ def _stack_models(models: list[torch.nn.Module], specs: Sequence[TrialSpec], dev
                {"embed": embed, "logit": logit, "readout": readout, "attn": attn}.items()},
         state={n: {} for n in names},
     )
+
+
+def _attention(model: torch.nn.Module, layout: StackLayout, i: int) -> Any:
+    """Layer i's attention module (its scale, n_heads, head_dim)."""
+    assert layout.attention is not None
+    return model.get_submodule(layout.attention.format(i=i))
 
 
 def _col(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -175,39 +184,38 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return F.layer_norm(x, (c,)) * w.view(shape) + b.view(shape)
 
 
-def _forward_mlp(st: _Stack, x: torch.Tensor, depth: int) -> torch.Tensor:
+def _forward_mlp(st: _Stack, x: torch.Tensor, top: dict[str, str], layers: list[dict[str, str]]) -> torch.Tensor:
     p, m = st.params, st.mults
-    h = F.relu(_linear(x, p["inp.weight"], p["inp.bias"]) * _col(m["embed"], 3))
-    for i in range(depth):
-        h = F.relu(_linear(h, p[f"hidden.{i}.weight"], p[f"hidden.{i}.bias"]))
-    return _linear(h * _col(m["readout"], 3), p["out.weight"], p["out.bias"]) * _col(m["logit"], 3)
+    h = F.relu(_linear(x, p[top["input.weight"]], p[top["input.bias"]]) * _col(m["embed"], 3))
+    for layer in layers:
+        h = F.relu(_linear(h, p[layer["weight"]], p[layer["bias"]]))
+    return _linear(h * _col(m["readout"], 3), p[top["readout.weight"]], p[top["readout.bias"]]) * _col(m["logit"], 3)
 
 
-def _forward_gpt(st: _Stack, idx: torch.Tensor, depth: int, n_heads: int, head_dim: int,
-                 shared_scale: float | None) -> torch.Tensor:
+def _forward_gpt(st: _Stack, idx: torch.Tensor, top: dict[str, str], layers: list[dict[str, str]], n_heads: int,
+                 head_dim: int, shared_scale: float | None) -> torch.Tensor:
     p, m = st.params, st.mults
     k, b, t = idx.shape
     rows = torch.arange(k, device=idx.device).view(k, 1, 1)
-    x = (p["wte.weight"][rows, idx] + p["wpe.weight"][:, :t].unsqueeze(1)) * _col(m["embed"], 4)
+    x = (p[top["tokens"]][rows, idx] + p[top["positions"]][:, :t].unsqueeze(1)) * _col(m["embed"], 4)
     c = x.shape[-1]
-    for i in range(depth):
-        pre = f"blocks.{i}."
-        h = _layer_norm(x, p[pre + "ln1.weight"], p[pre + "ln1.bias"])
+    for layer in layers:
+        h = _layer_norm(x, p[layer["ln1.weight"]], p[layer["ln1.bias"]])
 
         def heads(w: torch.Tensor, h: torch.Tensor = h) -> torch.Tensor:
             return _linear(h, w).view(k * b, t, n_heads, head_dim).transpose(1, 2)
 
-        q, kk, v = heads(p[pre + "attn.q.weight"]), heads(p[pre + "attn.k.weight"]), heads(p[pre + "attn.v.weight"])
+        q, kk, v = heads(p[layer["q"]]), heads(p[layer["k"]]), heads(p[layer["v"]])
         if shared_scale is not None:
             y = F.scaled_dot_product_attention(q, kk, v, is_causal=True, scale=shared_scale)
         else:  # trials with different attn_mult: scaling q by each trial's own scale is the same softmax input
             q = q * m["attn"].repeat_interleave(b).view(k * b, 1, 1, 1)
             y = F.scaled_dot_product_attention(q, kk, v, is_causal=True, scale=1.0)
-        x = x + _linear(y.transpose(1, 2).reshape(k, b, t, c), p[pre + "attn.proj.weight"])
-        h = _layer_norm(x, p[pre + "ln2.weight"], p[pre + "ln2.bias"])
-        x = x + _linear(F.gelu(_linear(h, p[pre + "mlp.fc.weight"])), p[pre + "mlp.proj.weight"])
-    h = _layer_norm(x, p["ln_f.weight"], p["ln_f.bias"])
-    return _linear(h * _col(m["readout"], 4), p["head.weight"]) * _col(m["logit"], 4)
+        x = x + _linear(y.transpose(1, 2).reshape(k, b, t, c), p[layer["attn.proj"]])
+        h = _layer_norm(x, p[layer["ln2.weight"]], p[layer["ln2.bias"]])
+        x = x + _linear(F.gelu(_linear(h, p[layer["fc"]])), p[layer["mlp.proj"]])
+    h = _layer_norm(x, p[top["ln_f.weight"]], p[top["ln_f.bias"]])
+    return _linear(h * _col(m["readout"], 4), p[top["readout.weight"]]) * _col(m["logit"], 4)
 
 
 def _losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -284,10 +292,10 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
     if len({batch_key(s) for s in specs}) != 1 or not all(batchable(s) for s in specs):
         raise ValueError("train_batch: the trials differ in shape, data, steps or settings, or are not built-in")
     start = time.perf_counter()
-    torch.set_num_threads(_threads(threads))
+    torch.set_num_threads(thread_count(threads))
     first = specs[0]
     cfg = first.train
-    device = _device(cfg)
+    device = device_for(cfg)
     dataset, batch_size, seq_len = load_data(first)
 
     models = []
@@ -295,20 +303,21 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
         torch.manual_seed(s.seed)  # the same draws as train.train's build
         models.append(build(s, dataset, device))
     n_params = count_params(models[0])
-    st = _stack_models(models, specs, device)
     family = first.model.family
-    depth = first.scale.depth
-    if family == "gpt":
-        attn = models[0].blocks[0].attn
+    layout = STACK_LAYOUTS[family]
+    top, layers = dict(layout.top), layout.layers(first.scale.depth)  # names resolved once, not at every step
+    st = _stack_models(models, specs, layout, device)
+    if layout.attention is not None:
+        attn = _attention(models[0], layout, 0)
         n_heads, head_dim = attn.n_heads, attn.head_dim
-        scales = {float(m.blocks[0].attn.scale) for m in models}
+        scales = {float(_attention(m, layout, 0).scale) for m in models}
         shared = scales.pop() if len(scales) == 1 else None
     del models
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if family == "mlp":
-            return _forward_mlp(st, x, depth)
-        return _forward_gpt(st, x, depth, n_heads, head_dim, shared)
+            return _forward_mlp(st, x, top, layers)
+        return _forward_gpt(st, x, top, layers, n_heads, head_dim, shared)
 
     factor = lr_factor(cfg, first.steps)
     tokens_per_step = batch_size * seq_len
@@ -318,20 +327,9 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
     gens = {s.seed: torch.Generator().manual_seed(s.seed) for s in specs}
 
     active = list(range(len(specs)))  # row i of the stack is trial active[i]
-    first_loss: list[float | None] = [None] * len(specs)
-    since = [0.0] * len(specs)
-    n_since = [0] * len(specs)
-    steps_done = [0] * len(specs)
-    reported: list[list[float]] = [[] for _ in specs]
-    last: list[dict[str, Any]] = [{} for _ in specs]
-    status = ["completed"] * len(specs)
-    base_lr = [float(s.hparam("lr")) for s in specs]
-    limit = cfg.diverge_factor
-
-    def point(i: int, step: int, train_loss: float, val_loss: float) -> dict[str, Any]:
-        return {"step": step, "train_loss": train_loss, "val_loss": val_loss,
-                "lr": base_lr[i] * factor(step - 1), "tokens": step * tokens_per_step,
-                "elapsed": time.perf_counter() - start}
+    logs = [TrialLog(base_lr=float(s.hparam("lr")), factor=factor, tokens_per_step=tokens_per_step,
+                     metric=cfg.metric, window=cfg.metric_window, diverge_factor=cfg.diverge_factor, start=start)
+            for s in specs]
 
     def batch_of(rows: list[int], draws: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
         seeds = [specs[i].seed for i in rows]
@@ -359,13 +357,8 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
         values = losses.tolist()  # one sync per step for K trials
         keep: list[int] = []
         for row, i in enumerate(active):
-            lv = values[row]
-            if first_loss[i] is None:
-                first_loss[i] = lv
-            if not math.isfinite(lv) or (limit is not None and lv > limit * first_loss[i]):  # type: ignore[operator]
-                status[i] = "diverged"
-                last[i] = point(i, step, lv, float("nan"))
-                report(specs[i], last[i])
+            if logs[i].diverges(step, values[row]):
+                report(specs[i], logs[i].last)
             else:
                 keep.append(row)
         for p in st.params.values():
@@ -384,39 +377,19 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
                 break
             st = st.select(keep)
         for row, i in enumerate(active):
-            since[i] += values[keep[row]]
-            n_since[i] += 1
-            steps_done[i] = step
+            logs[i].stepped(step, values[keep[row]])
         if step % cfg.eval_interval == 0 or step == first.steps:
             vals = evaluate()
             left: list[int] = []
             for row, i in enumerate(active):
-                last[i] = point(i, step, since[i] / n_since[i], vals[row])
-                since[i], n_since[i] = 0.0, 0
-                if not math.isfinite(vals[row]):
-                    status[i] = "diverged"
-                    report(specs[i], last[i])
-                    continue
-                reported[i].append(last[i][cfg.metric])
-                report(specs[i], last[i])
-                left.append(row)
+                goes_on = logs[i].evaluated(step, vals[row])
+                report(specs[i], logs[i].last)
+                if goes_on:
+                    left.append(row)
             if len(left) < len(active):
                 active = [active[r] for r in left]
                 if active:
                     st = st.select(left)
 
     wall = (time.perf_counter() - start) / len(specs)
-    results = []
-    for i in range(len(specs)):
-        finite = [v for v in reported[i] if math.isfinite(v)]
-        results.append(TrialResult(
-            status=status[i],
-            metric=window_metric(reported[i], cfg.metric_window) if status[i] == "completed" and reported[i] else None,
-            best_metric=min(finite) if finite else None,
-            steps=steps_done[i],
-            wall_time=wall,
-            flops=flops_per_token * steps_done[i] * tokens_per_step,
-            n_params=n_params,
-            final=dict(last[i]),
-        ))
-    return results
+    return [log.result(wall_time=wall, flops_per_token=flops_per_token, n_params=n_params) for log in logs]

@@ -107,7 +107,7 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
 def target_param_counts(recipe: Recipe, fit: FitResult | None = None) -> tuple[int, int]:
     """(total, non-embedding) parameters of the recipe's target, built on the meta device (no memory)."""
     from mutransfer.export import target_build_config
-    from mutransfer.proxy import build_model
+    from mutransfer.parametrization import build_model
 
     param = recipe.model.parametrizations[0]  # µP and SP models have the same shapes
     cfg = target_build_config(recipe, param, fit)

@@ -20,7 +20,7 @@ from mutransfer import __version__
 from mutransfer.conventions import conventions, depth_section
 from mutransfer.fit import FitResult, Law, Transfer
 from mutransfer.gpt_shape import gpt_shape
-from mutransfer.recipe import Recipe
+from mutransfer.recipe import Recipe, default_init_std
 
 __all__ = ["data_sizes", "export_config", "render", "target_build_config"]
 
@@ -75,7 +75,7 @@ def _law_entry(fit: FitResult, t: Transfer, axis: str) -> dict[str, Any]:
     return entry
 
 
-# How each tuned value is applied at the target (mutransfer.proxy builds the target this way), per parametrization.
+# How each tuned value is applied at the target (mutransfer.parametrization builds the target this way), per parametrization.
 _RULES_MUP = {
     "lr": "the base-width LR: MuAdam/MuAdamW divide it by width_mult for hidden matrices; embeddings, biases, "
           "LayerNorm and the readout keep it (MuSGD: the mup package's SGD rule)",
@@ -162,8 +162,8 @@ def _model(recipe: Recipe, values: dict[str, Any], data_sizes: dict[str, int | N
     """The architecture as the proxies had it, and the multipliers at their transferred (or recipe) values."""
     m = recipe.model
     init_std = values.get("init_std")
-    if init_std is None and m.family in ("gpt", "mlp"):
-        init_std = 0.02 if m.family == "gpt" else m.base_width**-0.5  # mutransfer.proxy.default_init_std
+    if init_std is None:
+        init_std = default_init_std(m.family, m.base_width)
     out: dict[str, Any] = {"family": m.family, "base_width": m.base_width}
     if m.family != "mlp":
         s = gpt_shape(m) or m  # a builder's declared shape, else the recipe's keys
@@ -223,9 +223,9 @@ def _mup(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[str, An
     wm = t.width / m.base_width
     lr, wd = values["lr"], values["weight_decay"]
     init_std = values.get("init_std")
-    if init_std is None and recipe.model.family in ("gpt", "mlp"):
-        # The family's default (see mutransfer.proxy): stated, so a launcher need not know it.
-        init_std = 0.02 if recipe.model.family == "gpt" else recipe.model.base_width ** -0.5
+    if init_std is None:
+        # The family's default: stated, so a launcher need not know it.
+        init_std = default_init_std(recipe.model.family, recipe.model.base_width)
     output_mult, embed_mult = values["output_mult"], values["embed_mult"]
     sgd = opt == "sgd"
     # mup 1.0: MuAdam/MuAdamW divide hidden (two width dims) LR by width_mult and multiply their weight decay by it;
@@ -457,13 +457,13 @@ def render(config: dict[str, Any], fmt: Literal["yaml", "json"] = "yaml") -> str
 
 
 def target_build_config(recipe: Recipe, parametrization: str = "mup", fit: FitResult | None = None) -> Any:
-    """The `mutransfer.proxy.BuildConfig` of the target, for `proxy.describe_groups` (the export's param_groups).
+    """The `mutransfer.parametrization.BuildConfig` of the target, for `describe_groups` (the export's param_groups).
 
     Multipliers and init are the fit's transferred values when a fit is given, else the recipe's. Imports torch
     and reads the data (for the input and vocabulary sizes) lazily: the rest of this module stays pure.
     """
     from mutransfer.data import load_dataset
-    from mutransfer.proxy import BuildConfig, depth_fields
+    from mutransfer.parametrization import BuildConfig
 
     m, t = recipe.model, recipe.target
     dataset = load_dataset(recipe.data, m)
@@ -472,26 +472,7 @@ def target_build_config(recipe: Recipe, parametrization: str = "mup", fit: FitRe
         for tr in fit.transfers:
             if tr.parametrization == parametrization and tr.value is not None:
                 values[tr.hparam] = tr.value
-    return BuildConfig(
-        width=t.width,
-        depth=t.depth,
-        parametrization=parametrization,
-        input_dim=dataset.input_dim,
-        vocab_size=dataset.vocab_size,
-        num_classes=dataset.num_classes,
-        seq_len=t.seq_len,
-        head_dim=m.head_dim,
-        n_heads=m.n_heads,
-        ffn_ratio=m.ffn_ratio,
-        init_std=values["init_std"],
-        output_mult=values["output_mult"],
-        embed_mult=values["embed_mult"],
-        attn_mult=values["attn_mult"],
-        base_width=m.base_width,
-        hparams=values,
-        options=dict(m.options),
-        **depth_fields(m),
-    )
+    return BuildConfig.assemble(m, t, dataset, parametrization=parametrization, hparams=values)
 
 
 def data_sizes(cfg: Any) -> dict[str, int | None]:

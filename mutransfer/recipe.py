@@ -29,6 +29,20 @@ MODEL_HPARAMS = ("init_std", "output_mult", "embed_mult", "attn_mult")
 KNOWN_HPARAMS = TRAIN_HPARAMS + MODEL_HPARAMS
 # model.depth_scaling -> alpha: residual branches times (depth / base_depth) ** -alpha.
 DEPTH_ALPHA = {"none": 0.0, "depth-mup": 0.5, "completep": 1.0}
+
+
+def default_init_std(family: object, base_width: int) -> float | None:
+    """The init std of hidden matrices at the base width when the recipe does not sweep it. GPT: 0.02, GPT-2's
+    and nanoGPT's (Radford et al. 2019); MLP: base_width ** -0.5, LeCun's 1/sqrt(fan_in). Both are starting points:
+    the shipped GPT recipes sweep init_std with the LR, as Tensor Programs V tunes it. None for a user's builder,
+    which keeps its own init."""
+    if family == "gpt":
+        return 0.02
+    if family == "mlp":
+        return base_width**-0.5
+    return None
+
+
 # Model keys added after recipes were first stored: left out of the hash while at their default, so a recipe that
 # does not use them keeps the hash (and the resumable sweep) it had.
 _NEW_MODEL_DEFAULTS = {"depth_scaling": "none", "base_depth": None, "residual": False, "eps_scaling": "none"}
@@ -47,7 +61,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Model(_Strict):
-    # `mlp`, `gpt`, or a user's builder as `package.module:function` (see mutransfer.proxy.BuildConfig).
+    # `mlp`, `gpt`, or a user's builder as `package.module:function` (see mutransfer.parametrization.BuildConfig).
     family: str = "mlp"
     # One parametrization, or both to compare them side by side in one sweep.
     parametrization: Literal["mup", "sp"] | list[Literal["mup", "sp"]] = "mup"
@@ -66,7 +80,7 @@ class Model(_Strict):
     # Depth: residual branches multiplied by (depth / base_depth) ** -alpha, block parameters' Adam LR by
     # (depth / base_depth) ** (alpha - 1). depth-mup: alpha 1/2 (Tensor Programs VI, Yang et al. 2023); completep:
     # alpha 1 (Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep transformers", Table 1).
-    # none: the residual stream is a plain sum and the optimal LR drifts with depth. See mutransfer.proxy.
+    # none: the residual stream is a plain sum and the optimal LR drifts with depth. See mutransfer.parametrization.
     depth_scaling: Literal["none", "depth-mup", "completep"] = "none"
     base_depth: PositiveInt | None = None  # the depth at which the depth multipliers are 1 (needed by depth_scaling)
     # mlp only: hidden layers as residual blocks h + m·W·relu(h) (what depth scaling acts on) instead of a plain stack.

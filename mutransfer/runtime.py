@@ -121,7 +121,7 @@ def _from_export(c: ExportDocument) -> Rules:
     t, depth, opt = c.target, c.model.depth, c.optimizer
     att = r.attention
     eps_mult = 1.0
-    if depth.eps_scaling == "width":  # mutransfer.proxy.BuildConfig.eps_mult
+    if depth.eps_scaling == "width":  # mutransfer.parametrization.BuildConfig.eps_mult
         eps_mult = (1.0 / wm) * depth.depth_mult ** -depth.alpha
     return Rules(
         width=width, base_width=m.base_width, width_mult=wm, optimizer=m.optimizer, lr=opt.lr,
@@ -354,7 +354,7 @@ def make_optimizer(model: Any, config: Any, *, betas: tuple[float, float] | None
 
 def init_(model: Any, config: Any, **kw: Any) -> None:
     """µP init in place (see the module doc's roles). Draws in `model.named_modules()` order, as
-    mutransfer.proxy's init does: from the same seed the built-in GPT built without mup gets the µP proxy's
+    mutransfer.parametrization's init does: from the same seed the built-in GPT built without mup gets the µP proxy's
     tensors. A tied readout keeps its embedding's init."""
     import torch
 

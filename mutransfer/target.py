@@ -3,7 +3,7 @@
 `mutransfer export` writes everything the built-in families need (sizes, heads, multipliers, the data's input and
 vocabulary sizes) into the config's `model` and `target` sections; this module turns a config file (YAML or JSON)
 or dict, checked once as a `mutransfer.document.ExportDocument` and read by attribute, back into a `BuildConfig`
-and builds the model with `mutransfer.proxy`, mup's base shapes set, on the meta device by default: a
+and builds the model with `mutransfer.parametrization`, mup's base shapes set, on the meta device by default: a
 multi-billion-parameter target costs no memory. `device="cpu"` materialises a small one.
 """
 
@@ -20,7 +20,7 @@ from mutransfer.recipe import BUILTIN_FAMILIES
 if TYPE_CHECKING:
     from torch import nn
 
-    from mutransfer.proxy import BuildConfig
+    from mutransfer.parametrization import BuildConfig
 
 __all__ = ["TargetError", "TargetModel", "build_config_from_export", "build_target", "load_export"]
 
@@ -70,6 +70,15 @@ def _document(config: dict[str, Any] | ExportDocument | str | Path) -> ExportDoc
         raise TargetError(str(e)) from None
 
 
+@dataclass(frozen=True)
+class _Sizes:
+    """What the data gave the proxies, as the export states it (BuildConfig.assemble's `data`)."""
+
+    input_dim: int | None
+    vocab_size: int | None
+    num_classes: int
+
+
 def _need(value: Any, path: str) -> Any:
     """A field this family needs and the schema leaves optional (the mlp has no vocabulary, the gpt no input)."""
     if value is None:
@@ -79,42 +88,25 @@ def _need(value: Any, path: str) -> Any:
 
 def build_config_from_export(config: dict[str, Any] | ExportDocument) -> tuple[BuildConfig, str, str]:
     """(BuildConfig at the target size, family, optimizer name) from an export."""
-    from mutransfer.proxy import BuildConfig
+    from mutransfer.parametrization import BuildConfig
 
     doc = _document(config)
     m, t = doc.model, doc.target
     if m.family not in BUILTIN_FAMILIES:
         # A user's builder would import code named by a config file: only a recipe may do that.
         raise TargetError(f"model.family: {m.family!r} is not a built-in family ({', '.join(BUILTIN_FAMILIES)}); "
-                          "build a custom target with mutransfer.proxy.build_model and your builder")
+                          "build a custom target with mutransfer.parametrization.build_model and your builder")
     hparams = {name: entry.value for name, entry in doc.hyperparameters.items()}
-    size: dict[str, int | None] = {"input_dim": None, "vocab_size": None}
-    if m.family == "mlp":
-        size["input_dim"] = _need(m.input_dim, "model.input_dim")
-    else:
-        size["vocab_size"] = _need(m.vocab_size, "model.vocab_size")
+    mlp = m.family == "mlp"
+    sizes = _Sizes(input_dim=_need(m.input_dim, "model.input_dim") if mlp else None,
+                   vocab_size=None if mlp else _need(m.vocab_size, "model.vocab_size"),
+                   num_classes=_need(m.num_classes, "model.num_classes"))
     d = m.depth  # exports before depth scaling have none: plain residual sums
-    cfg = BuildConfig(
-        width=t.width,
-        depth=t.depth,
-        parametrization=doc.parametrization,
-        num_classes=_need(m.num_classes, "model.num_classes"),
-        seq_len=t.seq_len,
-        head_dim=m.head_dim,
-        n_heads=m.n_heads,
-        ffn_ratio=m.ffn_ratio or 4.0,
-        init_std=m.multipliers.init_std,
-        output_mult=m.multipliers.output_mult,
-        embed_mult=m.multipliers.embed_mult,
-        attn_mult=m.multipliers.attn_mult,
-        base_width=m.base_width,
-        hparams=hparams,
-        options=dict(m.options),
-        depth_scaling=d.scaling,
-        base_depth=d.base_depth,
-        residual=d.residual,
-        eps_scaling=d.eps_scaling,
-        **size,
+    cfg = BuildConfig.assemble(
+        m, t, sizes, parametrization=doc.parametrization, hparams=hparams,
+        multipliers=m.multipliers.model_dump(),
+        depth_rule={"depth_scaling": d.scaling, "base_depth": d.base_depth, "residual": d.residual,
+                    "eps_scaling": d.eps_scaling},
     )
     return cfg, m.family, doc.optimizer.name
 
@@ -122,7 +114,7 @@ def build_config_from_export(config: dict[str, Any] | ExportDocument) -> tuple[B
 def build_target(config: dict[str, Any] | ExportDocument | str | Path, *, device: str = "meta") -> TargetModel:
     """The target model of an export (a dict or a YAML/JSON file), on `device` (meta: no memory)."""
     from mutransfer.compute import param_counts
-    from mutransfer.proxy import build_model, describe_groups
+    from mutransfer.parametrization import build_model, describe_groups
 
     doc = _document(config)
     cfg, family, optimizer = build_config_from_export(doc)
@@ -136,6 +128,6 @@ def build_target(config: dict[str, Any] | ExportDocument | str | Path, *, device
     groups = []
     for g in describe_groups(cfg, family, optimizer):
         # The same multipliers the export's param_groups carry, made absolute at the export's LR and WD.
-        groups.append({**g, "lr": lr * g["lr_mult"], "weight_decay": wd * g["wd_mult"]})
+        groups.append({**g.to_dict(), "lr": lr * g.lr_mult, "weight_decay": wd * g.wd_mult})
     return TargetModel(model=model, config=cfg, family=family, optimizer=optimizer, n_params=total,
                        n_params_non_embedding=non_emb, param_groups=groups)

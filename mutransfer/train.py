@@ -6,38 +6,20 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mutransfer.data import Dataset, load_dataset
+from mutransfer.parametrization import build, count_params, make_optimizer
 from mutransfer.plan import TrialSpec
-from mutransfer.proxy import build, count_params, make_optimizer
 from mutransfer.recipe import Train
+from mutransfer.trial import TrialLog, TrialResult
 
 THREADS_ENV = "MUTRANSFER_THREADS"
 # Validation batches are drawn with this seed in every trial: all trials of a sweep are scored on the same data.
 VAL_SEED = 1_234_567
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    status: str  # completed | diverged
-    metric: float | None  # the mean of the last train.metric_window values of train.metric; None when diverged
-    best_metric: float | None  # the best finite value reported
-    steps: int  # optimizer steps done
-    wall_time: float
-    flops: float  # training FLOPs, estimated
-    n_params: int
-    final: dict[str, Any] = field(default_factory=dict)  # the last reported point
-
-
-def window_metric(reported: list[float], window: int) -> float:
-    """The trial's metric: the mean of its last `window` evaluations (train.metric_window; 1: the last one)."""
-    tail = reported[-window:]
-    return sum(tail) / len(tail)
 
 
 def load_data(spec: TrialSpec) -> tuple[Dataset, int, int]:
@@ -98,14 +80,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train: Train, steps: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train, steps))
 
 
-def _threads(threads: int | None) -> int:
+def thread_count(threads: int | None) -> int:
+    """Torch threads of a trial: `threads`, else $MUTRANSFER_THREADS, else 1 (trials run side by side)."""
     if threads is None:
         env = os.environ.get(THREADS_ENV, "").strip()
         threads = int(env) if env.isdigit() else 1
     return max(1, threads)
 
 
-def _device(train: Train) -> torch.device:
+def device_for(train: Train) -> torch.device:
+    """Where trials train: train.device, `auto` being CUDA when there is one."""
     if train.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(train.device)
@@ -125,22 +109,22 @@ def train(
     carries the loss as it was (NaN/inf possible) and val_loss NaN; the result has status "diverged", metric None.
     """
     start = time.perf_counter()
-    torch.set_num_threads(_threads(threads))
+    torch.set_num_threads(thread_count(threads))
     torch.manual_seed(spec.seed)
     cfg = spec.train
-    device = _device(cfg)
+    device = device_for(cfg)
     dataset, batch_size, seq_len = load_data(spec)
 
     model = build(spec, dataset, device)
     n_params = count_params(model)
     opt = make_optimizer(model, spec)
     sched = make_scheduler(opt, cfg, spec.steps)
-    factor = lr_factor(cfg, spec.steps)
-    base_lr = float(spec.hparam("lr"))
+    log = TrialLog(base_lr=float(spec.hparam("lr")), factor=lr_factor(cfg, spec.steps),
+                   tokens_per_step=batch_size * seq_len, metric=cfg.metric, window=cfg.metric_window,
+                   diverge_factor=cfg.diverge_factor, start=start)
 
     gen = torch.Generator().manual_seed(spec.seed)
     val_batches = validation_batches(spec, dataset, seq_len, device)
-    tokens_per_step = batch_size * seq_len
     flops_per_token = train_flops_per_token(spec, n_params, seq_len)
 
     @torch.no_grad()
@@ -150,37 +134,14 @@ def train(
         model.train()
         return total / len(val_batches)
 
-    first_loss: float | None = None
-    since_report = 0.0
-    n_since = 0
-    steps_done = 0
-    reported: list[float] = []
-    last: dict[str, Any] = {}
-    status = "completed"
-    limit = cfg.diverge_factor
-
-    def point(step: int, train_loss: float, val_loss: float) -> dict[str, Any]:
-        return {
-            "step": step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "lr": base_lr * factor(step - 1),  # the LR of the step just taken
-            "tokens": step * tokens_per_step,
-            "elapsed": time.perf_counter() - start,
-        }
-
     model.train()
     for step in range(1, spec.steps + 1):
         x, y = (t.to(device, non_blocking=True) for t in dataset.get_batch("train", batch_size, seq_len, gen))
         loss = _loss(model(x), y)
         # One sync per step: the divergence test needs the value, and on CPU it costs nothing.
         lv = loss.item()
-        if first_loss is None:
-            first_loss = lv
-        if not math.isfinite(lv) or (limit is not None and lv > limit * first_loss):
-            status = "diverged"
-            last = point(step, lv, float("nan"))
-            report(last)
+        if log.diverges(step, lv):
+            report(log.last)
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,28 +149,11 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        since_report += lv
-        n_since += 1
-        steps_done = step
+        log.stepped(step, lv)
         if step % cfg.eval_interval == 0 or step == spec.steps:
-            val = evaluate()
-            last = point(step, since_report / n_since, val)
-            since_report, n_since = 0.0, 0
-            if not math.isfinite(val):
-                status = "diverged"
-                report(last)
+            goes_on = log.evaluated(step, evaluate())
+            report(log.last)
+            if not goes_on:
                 break
-            reported.append(last[cfg.metric])
-            report(last)
 
-    finite = [v for v in reported if math.isfinite(v)]
-    return TrialResult(
-        status=status,
-        metric=window_metric(reported, cfg.metric_window) if status == "completed" and reported else None,
-        best_metric=min(finite) if finite else None,
-        steps=steps_done,
-        wall_time=time.perf_counter() - start,
-        flops=flops_per_token * steps_done * tokens_per_step,
-        n_params=n_params,
-        final=dict(last),
-    )
+    return log.result(wall_time=time.perf_counter() - start, flops_per_token=flops_per_token, n_params=n_params)

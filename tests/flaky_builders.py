@@ -6,7 +6,7 @@ import mup
 import torch
 from torch import nn
 
-from mutransfer.proxy import BuildConfig
+from mutransfer.parametrization import BuildConfig
 
 
 class Boom(nn.Module):

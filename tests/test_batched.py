@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from mutransfer.batched import batch_key, pack, train_batch
+from mutransfer.models import FAMILIES, STACK_LAYOUTS
+from mutransfer.parametrization import BuildConfig, build_model
 from mutransfer.plan import TrialSpec, plan
 from mutransfer.recipe import parse_recipe
-from mutransfer.train import TrialResult, train
+from mutransfer.train import train
+from mutransfer.trial import TrialResult
 
 MLP = """
 name: t
@@ -98,6 +101,28 @@ def test_gpt_batch_equals_one_by_one(tmp_path: Path, param: str, opt: str) -> No
     specs = plan(parse_recipe(gpt(f, param, opt)))
     got = _same(specs)
     assert all(r.status == "completed" for r in got)
+
+
+@pytest.mark.parametrize("parametrization", ["mup", "sp"])
+@pytest.mark.parametrize(("width", "depth"), [(32, 1), (64, 3)])
+def test_stack_layouts_name_every_parameter_of_the_models(parametrization: str, width: int, depth: int) -> None:
+    # batched.py's forward reads the built-in models' parameters by the names in STACK_LAYOUTS: a renamed
+    # attribute in mutransfer.models must fail here, not silently in a batched sweep.
+    sizes = {"mlp": {"input_dim": 64}, "gpt": {"vocab_size": 50, "num_classes": 50, "seq_len": 8, "head_dim": 8}}
+    assert set(STACK_LAYOUTS) == set(FAMILIES)
+    for family, layout in STACK_LAYOUTS.items():
+        cfg = BuildConfig(width=width, depth=depth, parametrization=parametrization, base_width=32, **sizes[family])
+        model = build_model(cfg, family, "meta")
+        names = [n for n, _ in model.named_parameters()]
+        assert set(names) == layout.names(depth) and len(names) == len(layout.names(depth)), family
+        assert layout.lookup_names() <= set(names)
+        readout = model.get_submodule(layout.readout)
+        assert readout.weight.shape == (cfg.num_classes, width)
+        assert hasattr(readout, "output_mult") == (parametrization == "mup")
+        if layout.attention is not None:
+            for i in range(depth):
+                attn = model.get_submodule(layout.attention.format(i=i))
+                assert attn.n_heads * attn.head_dim == width and attn.scale > 0
 
 
 def test_divergence_and_seeds_per_trial() -> None:

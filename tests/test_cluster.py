@@ -107,10 +107,10 @@ def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path: Path) -> None:
 
 
 def test_device_auto_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mutransfer.train import _device
+    from mutransfer.train import device_for
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert _device(Train(steps=1, device="auto")) == torch.device("cpu")
+    assert device_for(Train(steps=1, device="auto")) == torch.device("cpu")
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from mutransfer.cli import app
 from mutransfer.compute import compute_report, param_counts, target_param_counts
 from mutransfer.export import target_build_config
+from mutransfer.parametrization import build_model
 from mutransfer.plan import plan
-from mutransfer.proxy import build_model
 from mutransfer.storage import Store
 
 

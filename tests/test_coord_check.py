@@ -19,9 +19,9 @@ from mup import MuReadout
 from torch import nn
 
 import mutransfer.coordcheck.measure as measure
-import mutransfer.proxy as proxy
+import mutransfer.models as models
 from mutransfer.coordcheck.measure import CoordCheck, coord_check
-from mutransfer.proxy import BuildConfig
+from mutransfer.parametrization import BuildConfig
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ class _NoDivReadout(MuReadout):
 
 @pytest.mark.parametrize("family", ["mlp", "gpt"])
 def test_broken_mup_fails_the_check(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proxy, "MuReadout", _NoDivReadout)
+    monkeypatch.setattr(models, "MuReadout", _NoDivReadout)
     broken = _check(family, "mup")
     assert broken.slopes["logits"] > 0.5, _describe(broken)
     assert "logits" in broken.unstable(0.3)

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from mutransfer.coordcheck.measure import coord_check
-from mutransfer.proxy import BuildConfig, build_model, describe_groups, optimizer_for
+from mutransfer.parametrization import BuildConfig, build_model, describe_groups, optimizer_for
 from mutransfer.recipe import RecipeError, parse_recipe
 
 GPT = dict(vocab_size=32, num_classes=32, seq_len=16, head_dim=16)
@@ -132,18 +132,18 @@ def test_optimizer_groups_carry_the_depth_lr_factor(scaling: str, alpha: float) 
 
 def test_describe_groups_report_the_depth_factors() -> None:
     cfg = BuildConfig(width=256, depth=32, base_width=32, base_depth=4, depth_scaling="depth-mup", **GPT)
-    rows = {g["name"]: g for g in describe_groups(cfg, "gpt", "adam")}
+    rows = {g.name: g for g in describe_groups(cfg, "gpt", "adam")}
     f = 8.0**-0.5
-    assert rows["blocks.*.attn.proj.weight"]["forward_mult"] == pytest.approx(f)  # branch multiplier
-    assert rows["blocks.*.mlp.proj.weight"]["forward_mult"] == pytest.approx(f)
-    assert rows["blocks.*.attn.q.weight"]["forward_mult"] == 1.0
-    assert rows["blocks.*.mlp.fc.weight"]["lr_mult"] == pytest.approx(f / 8.0)  # 1/width_mult · depth factor
-    assert rows["blocks.*.mlp.fc.weight"]["depth_lr_mult"] == pytest.approx(f)
-    assert rows["blocks.*.ln2.weight"]["lr_mult"] == pytest.approx(f)
-    assert rows["wte.weight"]["lr_mult"] == 1.0 and rows["wte.weight"]["depth_lr_mult"] == 1.0
-    plain = {g["name"]: g for g in describe_groups(replace(cfg, depth_scaling="none"), "gpt", "adam")}
-    assert plain["blocks.*.mlp.fc.weight"]["lr_mult"] == pytest.approx(1 / 8.0)
-    assert plain["blocks.*.attn.proj.weight"]["forward_mult"] == 1.0
+    assert rows["blocks.*.attn.proj.weight"].forward_mult == pytest.approx(f)  # branch multiplier
+    assert rows["blocks.*.mlp.proj.weight"].forward_mult == pytest.approx(f)
+    assert rows["blocks.*.attn.q.weight"].forward_mult == 1.0
+    assert rows["blocks.*.mlp.fc.weight"].lr_mult == pytest.approx(f / 8.0)  # 1/width_mult · depth factor
+    assert rows["blocks.*.mlp.fc.weight"].depth_lr_mult == pytest.approx(f)
+    assert rows["blocks.*.ln2.weight"].lr_mult == pytest.approx(f)
+    assert rows["wte.weight"].lr_mult == 1.0 and rows["wte.weight"].depth_lr_mult == 1.0
+    plain = {g.name: g for g in describe_groups(replace(cfg, depth_scaling="none"), "gpt", "adam")}
+    assert plain["blocks.*.mlp.fc.weight"].lr_mult == pytest.approx(1 / 8.0)
+    assert plain["blocks.*.attn.proj.weight"].forward_mult == 1.0
 
 
 def _depth_check(scaling: str, family: str, extra: dict[str, object]) -> dict[str, float]:

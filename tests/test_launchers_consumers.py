@@ -27,7 +27,7 @@ from mutransfer.conventions import depth_section
 from mutransfer.export import _mup
 from mutransfer.launchers import FORMATS, LAUNCHER_FORMATS, render_format
 from mutransfer.launchers.megatron import SPELLINGS, megatron
-from mutransfer.proxy import BuildConfig
+from mutransfer.parametrization import BuildConfig
 
 DATA = Path(__file__).parent / "data"
 COMMIT = re.compile(r"\b[0-9a-f]{40}\b")
@@ -180,7 +180,7 @@ def _megatron_applies(a: dict[str, Any]) -> dict[str, float]:
 
 
 def _proxy_eps_mult(c: dict[str, Any]) -> float:
-    """Adam's epsilon factor of the proxies at the target, by mutransfer.proxy itself."""
+    """Adam's epsilon factor of the proxies at the target, by mutransfer.parametrization itself."""
     d, t = c["model"]["depth"], c["target"]
     return BuildConfig(width=t["width"], depth=t["depth"], base_width=c["model"]["base_width"],
                        depth_scaling=d["scaling"], base_depth=d["base_depth"], eps_scaling=d["eps_scaling"]).eps_mult

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from mutransfer.data import load_dataset
-from mutransfer.plan import TrialSpec, plan
-from mutransfer.proxy import (
+from mutransfer.parametrization import (
     BuildConfig,
     build,
     build_config,
@@ -23,6 +22,7 @@ from mutransfer.proxy import (
     describe_groups,
     make_optimizer,
 )
+from mutransfer.plan import TrialSpec, plan
 from mutransfer.recipe import parse_recipe
 
 HERE = Path(__file__).resolve().parent
@@ -122,36 +122,43 @@ def test_describe_groups_on_a_large_target_is_free() -> None:
     cfg = BuildConfig(width=4096, depth=32, parametrization="mup", vocab_size=50304, num_classes=50304,
                       seq_len=2048, head_dim=128, base_width=256)
     groups = describe_groups(cfg, "gpt", "adamw")  # on meta: a 7B-size model, no memory
-    by = {g["name"]: g for g in groups}
+    by = {g.name: g for g in groups}
     assert len(groups) == len(by) < 20  # layers folded into `blocks.*` patterns
     for name in ("blocks.*.attn.k.weight", "blocks.*.attn.proj.weight", "blocks.*.mlp.fc.weight",
                  "blocks.*.mlp.proj.weight"):
         g = by[name]
-        assert g["count"] == 32 and g["kind"] == "matrix-like"
-        assert g["lr_mult"] == pytest.approx(256 / 4096) and g["wd_mult"] == pytest.approx(4096 / 256)
-        assert g["init_std"] == pytest.approx(0.02 * math.sqrt(256 / 4096))
-    assert by["blocks.*.attn.q.weight"]["init_std"] == 0 and by["blocks.*.attn.q.weight"]["lr_mult"] == 256 / 4096
+        assert g.count == 32 and g.kind == "matrix-like"
+        assert g.lr_mult == pytest.approx(256 / 4096) and g.wd_mult == pytest.approx(4096 / 256)
+        assert g.init_std == pytest.approx(0.02 * math.sqrt(256 / 4096))
+    assert by["blocks.*.attn.q.weight"].init_std == 0 and by["blocks.*.attn.q.weight"].lr_mult == 256 / 4096
     for name in ("wte.weight", "wpe.weight"):
-        assert by[name]["kind"] == "vector-like" and by[name]["lr_mult"] == 1 and by[name]["init_std"] == 0.02
+        assert by[name].kind == "vector-like" and by[name].lr_mult == 1 and by[name].init_std == 0.02
     head = by["head.weight"]
-    assert head["kind"] == "readout" and head["lr_mult"] == 1 and head["init_std"] == 0
-    assert head["forward_mult"] == pytest.approx(256 / 4096) and head["width_mult"] == 16
-    assert by["blocks.*.ln1.weight"]["init"] == "ones"
+    assert head.kind == "readout" and head.lr_mult == 1 and head.init_std == 0
+    assert head.forward_mult == pytest.approx(256 / 4096) and head.width_mult == 16
+    assert by["blocks.*.ln1.weight"].init == "ones"
     n = count_params(cfg, "gpt")
-    assert n == sum(math.prod(g["shape"]) * g["count"] for g in groups) and n > 6e9
+    assert n == sum(math.prod(g.shape) * g.count for g in groups) and n > 6e9
 
-    sp = {g["name"]: g for g in describe_groups(replace(cfg, parametrization="sp"), "gpt", "adam")}
-    assert {g["lr_mult"] for g in sp.values()} == {1.0} and {g["width_mult"] for g in sp.values()} == {1.0}
-    assert sp["head.weight"]["init_std"] == pytest.approx(0.02 * math.sqrt(256 / 4096))
-    assert sp["blocks.*.attn.q.weight"]["init_std"] > 0
+    sp = {g.name: g for g in describe_groups(replace(cfg, parametrization="sp"), "gpt", "adam")}
+    assert {g.lr_mult for g in sp.values()} == {1.0} and {g.width_mult for g in sp.values()} == {1.0}
+    assert sp["head.weight"].init_std == pytest.approx(0.02 * math.sqrt(256 / 4096))
+    assert sp["blocks.*.attn.q.weight"].init_std > 0
+
+
+def test_a_users_builder_still_imports_from_proxy() -> None:
+    # The README first documented mutransfer.proxy.BuildConfig; users' builders import it (and mark_block) there.
+    from mutransfer import models, parametrization, proxy
+
+    assert proxy.BuildConfig is parametrization.BuildConfig and proxy.mark_block is models.mark_block
 
 
 def test_describe_groups_mlp_sgd_follows_musgd() -> None:
     cfg = BuildConfig(width=512, depth=3, parametrization="mup", input_dim=64, base_width=32)
-    by = {g["name"]: g for g in describe_groups(cfg, "mlp", "sgd")}
+    by = {g.name: g for g in describe_groups(cfg, "mlp", "sgd")}
     # MuSGD: vector-like LR x width_mult, hidden matrices (fan-in/fan-out ratio 1) unchanged.
-    assert by["inp.weight"]["lr_mult"] == 16 and by["hidden.*.weight"]["lr_mult"] == 1
-    assert by["out.weight"]["kind"] == "readout" and by["out.bias"]["lr_mult"] == 1
+    assert by["inp.weight"].lr_mult == 16 and by["hidden.*.weight"].lr_mult == 1
+    assert by["out.weight"].kind == "readout" and by["out.bias"].lr_mult == 1
 
 
 @pytest.fixture
@@ -176,9 +183,9 @@ def test_user_builder_under_mup_and_sp() -> None:
     assert len({g["lr"] for g in opt.param_groups}) == 2
     cfg = build_config(spec, ds)
     assert "my_knob" in cfg.hparams and cfg.options == {"scale": 2.0}
-    groups = {g["name"]: g for g in describe_groups(replace(cfg, width=2048), "userbuilders:mlp", "adam")}
-    assert groups["fc2.weight"]["lr_mult"] == pytest.approx(32 / 2048) and groups["head.weight"]["kind"] == "readout"
-    assert groups["fc2.weight"]["init"] is None
+    groups = {g.name: g for g in describe_groups(replace(cfg, width=2048), "userbuilders:mlp", "adam")}
+    assert groups["fc2.weight"].lr_mult == pytest.approx(32 / 2048) and groups["head.weight"].kind == "readout"
+    assert groups["fc2.weight"].init is None
 
     spec = _spec(USER, "sp", 256)
     model = build(spec, ds)
@@ -200,7 +207,7 @@ def test_hidden_gradients_shrink_with_width_so_adam_eps_must_too(corpus: Path) -
     entries shrink like 1 / width, so a fixed epsilon weighs more in Adam's update the wider the model, until it
     damps the update µP sized. Measured here on the built-in GPT after a few steps: 8x the width, about 1/8 the
     gradient, and the scaled epsilon keeps eps / |gradient| where it was at the base width."""
-    from mutransfer.proxy import optimizer_for
+    from mutransfer.parametrization import optimizer_for
 
     ds = None
     rms, eps = {}, {}

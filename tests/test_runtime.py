@@ -21,8 +21,8 @@ from mutransfer import runtime
 from mutransfer.export import export_config
 from mutransfer.fit import fit_sweep
 from mutransfer.launchers import hf_files
+from mutransfer.parametrization import build_model, init_builtin, optimizer_for
 from mutransfer.plan import plan
-from mutransfer.proxy import build_model, init_builtin, optimizer_for
 from mutransfer.recipe import Recipe, parse_recipe
 from mutransfer.runtime import RuntimeConfigError
 from mutransfer.target import build_config_from_export

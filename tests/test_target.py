@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mutransfer.cli import app
 from mutransfer.export import target_build_config
-from mutransfer.proxy import build_model, count_params
+from mutransfer.parametrization import build_model, count_params
 from mutransfer.recipe import Recipe
 from mutransfer.target import TargetError, build_target
 

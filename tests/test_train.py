@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from mutransfer.data import load_dataset
+from mutransfer.parametrization import build, count_params, make_optimizer
 from mutransfer.plan import TrialSpec, plan
-from mutransfer.proxy import build, count_params, make_optimizer
 from mutransfer.recipe import Train, parse_recipe
-from mutransfer.train import TrialResult, lr_factor, make_scheduler, train
+from mutransfer.train import lr_factor, make_scheduler, train
+from mutransfer.trial import TrialResult
 
 MLP = """
 name: t

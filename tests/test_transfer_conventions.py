@@ -15,8 +15,8 @@ import torch
 from mutransfer.conventions import conventions, does_not_transfer
 from mutransfer.export import data_sizes, export_config, render, target_build_config
 from mutransfer.fit import FitResult, fit_sweep
+from mutransfer.parametrization import describe_groups, optimizer_for
 from mutransfer.plan import plan
-from mutransfer.proxy import describe_groups, optimizer_for
 from mutransfer.recipe import Recipe, parse_recipe
 from mutransfer.target import build_target, load_export
 from mutransfer.testing.recipes import edit, mlp_recipe
@@ -192,7 +192,7 @@ def test_target_built_from_the_export_has_the_multipliers_and_group_lrs(corpus: 
     mults = {k: fit.transfer("mup", k).value for k in ("output_mult", "attn_mult", "embed_mult", "init_std")}
     assert all(v is not None for v in mults.values())
     cfg = target_build_config(r, "mup", fit)
-    groups = describe_groups(cfg, "gpt", "adamw")
+    groups = [g.to_dict() for g in describe_groups(cfg, "gpt", "adamw")]
     config = export_config(r, fit, sweep_name="g", sweep_id=1, recipe_hash=r.hash(), param_groups=groups,
                            data_sizes=data_sizes(cfg))
     assert config["model"]["depth"]["branch_multiplier"] == pytest.approx(4.0**-0.5)

@@ -2,7 +2,7 @@
 and draws, give a depth slope of the optimal learning rate near zero with depth-µP and clearly negative without
 depth scaling (a plain residual sum: every block adds its own Θ(1) update, so the optimum falls with depth).
 
-If this fails, fix the depth rules (mutransfer.proxy: branch_mult, depth_lr_mult), not the thresholds.
+If this fails, fix the depth rules (mutransfer.parametrization: branch_mult, depth_lr_mult), not the thresholds.
 """
 
 from __future__ import annotations

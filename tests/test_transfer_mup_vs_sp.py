@@ -2,7 +2,7 @@
 on fewer widths and samples, gives a width slope of the optimal learning rate near zero under µP and clearly
 negative under SP (the optimum drifts about one octave down per doubling of width, as the µTransfer paper shows).
 
-If this fails, fix the built-in proxies (mutransfer.proxy), not the thresholds.
+If this fails, fix the built-in proxies (mutransfer.models, mutransfer.parametrization), not the thresholds.
 """
 
 from __future__ import annotations

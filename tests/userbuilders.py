@@ -6,7 +6,7 @@ import mup
 import torch
 from torch import nn
 
-from mutransfer.proxy import BuildConfig
+from mutransfer.parametrization import BuildConfig
 
 
 class TwoLayer(nn.Module):
@@ -122,7 +122,7 @@ def gpt(cfg: BuildConfig) -> nn.Module:
     asks a builder to declare it: head_dim or n_heads, ffn_ratio. Undeclared, its own defaults: head_dim 8, ratio 4."""
     from dataclasses import replace
 
-    from mutransfer.proxy import GPT
+    from mutransfer.models import GPT
 
     o = cfg.options
     head_dim = o.get("head_dim", 8 if o.get("n_heads") is None else None)

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mutransfer.proxy import BuildConfig, build_model, optimizer_for
+from mutransfer.parametrization import BuildConfig, build_model, optimizer_for
 
 if TYPE_CHECKING:
-    from mutransfer.proxy import Family
+    from mutransfer.parametrization import Family
 
 
 @dataclass(frozen=True)

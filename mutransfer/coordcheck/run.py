@@ -52,7 +52,7 @@ class CheckError(MutransferError, ValueError):
 def default_widths(recipe: Recipe, parametrization: str = "mup", dataset: Dataset | None = None, *,
                    steps: int = DEFAULT_STEPS, budget: float = FLOP_BUDGET) -> list[int]:
     """base_width x 1, 2, 4, 8, dropping the widest while the check's estimated FLOPs exceed `budget` (min 3)."""
-    from mutransfer.proxy import count_params
+    from mutransfer.parametrization import count_params
 
     base = recipe.model.base_width
     widths = [base * 2**k for k in range(N_WIDTHS)]
@@ -103,8 +103,8 @@ def _dataset(recipe: Recipe, dataset: Dataset | None) -> Dataset:
 def _make_cfg(recipe: Recipe, parametrization: str, dataset: Dataset, axis: str = "width") -> Any:
     """width (or depth, `axis="depth"`) -> the BuildConfig a trial at the base scale point, at that width (depth),
     would get (base hyperparameters; the depth rule's base_depth is the recipe's)."""
+    from mutransfer.parametrization import build_config
     from mutransfer.plan import spec_for
-    from mutransfer.proxy import build_config
 
     base = recipe.scales.base
 
@@ -268,14 +268,14 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
     from mup import MuReadout
     from torch import nn
 
-    from mutransfer.proxy import _builder, _construct, _is_builtin
+    from mutransfer.parametrization import builder, construct, is_builtin
 
-    fn, builtin = _builder(family), _is_builtin(family)
+    fn, builtin = builder(family), is_builtin(family)
     small, large = make_cfg(widths[0]), make_cfg(widths[-1])
 
     def build(cfg: Any) -> nn.Module:
         try:
-            return _construct(fn, cfg, "meta", builtin)
+            return construct(fn, cfg, "meta", builtin)
         except Exception as e:
             raise CheckError(f"coordinate check: building the {family} model at width {cfg.width} failed: "
                              f"{type(e).__name__}: {_one_line(e)}") from None

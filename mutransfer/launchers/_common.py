@@ -84,7 +84,7 @@ class _Target:
 
     @property
     def eps_mult(self) -> float:
-        """The factor on Adam's epsilon of every parameter at the target (mutransfer.proxy.BuildConfig.eps_mult)."""
+        """The factor on Adam's epsilon of every parameter at the target (mutransfer.parametrization.BuildConfig.eps_mult)."""
         d = self.depth_rule
         if d.eps_scaling == "none":
             return 1.0
