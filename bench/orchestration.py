@@ -3,7 +3,7 @@ settings, and through a bare loop in one process. Writes the "orchestration" sec
 
     .venv/bin/python bench/orchestration.py [--n 100] [--reps 3]
 
-Each variant runs in a fresh process (mutransfer.sweep sets Tune environment variables on import, which must not
+Each variant runs in a fresh process (mutransfer's init_ray sets Tune environment variables, which must not
 leak into the bare Ray Tune run); only the run itself is timed, not Python start-up or `ray.init`.
 """
 
@@ -77,9 +77,10 @@ def _ray(n: int) -> float:
 
 
 def _mutransfer(n: int, batch: int = 1) -> float:
+    from mutransfer.ray_setup import init_ray
     from mutransfer.recipe import parse_recipe
     from mutransfer.storage import Store
-    from mutransfer.sweep import init_ray, run_sweep
+    from mutransfer.sweep import run_sweep
 
     text = recipe_text(n, batch)
     recipe = parse_recipe(text)

@@ -364,7 +364,7 @@ def verify(store: Store, sweep: str | int, *, sizes: dict[str, int] | None = Non
     """Train the transferred value (and x `factors` of it) at a size larger than any proxy (`sizes`: width,
     depth, batch_size, seq_len; default the recipe's verification size), each parametrization of the sweep
     unless one is given; store the trials and each parametrization's verdict as a check."""
-    from mutransfer.sweep import run_specs
+    from mutransfer.sweep import run_trials
     from mutransfer.verify import plan_verification, report, side_by_side, verify_scale
 
     f = latest_fit(store, sweep)
@@ -377,7 +377,7 @@ def verify(store: Store, sweep: str | int, *, sizes: dict[str, int] | None = Non
     specs = [x for p in params for x in plans[p]]
     shown = ", ".join(sorted({k.rsplit('-x', 1)[1].split('-r')[0] for k in (x.key for x in specs)}))
     notify(f"verify {s.name}: {len(specs)} trials at {scale.tag()} ({', '.join(params)}), {hparam} x {shown}")
-    run_specs(recipe, store, s.id, specs, role="verify", address=address, progress=progress)
+    run_trials(recipe, store, s.id, specs, role="verify", address=address, progress=progress)
     frame = store.trials_frame(s.id)
     reports = []
     for p in params:

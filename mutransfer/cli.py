@@ -205,12 +205,12 @@ def _print_summary(summary: Any) -> None:
     c.print(f"sweep [bold]{summary.name}[/] (id {summary.sweep_id}): {summary.total} trials: {counts}; {ran}; "
             f"{summary.wall_time:.0f}s")
     if summary.best:
-        from mutransfer.sweep import _group_order
+        from mutransfer.callbacks import group_order
 
         t = Table(title="best trial per scale point")
         for col in ("parametrization", "scale point", "best metric", "trial"):
             t.add_column(col)
-        for group in sorted(summary.best, key=_group_order):
+        for group in sorted(summary.best, key=group_order):
             value, key = summary.best[group]
             param, tag = group.split("/", 1)
             t.add_row(param, tag, f"{value:.4f}", key)

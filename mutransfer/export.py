@@ -13,7 +13,6 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 
 from mutransfer import __version__
@@ -21,6 +20,7 @@ from mutransfer.conventions import conventions, depth_section
 from mutransfer.fit import FitResult, Law, Transfer
 from mutransfer.gpt_shape import gpt_shape
 from mutransfer.recipe import Recipe, default_init_std
+from mutransfer.values import plain
 
 __all__ = ["data_sizes", "export_config", "render", "target_build_config"]
 
@@ -28,20 +28,6 @@ __all__ = ["data_sizes", "export_config", "render", "target_build_config"]
 _TRAIN = ("lr", "weight_decay", "adam_eps", "momentum")
 _MODEL = ("init_std", "output_mult", "embed_mult", "attn_mult")
 
-
-def _clean(x: Any) -> Any:
-    """JSON/YAML-clean: plain scalars, lists and str-keyed dicts; non-finite floats become None."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    return str(x)
 
 
 def _recipe_value(recipe: Recipe, name: str) -> Any:
@@ -365,7 +351,7 @@ def export_config(
         for w in fit.warnings
         if w.parametrization in (None, parametrization)
     ]
-    return _clean(config)
+    return plain(config)
 
 
 def default_parametrization(fit: FitResult) -> str:

@@ -148,8 +148,8 @@ def test_check_resources_names_what_no_node_has(monkeypatch: pytest.MonkeyPatch,
                                                 message: str) -> None:
     import ray
 
+    from mutransfer.ray_setup import SweepError, check_resources
     from mutransfer.recipe import Resources
-    from mutransfer.sweep import SweepError, check_resources
 
     monkeypatch.setattr(ray, "nodes", lambda: NODES)
     recipe = type("R", (), {"resources": Resources.model_validate(resources)})()
@@ -168,8 +168,8 @@ def test_cluster_slots_counts_what_fits_per_node(monkeypatch: pytest.MonkeyPatch
                                                  slots: int) -> None:
     import ray
 
+    from mutransfer.ray_setup import check_resources, cluster_slots
     from mutransfer.recipe import Resources
-    from mutransfer.sweep import check_resources, cluster_slots
 
     monkeypatch.setattr(ray, "nodes", lambda: NODES)
     recipe = type("R", (), {"resources": Resources.model_validate(resources)})()
@@ -178,8 +178,8 @@ def test_cluster_slots_counts_what_fits_per_node(monkeypatch: pytest.MonkeyPatch
 
 
 def test_ray_client_address_is_refused() -> None:
+    from mutransfer.ray_setup import SweepError, init_ray
     from mutransfer.recipe import Resources
-    from mutransfer.sweep import SweepError, init_ray
 
     recipe = type("R", (), {"resources": Resources()})()
     with pytest.raises(SweepError, match=r"Ray Client \(ray://\) addresses are not supported"):

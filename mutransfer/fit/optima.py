@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mutransfer.fit.result import Optimum, finite
+from mutransfer.fit.result import Optimum
+from mutransfer.values import finite_or_none
 
 CI = 0.95
 TOP_FRACTION = 0.4  # of the trials (or envelope bins) nearest the best one, at least MIN_FIT_POINTS
@@ -272,7 +273,7 @@ def numeric_optimum(
     )
     near = NEAR_LOG if kind == "log" else NEAR_LINEAR * span
     n_near = int((np.abs(u[comp] - u_star) <= near + 1e-12).sum())
-    r2 = finite(full.r2[0])
+    r2 = finite_or_none(full.r2[0])
     if flat:
         flags.append("flat")
     if edge and not flat:
@@ -305,7 +306,7 @@ def numeric_optimum(
         n_completed=n_c,
         n_diverged=n_d,
         n_near=n_near,
-        support=finite(np.mean(boot.vertex)) if n_boot else None,
+        support=finite_or_none(np.mean(boot.vertex)) if n_boot else None,
         flags=tuple(flags),
     )
     return opt, draws
@@ -355,7 +356,7 @@ def choice_optimum(
         n_completed=n_c,
         n_diverged=n_d,
         n_near=int(((cats == labels[win]) & comp).sum()),
-        support=finite(np.mean(draws == win)) if counts.shape[0] else None,
+        support=finite_or_none(np.mean(draws == win)) if counts.shape[0] else None,
         flags=tuple(flags),
     )
     return opt, draws

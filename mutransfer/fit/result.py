@@ -6,14 +6,13 @@ readings, the backtest): `from_dict` gives them their defaults, so old fits stil
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mutransfer.recipe import Scale, Target
+from mutransfer.values import plain
 
 
 @dataclass(frozen=True)
@@ -331,7 +330,7 @@ class FitResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-clean: plain Python scalars, lists and dicts; non-finite floats become None."""
-        return _plain(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitResult:
@@ -377,26 +376,4 @@ class FitResult:
         return pd.DataFrame(rows)
 
 
-def _plain(x: Any) -> Any:
-    if is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _plain(getattr(x, f.name)) for f in fields(x)}
-    if hasattr(x, "model_dump"):
-        return x.model_dump(mode="json")
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return _plain(x.item())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def finite(x: Any) -> float | None:
-    """A plain finite float, or None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 

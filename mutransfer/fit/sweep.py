@@ -28,10 +28,10 @@ from mutransfer.fit.result import (
     Noise,
     PointFit,
     Transfer,
-    finite,
 )
 from mutransfer.fit.warnings import point_warnings
 from mutransfer.recipe import AXES, Choice, LogUniform, Recipe, Scale, Uniform
+from mutransfer.values import finite_or_none
 
 
 def _kind(dist: Any) -> str:
@@ -239,7 +239,7 @@ def _model_summary(jf: JointFit) -> dict[str, Any]:
             for j, name in enumerate(jf.names)
         },
         "axes": list(jf.axes),
-        "sigma": finite(jf.sigma),
+        "sigma": finite_or_none(jf.sigma),
         "n_used": jf.n_used,
         "slope_threshold": float(jf.threshold),
         "criterion": "BIC: a slope is kept when its Wald chi-square exceeds log(n), n the parametrization's trials",
@@ -340,7 +340,7 @@ def _fit_point(
     best_hparams: dict[str, Any] = {}
     if comp_all.any():
         best = usable[usable["_completed"]].sort_values("metric", kind="stable").iloc[0]
-        best_key, best_metric = str(best["key"]), finite(best["metric"])
+        best_key, best_metric = str(best["key"]), finite_or_none(best["metric"])
         best_hparams = {n: _py(best[f"hp.{n}"]) for n in names}
     return PointFit(
         parametrization=param,

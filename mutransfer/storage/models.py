@@ -36,6 +36,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 from mutransfer.storage.errors import StoreError
 from mutransfer.storage.status import SweepStatus, TrialRole, TrialStatus
+from mutransfer.values import finite_or_none
 
 SPECIAL_VALUES = ("nan", "inf", "-inf")
 
@@ -212,14 +213,6 @@ def encode_value(x: float) -> tuple[float | None, str | None]:
         return None, "nan"
     return None, "inf" if x > 0 else "-inf"
 
-
-def finite_or_none(x: Any) -> float | None:
-    """`x` as a float when finite, else None: a trial's result columns hold no NaN or inf (a diverged trial has
-    no metric to rank by)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def point_rows(trial_id: int, points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

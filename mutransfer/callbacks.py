@@ -1,0 +1,245 @@
+"""The driver's Tune callbacks: `StoreCallback` writes every report to the store, `ProgressCallback` shows it.
+
+Both read what a trainable sent as a `TrialReport` and see the same events about the same trials: a Ray trial runs
+one trial or a pack of them (`TrialMap`), and `TrialCallback` turns Tune's events about Ray trials into events about
+trials. Tune calls its callbacks in order, so the store has a result before the display shows it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+
+from mutransfer.storage import Store
+from mutransfer.tune_worker import TrialReport
+from mutransfer.values import finite_or_none
+
+
+@dataclass
+class TrialMap:
+    """Which trials a Ray trial runs: `key_of(trial)` names the Ray trial; a pack's Ray trial runs the trials
+    `packs[key]` (their reports name theirs), any other the one trial of that key. In a `batched` pack all
+    trials train at once, else one after another."""
+
+    key_of: Callable[[Any], str]
+    packs: dict[str, list[str]] = field(default_factory=dict)
+    batched: bool = False
+
+    def keys(self, trial: Any) -> list[str]:
+        key = self.key_of(trial)
+        return self.packs.get(key, [key])
+
+
+class TrialCallback(tune.Callback):
+    """Tune's events about Ray trials as events about trials: each trial starts once, reports points, then
+    finishes (from its final report) or dies (its process did, before it could report). Subclasses say what to
+    do at each of them."""
+
+    def __init__(self, trials: TrialMap) -> None:
+        self.trials = trials
+        self._done: set[str] = set()
+        self._started: set[str] = set()
+
+    def trial_started(self, key: str) -> None: ...
+
+    def trial_point(self, key: str, report: TrialReport) -> None: ...
+
+    def trial_finished(self, key: str, report: TrialReport) -> None: ...
+
+    def trial_died(self, key: str, error: str) -> None: ...
+
+    def _start(self, key: str) -> None:
+        if key in self._started or key in self._done:
+            return
+        self._started.add(key)
+        self.trial_started(key)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        keys = self.trials.keys(trial)
+        # A batched pack runs all its trials at once; a sequential one starts with its first (the others start as
+        # their first report arrives).
+        for key in keys if self.trials.batched else keys[:1]:
+            self._start(key)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        report = TrialReport.from_dict(result)
+        key = report.trial_key or self.trials.key_of(trial)
+        if key in self._done:
+            return
+        self._start(key)
+        if not report.final:
+            self.trial_point(key, report)
+            return
+        self._done.add(key)
+        self.trial_finished(key, report)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # The trial's process died (killed, out of memory, lost node): the trainable could not report. Every trial
+        # of its pack that had not finished goes down with it.
+        keys = [k for k in self.trials.keys(trial) if k not in self._done]
+        if not keys:
+            return
+        err = None
+        try:
+            err = trial.get_error()
+        except Exception:  # the error file may be gone with the node
+            err = None
+        msg = str(err or "trial process died without reporting").strip()
+        for key in keys:
+            self._done.add(key)
+            self.trial_died(key, msg)
+
+
+class StoreCallback(TrialCallback):
+    """Writes every reported point and each trial's outcome to the store, on the driver."""
+
+    def __init__(self, store: Store, sweep_id: int, trials: TrialMap, flush_every: float = 2.0) -> None:
+        super().__init__(trials)
+        self.store, self.sweep_id = store, sweep_id
+        self.flush_every = flush_every
+        self._points: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._last_flush: dict[str, float] = {}
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        super().on_trial_start(iteration, trials, trial, **info)
+        hparams = {k: v for k, v in trial.config.items() if k != "key"}
+        if hparams:  # an adaptive search's values, picked as the Ray trial starts
+            self.store.update_hparams(self.sweep_id, self.trials.keys(trial)[0], hparams)
+
+    def trial_started(self, key: str) -> None:
+        self.store.mark_running(self.sweep_id, key, node=None)
+
+    def trial_point(self, key: str, report: TrialReport) -> None:
+        self._points[key].append(report.point)
+        now = time.time()
+        if now - self._last_flush.get(key, 0.0) > self.flush_every:
+            self._flush(key)
+            self._last_flush[key] = now
+
+    def trial_finished(self, key: str, report: TrialReport) -> None:
+        assert report.status is not None  # a final report carries the trial's status
+        # The outcome and the last points in one transaction: a crash never leaves a finished trial half-written.
+        self.store.finish_trial(
+            self.sweep_id, key, report.status,
+            metric=finite_or_none(report.metric), best_metric=finite_or_none(report.best_metric), steps=report.steps_done,
+            wall_time=report.wall_time, flops=report.flops, n_params=report.n_params, error=report.error,
+            node=report.node, points=self._points.pop(key, None),
+        )
+
+    def trial_died(self, key: str, error: str) -> None:
+        self.store.finish_trial(self.sweep_id, key, "failed", error=error[-4000:], points=self._points.pop(key, None))
+
+    def _flush(self, key: str) -> None:
+        points = self._points.pop(key, None)
+        if points:
+            self.store.add_points(self.sweep_id, key, points)
+
+
+class Progress:
+    """Trials done/total, running, diverged, best so far per scale point; a line per trial when not a TTY."""
+
+    def __init__(self, total: int, done: int, counts: dict[str, int], metric: str, enabled: bool = True) -> None:
+        self.total, self.done, self.metric = total, done, metric
+        self.counts = defaultdict(int, counts)
+        self.running = 0
+        self.best: dict[str, tuple[float, str]] = {}
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self._live: Any = None
+        self._t0 = time.time()
+
+    # Tune pickles its callbacks (and so this) into its experiment folder; the live display stays behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_live": None}
+
+    def __enter__(self) -> Progress:
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(*exc)
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        head = Text(
+            f"trials {self.done}/{self.total}  running {self.running}  completed {self.counts['completed']}  "
+            f"diverged {self.counts['diverged']}  failed {self.counts['failed']}  "
+            f"{time.time() - self._t0:.0f}s"
+        )
+        bar = ProgressBar(total=max(self.total, 1), completed=self.done, width=60)
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        table.add_column("scale point")
+        table.add_column(f"best {self.metric}", justify="right")
+        table.add_column("trial")
+        for group in sorted(self.best, key=group_order):
+            value, key = self.best[group]
+            table.add_row(group, f"{value:.4f}", key.rsplit("/", 1)[-1])
+        return Group(bar, head, table)
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def started(self) -> None:
+        self.running += 1
+        self.refresh()
+
+    def finished(self, key: str, status: str, metric: float | None) -> None:
+        self.running = max(0, self.running - 1)
+        self.done += 1
+        self.counts[status] += 1
+        group = key.rsplit("/", 1)[0]
+        if metric is not None and math.isfinite(metric) and (group not in self.best or metric < self.best[group][0]):
+            self.best[group] = (metric, key)
+        if self.enabled and not self.tty:
+            best = self.best.get(group)
+            shown = f"{metric:.4f}" if metric is not None else "-"
+            print(f"[{self.done}/{self.total}] {key} {status} {self.metric}={shown}"
+                  f" (best at this scale {best[0]:.4f})" if best else f"[{self.done}/{self.total}] {key} {status}",
+                  file=sys.stderr, flush=True)
+        self.refresh()
+
+
+class ProgressCallback(TrialCallback):
+    """Shows each trial's start and outcome on a `Progress` (one display for every Tune run of a sweep)."""
+
+    def __init__(self, progress: Progress, trials: TrialMap) -> None:
+        super().__init__(trials)
+        self.progress = progress
+
+    def trial_started(self, key: str) -> None:
+        self.progress.started()
+
+    def trial_finished(self, key: str, report: TrialReport) -> None:
+        assert report.status is not None  # a final report carries the trial's status
+        self.progress.finished(key, report.status, finite_or_none(report.metric))
+
+    def trial_died(self, key: str, error: str) -> None:
+        self.progress.finished(key, "failed", None)
+
+
+def group_order(group: str) -> tuple[Any, ...]:
+    """Sort key of a scale point's group ("mup/w64-d2-b32-s64"): by parametrization, then its sizes as numbers."""
+    param, tag = group.split("/", 1)
+    nums = tuple(int(part[1:]) for part in tag.split("-"))
+    return (param, *nums)
+

@@ -1,0 +1,127 @@
+"""Ray set-up on the driver: join a cluster or start Ray here, check that a trial fits a node, count the slots.
+
+Nothing here runs at import: the environment variables Tune and Ray read are set by `init_ray`, before Ray starts
+and before any Tune run, so importing mutransfer leaves `os.environ` as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from mutransfer.recipe import Recipe
+
+# Tune writes ~5 files per trial that the database already holds (design notes): keep them off. Ray reads
+# RAY_DEDUP_LOGS when it is imported: set here it reaches the processes Ray starts, not this driver, which prints
+# no worker logs anyway (log_to_driver=False).
+TUNE_ENVIRONMENT = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TUNE_MAX_PENDING_TRIALS_PG": "8",
+}
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start (one line, for the CLI)."""
+
+
+def set_tune_environment() -> None:
+    """Set the variables of TUNE_ENVIRONMENT that the user has not set (a value the user set wins).
+
+    Tune reads them when a run starts, Ray's processes inherit them when Ray starts: init_ray calls this first."""
+    for name, value in TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def init_ray(recipe: Recipe, address: str | None) -> None:
+    """Join a cluster at `address`, or start Ray in this process on the local machine."""
+    if address and address.startswith("ray://"):
+        # Under Ray Client, Tune's driver loop (and so the StoreCallback) would run on the head node, not here:
+        # results would not come back to this process's database.
+        raise SweepError(f"--address {address}: Ray Client (ray://) addresses are not supported; run "
+                         "`mutransfer sweep` on a machine of the cluster with --address HEAD_IP:6379 (or auto)")
+    # Before the early return: a Ray someone else started still runs our Tune runs.
+    set_tune_environment()
+    if ray.is_initialized():
+        return
+    # Tune reads back per-trial result files that we keep off (the database has the results), and a local
+    # in-process cluster's token auth is on by default: neither is news to a user.
+    for noisy in ("ray.tune.analysis.experiment_analysis", "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                                  configure_logging=True)
+    if address:
+        # Trials import mutransfer on the workers: ship the driver's copy of the package with the job, so workers
+        # need no checkout and run the same code (they still need torch, mup and ray[tune]; docs/cluster.md).
+        if os.environ.get("MUTRANSFER_SHIP_PACKAGE", "1") != "0":
+            import mutransfer
+
+            kwargs["runtime_env"] = {"py_modules": [mutransfer], "excludes": ["__pycache__", "*.pyc"]}
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:
+            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    else:
+        # Ray starts its workers at nice 15. The trials are this job's work, not background work: on a machine
+        # shared with other processes a niced trial ran at half the speed of the same loop in a plain process
+        # (BENCHMARKS.md, training throughput). A value the user set wins.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=0 if not _has_cuda() else None, **kwargs)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def check_resources(recipe: Recipe) -> None:
+    """Fail now, with a clear message, when no node can ever run a trial (Ray would wait forever)."""
+    if os.environ.get("MUTRANSFER_SKIP_RESOURCE_CHECK", "0") == "1":
+        return  # an autoscaling cluster may add the node that fits later (docs/cluster.md)
+    res = recipe.resources
+    want = {k: v for k, v in {"CPU": res.cpus, "GPU": res.gpus, **res.custom}.items() if v > 0}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for node in nodes:
+        have = node.get("Resources", {})
+        if all(have.get(k, 0.0) >= v for k, v in want.items()):
+            return
+    label = {"CPU": "cpus", "GPU": "gpus"}
+    biggest = {k: max((n.get("Resources", {}).get(k, 0.0) for n in nodes), default=0.0) for k in want}
+    short = ", ".join(f"{label.get(k, f'custom.{k}')} {want[k]:g} (the largest of {len(nodes)} node(s) has "
+                      f"{biggest[k]:g})" for k in want if want[k] > biggest[k])
+    asked = ", ".join(f"{label.get(k, f'custom.{k}')} {v:g}" for k, v in want.items())
+    raise SweepError(f"resources: a trial asks for more than any node has: {short}" if short else
+                     f"resources: no single node has all of {asked} that a trial asks for")
+
+
+def cluster_slots(recipe: Recipe) -> int:
+    """How many trials the connected cluster can run at once: per node, what fits of a trial's request."""
+    res = recipe.resources
+    want = {k: v for k, v in {"CPU": res.cpus, "GPU": res.gpus, **res.custom}.items() if v > 0}
+    slots = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            have = node.get("Resources", {})
+            # A small tolerance: Ray accounts resources in 1e-4 units, 1.0 / 0.1 must count as 10.
+            slots += min(int(have.get(k, 0.0) / v + 1e-6) for k, v in want.items())
+    return max(1, slots)
+
+
+def scratch_dir(storage_dir: str | None) -> Path:
+    """Tune's experiment folder holds nothing the database lacks (resume comes from the store): a scratch folder,
+    for the caller to remove at the end, under `storage_dir` or $MUTRANSFER_RAY_DIR if the user wants it elsewhere
+    than the temp dir."""
+    base = storage_dir or os.environ.get("MUTRANSFER_RAY_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="mutransfer-ray-", dir=base))

@@ -1,0 +1,161 @@
+"""What runs on a Ray worker: the trainables, and the report record they send back to the driver.
+
+Trials never touch the database: each worker runs `train(spec, report)` and sends every evaluation, then the
+trial's outcome, as a `TrialReport` through Tune; the callbacks on the driver (mutransfer.callbacks) read the same
+record back and write the store.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
+
+if TYPE_CHECKING:
+    from mutransfer.plan import TrialSpec
+    from mutransfer.train import TrialResult
+
+# Reported to Ray as the searcher's objective for a diverged trial: Optuna needs a number, and a diverged
+# trial is the worst outcome there is.
+DIVERGED_OBJECTIVE = 1e9
+# The key of TrialReport.objective in the dict Tune carries: what an adaptive searcher minimises.
+OBJECTIVE = "objective"
+# The values of an evaluation that the store keeps, besides its step.
+POINT_VALUES = ("train_loss", "val_loss", "lr", "tokens", "elapsed")
+
+
+@dataclass
+class TrialReport:
+    """One report of a trainable: an evaluation of a trial (`point`), or, `final`, the trial's outcome.
+
+    Tune carries it as one flat dict (`to_dict`): the point's values beside the record's fields, fields that are
+    None left out. Tune adds keys of its own, which `from_dict` ignores.
+    """
+
+    node: str  # where it ran: host and Ray node (see node_name)
+    objective: float  # the trial's metric so far; DIVERGED_OBJECTIVE when it has none
+    final: bool = False
+    # The trial it is about, where a Ray trial runs a pack of trials; None: the Ray trial's own (adaptive search).
+    trial_key: str | None = None
+    point: dict[str, Any] = field(default_factory=dict)  # step, train_loss, val_loss, lr, tokens, elapsed
+    # The outcome, in a final report.
+    status: str | None = None
+    metric: float | None = None
+    best_metric: float | None = None
+    steps_done: int | None = None
+    wall_time: float | None = None
+    flops: float | None = None
+    n_params: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def evaluation(cls, spec: TrialSpec, point: dict[str, Any], node: str,
+                   trial_key: str | None = None) -> TrialReport:
+        value = point.get(spec.train.metric)
+        objective = value if value is not None and math.isfinite(value) else DIVERGED_OBJECTIVE
+        return cls(node=node, objective=objective, trial_key=trial_key, point=dict(point))
+
+    @classmethod
+    def outcome(cls, result: TrialResult, node: str, trial_key: str | None = None) -> TrialReport:
+        return cls(node=node, objective=result.metric if result.metric is not None else DIVERGED_OBJECTIVE,
+                   final=True, trial_key=trial_key, status=result.status, metric=result.metric,
+                   best_metric=result.best_metric, steps_done=result.steps, wall_time=result.wall_time,
+                   flops=result.flops, n_params=result.n_params)
+
+    @classmethod
+    def failure(cls, e: Exception, node: str, start: float, trial_key: str | None = None) -> TrialReport:
+        """A trial that raised `e` (call it in the `except` block: the message carries the traceback's end)."""
+        tb = traceback.format_exc(limit=-3)
+        return cls(node=node, objective=DIVERGED_OBJECTIVE, final=True, trial_key=trial_key, status="failed",
+                   error=f"{type(e).__name__}: {e}\n{tb}", wall_time=time.time() - start)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "point"}
+        return {**self.point, **{k: v for k, v in record.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, result: dict[str, Any]) -> TrialReport:
+        names = {f.name for f in fields(cls)} - {"point"}
+        report = cls(**{k: v for k, v in result.items() if k in names})
+        if not report.final:
+            report.point = {"step": int(result["step"])}
+            for name in POINT_VALUES:
+                if result.get(name) is not None:
+                    report.point[name] = float(result[name])
+        return report
+
+
+def node_name() -> str:
+    """Hostname plus Ray's node id: two Ray nodes may share a host (and an IP) yet are different nodes."""
+    try:
+        return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:
+        return socket.gethostname()
+
+
+def _send(report: TrialReport) -> None:
+    tune.report(report.to_dict())
+
+
+def run_trial(config: dict[str, Any], template: TrialSpec, threads: int = 1) -> None:
+    """The Ray trainable of an adaptive search: the searcher picked the values (`config`) of the `template` trial.
+
+    Reports every evaluation; the last report carries the trial's outcome. Its reports name no trial: the
+    callbacks on the driver hand each Ray trial its trial key."""
+    from mutransfer.train import train
+
+    spec = replace(template, hparams={k: v for k, v in config.items() if k != "key"})
+    node = node_name()
+    start = time.time()
+    try:
+        result = train(spec, lambda point: _send(TrialReport.evaluation(spec, point, node)), threads=threads)
+    except Exception as e:  # a trial that raises is data: stored as failed with its message, the sweep goes on
+        _send(TrialReport.failure(e, node, start))
+        return
+    _send(TrialReport.outcome(result, node))
+
+
+def run_pack(config: dict[str, Any], packs: dict[str, list[TrialSpec]], threads: int = 1,
+             batch: bool = False) -> None:
+    """The Ray trainable of trials whose values are fixed: several trials in one Ray trial, each reported under
+    its own key.
+
+    One Ray trial costs Tune a scheduling round, an actor reset and its bookkeeping whatever it runs; a proxy of a
+    few steps costs less than that. Running several trials per Ray trial pays it once for all of them. With
+    `batch` the trials (all of one shape, see batched.pack) train at once as one stacked model; else one by one.
+    Every report carries its `trial_key`: the callbacks file it under that trial.
+    """
+    from mutransfer.batched import train_batch
+    from mutransfer.train import train
+
+    specs = packs[config["key"]]
+    node = node_name()
+
+    def send(spec: TrialSpec, point: dict[str, Any]) -> None:
+        _send(TrialReport.evaluation(spec, point, node, trial_key=spec.key))
+
+    if batch and len(specs) > 1:
+        start = time.time()
+        try:
+            results = train_batch(specs, send, threads=threads)
+        except Exception as e:  # the batch failed as a whole: every trial in it is stored as failed
+            for spec in specs:
+                _send(TrialReport.failure(e, node, start, trial_key=spec.key))
+            return
+        for spec, result in zip(specs, results, strict=True):
+            _send(TrialReport.outcome(result, node, trial_key=spec.key))
+        return
+    for spec in specs:
+        start = time.time()
+        try:
+            result = train(spec, lambda point, spec=spec: send(spec, point), threads=threads)
+        except Exception as e:  # a trial that raises is data: stored as failed with its message, the pack goes on
+            _send(TrialReport.failure(e, node, start, trial_key=spec.key))
+            continue
+        _send(TrialReport.outcome(result, node, trial_key=spec.key))
