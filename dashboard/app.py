@@ -9,8 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import data, ui
-from mutransfer.storage import StoreError
+from dashboard import ui
+from mutransfer.errors import MutransferError
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("mutransfer.dashboard")
@@ -29,7 +29,7 @@ page = st.navigation(PAGES)
 try:
     ui.sidebar()
     page.run()
-except (data.Problem, StoreError) as e:
+except MutransferError as e:  # a user-fixable problem (data.Problem, a store, a recipe, data...)
     st.title(page.title)
     st.info(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 except Exception as e:  # a bug: one line on the page, the traceback in the server's log

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from mutransfer.errors import MutransferError
 from mutransfer.fit import FitResult
 from mutransfer.recipe import Recipe
 from mutransfer.storage import ExportInfo, Store, StoreError, SweepInfo, default_url, mask_url, normalize_url
@@ -29,7 +30,7 @@ TTL_CURVES = 10.0
 TTL_FIT = 60.0  # also keyed by the sweep's progress: a finished trial means a new fit
 
 
-class Problem(Exception):
+class Problem(MutransferError):
     """Something the page explains in one sentence instead of drawing (a missing database, say)."""
 
 
@@ -157,7 +158,7 @@ def export_texts(url: str, sweep_id: int, stamp: tuple[Any, ...], parametrizatio
         exp = api.export(store(url), sweep_id, parametrization=parametrization, allow_extrapolation=True,
                          save=False)
     except UsageError as e:
-        raise Problem(str(e)) from None
+        raise Problem(str(e)) from e
     texts: dict[str, str] = {}
     for fmt in FORMATS:
         try:

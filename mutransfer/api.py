@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mutransfer.errors import UsageError
+from mutransfer.errors import UsageError, option
 from mutransfer.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def _parametrization(recipe: Recipe, sweep_name: str, given: str | None) -> str:
     params = recipe.model.parametrizations
     param = given or ("mup" if "mup" in params else params[0])
     if param not in params:
-        raise UsageError(f"--parametrization: sweep {sweep_name!r} has {', '.join(params)}, not {param!r}")
+        raise UsageError(f"{option('parametrization')}: sweep {sweep_name!r} has {', '.join(params)}, not {param!r}")
     return param
 
 
@@ -91,8 +91,8 @@ def _recipe(recipe: Recipe | str | Path, name: str | None = None) -> tuple[Recip
     if name:
         try:
             r = Recipe.model_validate({**r.model_dump(), "name": name})
-        except Exception:
-            raise UsageError(f"--name: {name!r} is not a valid sweep name (letters, digits, '-', '_', '.')") from None
+        except Exception as e:
+            raise UsageError(f"{option('name')}: {name!r} is not a valid sweep name (letters, digits, '-', '_', '.')") from e
     return r, text
 
 
@@ -114,12 +114,12 @@ def coord_check(recipe: Recipe | str | Path, parametrization: str | None = None,
     from mutransfer.coordcheck import KIND, KIND_DEPTH, run_coord_check
 
     if widths is not None and depths is not None:
-        raise UsageError("--widths, --depths: give one of them (a check varies width or depth, not both)")
+        raise UsageError(f"{option('widths')}, {option('depths')}: give one of them (a check varies width or depth, not both)")
     r, _ = _recipe(recipe)
     params = r.model.parametrizations
     param = parametrization or ("mup" if "mup" in params else params[0])
     if param not in ("mup", "sp"):
-        raise UsageError(f"--parametrization: use mup or sp, not {param!r}")
+        raise UsageError(f"{option('parametrization')}: use mup or sp, not {param!r}")
     rep = run_coord_check(r, param, widths, depths=depths, steps=steps, lr=lr)
     if store is None:
         return CoordCheck(rep, None, None)
@@ -141,7 +141,7 @@ def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any
             continue  # SP is expected to blow up: nothing to gate
         rep = run_coord_check(r, param, dataset=dataset)
         if not rep.passed:
-            raise UsageError(rep.headline(where))
+            raise UsageError(f"{rep.headline(where)}, or pass {option('check=False')} to sweep anyway")
         worst = max((abs(x.slope) for x in rep.layers if x.verdict == "flat"), default=0.0)
         notify(f"coordinate check ({param}): passed, every layer flat in width (|slope| <= {worst:.2f}, "
                f"widths {rep.widths[0]}..{rep.widths[-1]}, {rep.seconds:.1f}s)")
@@ -209,7 +209,7 @@ def _compute(frame: Any, recipe: Recipe, result: FitResult) -> ComputeReport:
     except (ValueError, TypeError, RuntimeError) as e:
         # A target the builder refuses (e.g. a size it cannot make) is the recipe's problem: say which field.
         raise UsageError(f"target: cannot build the target to count its parameters: {str(e).splitlines()[0]}") \
-            from None
+            from e
 
 
 def fit(store: Store, sweep: str | int, *, seed: int = 0, save: bool = True) -> Fitted:
@@ -264,13 +264,13 @@ def check_format(sweep: SweepInfo, fmt: str) -> None:
     from mutransfer.launchers import FORMATS
 
     if fmt not in FORMATS:
-        raise UsageError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
+        raise UsageError(f"{option('fmt')}: {fmt!r} is not a format: use {', '.join(FORMATS)}")
     if fmt in ("yaml", "json"):
         return
     model = recipe_of(sweep).model
     if model.family == "mlp":
-        raise UsageError(f"--format: {fmt} describes a GPT, and sweep {sweep.name!r} is a {model.family!r} model: use "
-                         "--format yaml or json")
+        raise UsageError(f"{option('fmt')}: {fmt} describes a GPT, and sweep {sweep.name!r} is a {model.family!r} model: "
+                         f"use {option('fmt')} yaml or json")
     missing = missing_options(model.options) if not model.is_builtin else []
     if missing:  # a user's builder that does not declare its GPT shape (mutransfer.gpt_shape)
         raise UsageError(refusal(fmt, model.family, missing, sweep=sweep.name))
@@ -301,7 +301,8 @@ def export(store: Store, sweep: str | int, *, parametrization: str | None = None
     why = choice_of(result, param)["why"] if parametrization is None and len(result.parametrizations) > 1 else None
     problem = extrapolation_problem(recipe, result, param)
     if problem is not None and not allow_extrapolation:
-        raise UsageError(problem)  # before anything is stored
+        # before anything is stored
+        raise UsageError(f"{problem}; {option('allow_extrapolation=True')} exports it anyway")
     fit_id = f.fit_id
     if fit_id is None and save:
         fit_id = store.save_fit(s.id, result.to_dict())
@@ -329,7 +330,7 @@ def render(exp: Export | dict[str, Any], fmt: str = "yaml", *, nproc: int = 1,
     try:
         text = render_format(_config(exp), fmt, nproc=nproc, micro_batch_size=micro_batch_size)
     except LauncherError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(*e.args) from e  # the launcher's message as written: the CLI spells its options
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -339,11 +340,11 @@ def render_files(exp: Export | dict[str, Any], fmt: str = "hf", *, nproc: int = 
     from mutransfer.launchers import LauncherError, hf_files
 
     if fmt != "hf":
-        raise UsageError(f"--format: {fmt} is one file: use render()")
+        raise UsageError(f"{option('fmt')}: {fmt} is one file: use render()")
     try:
         return hf_files(_config(exp), nproc=nproc, micro_batch_size=micro_batch_size)
     except LauncherError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(*e.args) from e
 
 
 # ------------------------------------------------------------------------------------------------ verify

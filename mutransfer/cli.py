@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from mutransfer.errors import MutransferError, UsageError
-from mutransfer.recipe import RecipeError, load_recipe
+from mutransfer.recipe import load_recipe
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,26 +34,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 # A mistake the user can fix: printed as one line, exit code 2.
 UserError = UsageError
 
+# The API arguments whose flag is not their name with dashes (library messages name arguments, see
+# mutransfer.errors.option; the flag is `--` + the name with `_` -> `-` otherwise).
+FLAGS = {"fmt": "--format", "nproc": "--nproc-per-node", "check=False": "--skip-check", "allow_extrapolation=True": "--allow-extrapolation"}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an API argument named in an error message."""
+    return FLAGS.get(name) or "--" + name.replace("_", "-")
+
 
 def _user_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mutransfer.coordcheck import CheckError
-        from mutransfer.storage import StoreError
-
-        errors: tuple[type[BaseException], ...] = (MutransferError, RecipeError, StoreError, CheckError)
-        try:
-            from mutransfer.data import DataError
-            from mutransfer.sweep import SweepError
-            from mutransfer.verify import VerifyError
-
-            errors = (*errors, SweepError, DataError, VerifyError)
-        except ImportError:  # pragma: no cover - heavy deps missing; the import error itself is the message
-            pass
         try:
             return fn(*args, **kwargs)
-        except errors as e:
-            typer.echo(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", err=True)
+        except MutransferError as e:  # every user-fixable error; anything else is a bug and keeps its traceback
+            text = e.render(flag).strip()
+            typer.echo(f"error: {text.splitlines()[0] if text else type(e).__name__}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -164,7 +162,7 @@ def coord_check(
     try:
         save_figure(rep, out)
     except OSError as e:
-        raise UserError(f"-o: cannot write {out}: {e.strerror}") from None
+        raise UserError(f"-o: cannot write {out}: {e.strerror}") from e
     c.print(f"plot: {out} ({rep.seconds:.1f}s)")
     if done.check_id is not None:
         c.print(f"stored as check {done.check_id}" + (f" of sweep {done.sweep_name}" if done.sweep_name else "")
@@ -310,11 +308,11 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
 
     f = api.fit(_store(db), sweep, seed=seed)
     if as_json:
-        from mutransfer.export import _clean
+        from mutransfer.values import plain
 
         doc = {"fit_id": f.fit_id, "sweep": {"id": f.sweep.id, "name": f.sweep.name}, "fit": f.result.to_dict(),
                "compute": f.compute.to_dict() if f.compute is not None else None}
-        sys.stdout.write(json.dumps(_clean(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        sys.stdout.write(json.dumps(plain(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         return
     _print_fit(f.result, f.sweep.name, f.fit_id, f.compute)
 
@@ -379,7 +377,7 @@ def export(
         else:
             output.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise UserError(f"-o: cannot write {output}: {e.strerror}") from None
+        raise UserError(f"-o: cannot write {output}: {e.strerror}") from e
     what = f"{', '.join(files)} in {output}" if files is not None else str(output)
     typer.echo(f"wrote {what} ({fmt}, sweep {exp.sweep.name}, fit {exp.fit_id})", err=True)
 
@@ -399,7 +397,7 @@ def target(
     try:
         tm = build_target(config, device=device)
     except TargetError as e:
-        raise UserError(f"{config}: {e}") from None
+        raise UserError(f"{config}: {e}") from e
     if as_json:
         sys.stdout.write(json.dumps(tm.summary(), indent=2, allow_nan=False) + "\n")
         return
@@ -491,7 +489,7 @@ def dashboard(
         try:
             sock.bind((host, port))
         except OSError as e:
-            raise UserError(f"--port: cannot listen on {host}:{port} ({e.strerror}): pass another --port") from None
+            raise UserError(f"--port: cannot listen on {host}:{port} ({e.strerror}): pass another --port") from e
     # The URL travels in the environment, not on the command line (where `ps` would show a password). Streamlit
     # runs app.py as a script (its folder first on sys.path, not its parent): the `dashboard` package it imports
     # is the one beside app.py because that package's parent comes first on the child's PYTHONPATH.

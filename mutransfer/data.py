@@ -23,12 +23,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from mutransfer.errors import MutransferError
 from mutransfer.recipe import Data, Model
 
 Split = Literal["train", "val"]
 
 
-class DataError(ValueError):
+class DataError(MutransferError, ValueError):
     """Data a user pointed at that cannot be used. The message is one line and names `data.path`."""
 
 
@@ -174,7 +175,7 @@ def _memmap(file: Path, path: Path) -> np.ndarray:
     try:
         return np.memmap(file, dtype=np.uint16, mode="r")
     except (OSError, ValueError) as e:
-        raise DataError(f"data.path: {path}: cannot map {file.name}: {e}") from None
+        raise DataError(f"data.path: {path}: cannot map {file.name}: {e}") from e
 
 
 def _split(arr: np.ndarray, val_fraction: float, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +191,7 @@ def _meta_vocab(meta: Path, path: Path) -> int:
             obj = pickle.load(f)  # nanoGPT's own format; the user chose this folder
         return int(obj["vocab_size"])
     except Exception as e:  # any unreadable meta.pkl is the user's to fix; say so in one line
-        raise DataError(f"data.path: {path}: cannot read vocab_size from {meta.name}: {type(e).__name__}: {e}") from None
+        raise DataError(f"data.path: {path}: cannot read vocab_size from {meta.name}: {type(e).__name__}: {e}") from e
 
 
 def _chunked_max(arr: np.ndarray, chunk: int = 1 << 24) -> int:

@@ -291,7 +291,7 @@ class ExportDocument(_Section):
         try:
             return cls.model_validate(dict(source))
         except ValidationError as e:
-            raise DocumentError(_one_line(e)) from None
+            raise DocumentError(_one_line(e)) from e
 
 
 def load_document(source: ExportDocument | Mapping[str, Any] | str | Path) -> ExportDocument:
@@ -307,11 +307,11 @@ def read_export(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise DocumentError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        raise DocumentError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from e
     try:
         doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise DocumentError(f"{p}: not a YAML/JSON export: {str(e).splitlines()[0]}") from None
+        raise DocumentError(f"{p}: not a YAML/JSON export: {str(e).splitlines()[0]}") from e
     if not isinstance(doc, dict):
         raise DocumentError(f"{p}: not an export (a mapping with model, target, optimizer sections)")
     return doc

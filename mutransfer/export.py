@@ -204,7 +204,9 @@ def _optimizer(recipe: Recipe, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _mup(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[str, Any]] | None) -> dict[str, Any]:
+def mup_section(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The export's `mup` section: the multipliers and the per-group rules (LR, init, weight decay, eps) the target
+    trains with, from the recipe's optimizer and the transferred `values`."""
     m, t, opt = recipe.model, recipe.target, recipe.train.optimizer
     wm = t.width / m.base_width
     lr, wd = values["lr"], values["weight_decay"]
@@ -329,7 +331,7 @@ def export_config(
         "conventions": conventions(recipe),
     }
     if parametrization == "mup":
-        config["mup"] = _mup(recipe, values, param_groups)
+        config["mup"] = mup_section(recipe, values, param_groups)
     else:
         config["scaling"] = (
             "none: standard parametrization (SP); use the values above as they are, with no µP width scaling"
@@ -401,7 +403,8 @@ GUARD_LINEAR = 0.5  # of the searched range, for a uniform hyperparameter
 
 
 def extrapolation_problem(recipe: Recipe, fit: FitResult, parametrization: str) -> str | None:
-    """One line naming the first transferred value that is not a plain number to export, and the remedy; None
+    """One line naming the first transferred value that is not a plain number to export, and the remedy (the API
+    adds the way round it, allow_extrapolation, to its refusal: an export made that way records only this); None
     when every value is inside the searched range with an interval narrower than GUARD_OCTAVES."""
     for t in fit.transfers:
         if t.parametrization != parametrization or t.kind == "choice" or t.value is None:
@@ -416,7 +419,7 @@ def extrapolation_problem(recipe: Recipe, fit: FitResult, parametrization: str) 
         if bounds is not None and not (bounds[0] <= t.value <= bounds[1]):
             return (f"{field}: the transferred {t.hparam} {t.value:.3g} lies outside the searched range "
                     f"[{bounds[0]:.3g}, {bounds[1]:.3g}]{' (' + beyond + ')' if beyond else ''}: widen the range, "
-                    "or add a larger proxy to scales.vary; --allow-extrapolation exports it anyway")
+                    "or add a larger proxy to scales.vary")
         if t.lo is None or t.hi is None:
             continue
         if t.kind == "log":
@@ -428,8 +431,7 @@ def extrapolation_problem(recipe: Recipe, fit: FitResult, parametrization: str) 
             too_wide, shown = width > GUARD_LINEAR * span, f"{width / span:.0%} of the searched range wide"
         if too_wide:
             return (f"{field}: the transferred {t.hparam} {t.value:.3g} has a 95% interval [{t.lo:.3g}, {t.hi:.3g}], "
-                    f"{shown}: add search.samples near the optimum or search.repeats and run the sweep again; "
-                    "--allow-extrapolation exports it anyway")
+                    f"{shown}: add search.samples near the optimum or search.repeats and run the sweep again")
     return None
 
 

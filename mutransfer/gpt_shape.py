@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mutransfer.errors import option
+
 __all__ = ["OPTION_KEYS", "GptShape", "gpt_shape", "missing_options", "options_problem", "refusal"]
 
 OPTION_KEYS = ("head_dim", "n_heads", "ffn_ratio")
@@ -94,5 +96,5 @@ def options_problem(options: Mapping[str, Any], widths: Iterable[tuple[str, int]
 def refusal(fmt: str, family: str, missing: list[str], sweep: str | None = None) -> str:
     """The one line that refuses a launcher format for a user's builder that does not declare its GPT shape."""
     who = f"sweep {sweep!r} uses builder {family!r}, which" if sweep is not None else f"builder {family!r}"
-    return (f"--format {fmt}: {who} does not declare {', '.join(missing)}: declare them ({DOCS}) or use "
-            "--format yaml or json")
+    return (f"{option('fmt')} {fmt}: {who} does not declare {', '.join(missing)}: declare them ({DOCS}) or "
+            f"use {option('fmt')} yaml or json")

@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from mutransfer.errors import MutransferError, option
 from mutransfer.recipe import Recipe
 
 # Tune writes ~5 files per trial that the database already holds (design notes): keep them off. Ray reads
@@ -27,7 +28,7 @@ TUNE_ENVIRONMENT = {
 }
 
 
-class SweepError(RuntimeError):
+class SweepError(MutransferError, RuntimeError):
     """A sweep that cannot start (one line, for the CLI)."""
 
 
@@ -44,8 +45,8 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
     if address and address.startswith("ray://"):
         # Under Ray Client, Tune's driver loop (and so the StoreCallback) would run on the head node, not here:
         # results would not come back to this process's database.
-        raise SweepError(f"--address {address}: Ray Client (ray://) addresses are not supported; run "
-                         "`mutransfer sweep` on a machine of the cluster with --address HEAD_IP:6379 (or auto)")
+        raise SweepError(f"{option('address')} {address}: Ray Client (ray://) addresses are not supported; run "
+                         f"the sweep on a machine of the cluster with {option('address')} HEAD_IP:6379 (or auto)")
     # Before the early return: a Ray someone else started still runs our Tune runs.
     set_tune_environment()
     if ray.is_initialized():
@@ -66,7 +67,7 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
         try:
             ray.init(address=address, **kwargs)
         except Exception as e:
-            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from e
     else:
         # Ray starts its workers at nice 15. The trials are this job's work, not background work: on a machine
         # shared with other processes a niced trial ran at half the speed of the same loop in a plain process

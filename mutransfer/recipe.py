@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mutransfer.errors import MutransferError
 from mutransfer.gpt_shape import options_problem
 
 AXES = ("width", "depth", "batch_size", "seq_len")
@@ -48,7 +49,7 @@ def default_init_std(family: object, base_width: int) -> float | None:
 _NEW_MODEL_DEFAULTS = {"depth_scaling": "none", "base_depth": None, "residual": False, "eps_scaling": "none"}
 
 
-class RecipeError(ValueError):
+class RecipeError(MutransferError, ValueError):
     """A recipe that cannot be used. The message is one line: `field.path: what is wrong`."""
 
 
@@ -467,14 +468,14 @@ def parse_recipe(text: str, *, default_name: str = "sweep", source: str = "recip
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from None
+        raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from e
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping with model, train, search, scales and target")
     raw.setdefault("name", default_name)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        raise RecipeError(f"{source}: {_format(e)}") from None
+        raise RecipeError(f"{source}: {_format(e)}") from e
     _check_environment(recipe, source)
     return recipe
 
@@ -485,7 +486,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{p}: cannot read recipe: {getattr(e, 'strerror', None) or e}") from None
+        raise RecipeError(f"{p}: cannot read recipe: {getattr(e, 'strerror', None) or e}") from e
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in p.stem) or "sweep"
     return parse_recipe(text, default_name=name, source=str(p))
 
@@ -509,7 +510,7 @@ def _check_environment(recipe: Recipe, source: str) -> None:
         try:
             resolve_entrypoint(recipe.model.family)
         except RecipeError as e:
-            raise RecipeError(f"{source}: model.family: {e}") from None
+            raise RecipeError(f"{source}: model.family: {e}") from e
 
 
 def resolve_entrypoint(spec: str) -> Any:
@@ -518,7 +519,7 @@ def resolve_entrypoint(spec: str) -> Any:
     try:
         module = importlib.import_module(mod_name)
     except Exception as e:  # any failure while importing user code is a recipe problem, reported in one line
-        raise RecipeError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from None
+        raise RecipeError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise RecipeError(f"{mod_name!r} has no function {fn_name!r}")

@@ -184,7 +184,7 @@ def _read(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        raise RuntimeConfigError(f"{path}: cannot read it as YAML/JSON: {str(e).splitlines()[0]}") from None
+        raise RuntimeConfigError(f"{path}: cannot read it as YAML/JSON: {str(e).splitlines()[0]}") from e
     if not isinstance(doc, dict):
         raise RuntimeConfigError(f"{path}: not an export (a mapping of sections)")
     return doc
@@ -214,7 +214,7 @@ def load_rules(config: Any) -> Rules:
     try:
         return _from_export(ExportDocument.from_config(config))
     except DocumentError as e:
-        raise RuntimeConfigError(str(e)) from None
+        raise RuntimeConfigError(str(e)) from e
 
 
 # --------------------------------------------------------------------------------------------- classification

@@ -24,6 +24,7 @@ from typing import Any
 from ray import tune
 
 from mutransfer.callbacks import Progress, ProgressCallback, StoreCallback, TrialMap
+from mutransfer.errors import option
 from mutransfer.plan import TrialSpec, groups, plan, spec_for
 from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir
 from mutransfer.recipe import Choice, LogUniform, Recipe, Uniform
@@ -62,7 +63,7 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     if sweep is not None and sweep.recipe_hash != rhash:
         raise SweepError(
             f"a sweep named {name!r} already exists with a different recipe (hash {sweep.recipe_hash}, this one "
-            f"{rhash}): change the recipe's name, or pass --name NEW"
+            f"{rhash}): change the recipe's name, or pass {option('name')} NEW"
         )
 
     specs = plan(recipe)  # for adaptive search the keys are planned, the values come at run time

@@ -60,14 +60,14 @@ def load_export(path: str | Path) -> dict[str, Any]:
     try:
         return read_export(path)
     except DocumentError as e:
-        raise TargetError(str(e)) from None
+        raise TargetError(str(e)) from e
 
 
 def _document(config: dict[str, Any] | ExportDocument | str | Path) -> ExportDocument:
     try:
         return ExportDocument.from_config(config)
     except DocumentError as e:
-        raise TargetError(str(e)) from None
+        raise TargetError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def build_target(config: dict[str, Any] | ExportDocument | str | Path, *, device
         model = build_model(cfg, family, device)
     except (ValueError, RuntimeError) as e:
         raise TargetError(f"target: cannot build the {family} at width {cfg.width}: {str(e).splitlines()[0]}") \
-            from None
+            from e
     total, non_emb = param_counts(model)
     lr, wd = doc.optimizer.lr, doc.optimizer.weight_decay or 0.0
     groups = []

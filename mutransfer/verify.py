@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from mutransfer.errors import MutransferError, option
 from mutransfer.fit import FitResult, value_at
 from mutransfer.plan import TrialSpec, spec_for
 from mutransfer.recipe import AXES, Recipe, RecipeError, Scale
@@ -20,14 +21,15 @@ from mutransfer.recipe import AXES, Recipe, RecipeError, Scale
 DEFAULT_FACTORS = (0.5, 1.0, 2.0)
 
 
-class VerifyError(ValueError):
+class VerifyError(MutransferError, ValueError):
     """A verification that cannot be planned (one line, for the CLI)."""
 
 
 def verify_scale(recipe: Recipe, sizes: dict[str, int]) -> Scale:
     """The base proxy with the given axes changed; at least one of them beyond every proxy on its axis."""
     if not sizes:
-        raise VerifyError("give the size to verify at: --width, --depth, --batch-size or --seq-len")
+        raise VerifyError(f"give the size to verify at: {option('width')}, {option('depth')}, {option('batch_size')} or "
+                          f"{option('seq_len')}")
     points = recipe.scales.points()
     beyond = [a for a, v in sizes.items() if v > max(getattr(p, a) for p in points)]
     if not beyond:
@@ -37,11 +39,11 @@ def verify_scale(recipe: Recipe, sizes: dict[str, int]) -> Scale:
         scale = recipe.scales.base.model_copy(update=sizes)
         Scale.model_validate(scale.model_dump())
     except Exception as e:
-        raise VerifyError(f"invalid size {sizes}: {e}") from None
+        raise VerifyError(f"invalid size {sizes}: {e}") from e
     if recipe.model.family == "gpt":
         div = recipe.model.head_dim or recipe.model.n_heads or 1
         if scale.width % div:
-            raise VerifyError(f"--width {scale.width} is not a multiple of the model's head size/count {div}")
+            raise VerifyError(f"{option('width')} {scale.width} is not a multiple of the model's head size/count {div}")
     return scale
 
 
@@ -50,9 +52,9 @@ def plan_verification(recipe: Recipe, fit: FitResult, scale: Scale, *, parametri
     """Trials at `scale`: every swept hyperparameter at its fitted value there, `hparam` times each factor."""
     kind = fit.hparams.get(hparam)
     if kind is None:
-        raise VerifyError(f"--hparam: {hparam!r} was not swept (swept: {', '.join(fit.hparams)})")
+        raise VerifyError(f"{option('hparam')}: {hparam!r} was not swept (swept: {', '.join(fit.hparams)})")
     if kind == "choice":
-        raise VerifyError(f"--hparam: {hparam!r} is a choice; verify a numeric hyperparameter")
+        raise VerifyError(f"{option('hparam')}: {hparam!r} is a choice; verify a numeric hyperparameter")
     if 1.0 not in factors:
         factors = (*factors, 1.0)
     values: dict[str, Any] = {}
@@ -177,10 +179,10 @@ def predicted_at(fc: Any, fit: FitResult, scale: Scale) -> float | None:
 def parse_factors(text: str) -> tuple[float, ...]:
     try:
         factors = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise VerifyError(f"--factors: {text!r} is not a comma-separated list of numbers") from None
+    except ValueError as e:
+        raise VerifyError(f"{option('factors')}: {text!r} is not a comma-separated list of numbers") from e
     if not factors or any(f <= 0 for f in factors):
-        raise VerifyError(f"--factors: {text!r}: give positive multipliers such as 0.5,2")
+        raise VerifyError(f"{option('factors')}: {text!r}: give positive multipliers such as 0.5,2")
     return factors
 
 

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mutransfer.coordcheck.measure as measure
+from mutransfer.cli import flag
 from mutransfer.coordcheck import (
     BLOW_UP,
     CheckError,
@@ -86,8 +87,9 @@ def test_verdicts() -> None:
 def test_parse_widths() -> None:
     assert parse_widths("128, 64,256") == [64, 128, 256]
     for bad in ("64", "a,b", "0,64", "64,64"):
-        with pytest.raises(CheckError, match="--widths"):
+        with pytest.raises(CheckError, match="^widths: ") as e:  # the argument's name; the CLI's flag below
             parse_widths(bad)
+        assert e.value.render(flag).startswith("--widths: ")
 
 
 def _fake(param: str = "mup", readout_slope: float = 0.9, hidden_slope: float = 0.0) -> CoordCheckReport:
@@ -112,7 +114,7 @@ def test_report_words_round_trip_and_figure() -> None:
     assert bad.culprits() == ["head", "logits"]
     assert "head" in bad.summary() and "FAILED" in bad.summary() and "1/width" in bad.summary()
     line = bad.headline("r.yaml")
-    assert "\n" not in line and "head" in line and "mutransfer coord-check r.yaml" in line and "--skip-check" in line
+    assert "\n" not in line and "head" in line and "mutransfer coord-check r.yaml" in line
     assert "hidden" in _fake(readout_slope=0.4, hidden_slope=0.9).causes()[0]  # downstream readout: not blamed
     good = _fake(readout_slope=0.02)
     assert good.passed and "passed" in good.summary()
@@ -456,9 +458,9 @@ def test_depth_check_mistakes_and_old_reports() -> None:
 
     assert parse_depths("8, 2,4") == [2, 4, 8]
     for bad in ("4", "0,4", "-2,4", "a,b"):
-        with pytest.raises(CheckError, match="--depths"):
+        with pytest.raises(CheckError, match="^depths: "):
             parse_depths(bad)
-    with pytest.raises(CheckError, match="--widths, --depths"):
+    with pytest.raises(CheckError, match="^widths, depths: "):
         run_coord_check(parse_recipe(mlp_recipe()), "mup", widths=[32, 64], depths=[2, 4])
     # A check stored before the depth check existed has no axis, width, depth_scaling or judged: a width check.
     d = _fake().to_dict()

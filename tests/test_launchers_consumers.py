@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from mutransfer.cli import app
 from mutransfer.conventions import depth_section
-from mutransfer.export import _mup
+from mutransfer.export import mup_section
 from mutransfer.launchers import FORMATS, LAUNCHER_FORMATS, render_format
 from mutransfer.launchers.megatron import SPELLINGS, megatron
 from mutransfer.parametrization import BuildConfig
@@ -67,7 +67,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     sgd = copy.deepcopy(c)
     sgd["optimizer"] = {**sgd["optimizer"], "name": "sgd", "momentum": 0.9}
     values = {k: e["value"] for k, e in c["hyperparameters"].items()}
-    sgd["mup"] = _mup(recipe(GPT, tmp, train__optimizer="sgd"), values, None)  # the export's MuSGD rules
+    sgd["mup"] = mup_section(recipe(GPT, tmp, train__optimizer="sgd"), values, None)  # the export's MuSGD rules
     variants["sgd"] = sgd
     exact = copy.deepcopy(c)
     att = exact["mup"]["rules"]["attention"]

@@ -119,7 +119,7 @@ def test_an_undeclared_export_is_refused_by_the_renderers_too(db: str) -> None:
 
     config = yaml.safe_load(out.stdout)
     assert "n_heads" not in config["target"] and "attention" not in config["mup"]["rules"]
-    with pytest.raises(LauncherError, match=r"^--format hf: builder 'userbuilders:gpt' does not declare "
+    with pytest.raises(LauncherError, match=r"^fmt hf: builder 'userbuilders:gpt' does not declare "
                                             r"model\.options\.head_dim \(or n_heads\), model\.options\.ffn_ratio:"):
         render_format(config, "hf")
     with pytest.raises(UsageError, match="does not declare"):

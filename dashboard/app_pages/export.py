@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import data, ui
 from dashboard.figures import style
+from mutransfer.errors import MutransferError
 
 st.title("Export")
 sweep = ui.require_sweep()
@@ -18,8 +19,8 @@ try:
     built = data.export_texts(ui.url(), sweep.id, data.progress_stamp(sweep), param)
 except data.Problem:
     raise
-except (ValueError, KeyError, ImportError, OSError, RuntimeError) as e:
-    ui.say(f"The config could not be built ({type(e).__name__}: {e}).")
+except MutransferError as e:  # anything else is a bug: app.py shows it as one and logs the traceback
+    ui.say(f"The config could not be built: {str(e).strip().splitlines()[0]}")
 texts = built.texts
 if built.problem is not None:
     st.warning(f"`mutransfer export` refuses this config: {built.problem} What is shown is what "

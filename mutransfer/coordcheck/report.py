@@ -180,7 +180,7 @@ class CoordCheckReport:
                         "learning rate divided twice)"))
         if self.offending("non-finite"):
             out.append(("the loss became NaN or inf",
-                        f"in {self.steps} steps at lr {self.lr:g}: try a smaller --lr"))
+                        f"in {self.steps} steps at lr {self.lr:g}: try a smaller learning rate for the check"))
         return out
 
     def _depth_diagnosis(self) -> list[tuple[str, str]]:
@@ -197,7 +197,7 @@ class CoordCheckReport:
                         "a depth factor applied twice (e.g. a builder that scales its branches by depth itself on "
                         "top of cfg.branch_mult)"))
         if self.offending("non-finite"):
-            out.append(("the loss became NaN or inf", f"in {self.steps} steps at lr {self.lr:g}: try a smaller --lr"))
+            out.append(("the loss became NaN or inf", f"in {self.steps} steps at lr {self.lr:g}: try a smaller learning rate for the check"))
         return out
 
     def causes(self) -> list[str]:
@@ -263,13 +263,14 @@ class CoordCheckReport:
                 "not a failure.")
 
     def headline(self, recipe_path: str | None = None) -> str:
-        """One line for a sweep refused by the (width) gate: the failing layers, the first cause, what to run next."""
+        """One line for a sweep refused by the (width) gate: the failing layers, the first cause, what to run next
+        (the API adds how to sweep anyway)."""
         names = ", ".join(self.culprits())
         diagnosis = self.diagnosis()
         cause = f": {diagnosis[0][0]}" if diagnosis else ""
         where = recipe_path or "RECIPE"
         return (f"coordinate check failed for {self.parametrization} at {names}{cause}; run `mutransfer "
-                f"coord-check {where}` for the plot and the details, or pass --skip-check to sweep anyway")
+                f"coord-check {where}` for the plot and the details")
 
     # ------------------------------------------------------------------------------------------ (de)serialise
 

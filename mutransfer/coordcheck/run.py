@@ -31,7 +31,7 @@ from mutransfer.coordcheck.report import (
     LayerCheck,
     verdict,
 )
-from mutransfer.errors import MutransferError
+from mutransfer.errors import MutransferError, option
 
 if TYPE_CHECKING:
     from mutransfer.data import Dataset
@@ -85,10 +85,10 @@ def parse_depths(text: str) -> list[int]:
 def _parse_sizes(text: str, axis: str) -> list[int]:
     try:
         sizes = sorted({int(w) for w in text.replace(" ", "").split(",") if w})
-    except ValueError:
-        raise CheckError(f"--{axis}s: {text!r} is not a comma-separated list of integers") from None
+    except ValueError as e:
+        raise CheckError(f"{option(axis + 's')}: {text!r} is not a comma-separated list of integers") from e
     if len(sizes) < 2 or sizes[0] < 1:
-        raise CheckError(f"--{axis}s: give at least two different positive {axis}s, got {text!r}")
+        raise CheckError(f"{option(axis + 's')}: give at least two different positive {axis}s, got {text!r}")
     return sizes
 
 
@@ -157,11 +157,11 @@ def run_coord_check(
     from mutransfer.coordcheck.measure import coord_check
 
     if parametrization not in ("mup", "sp"):
-        raise CheckError(f"--parametrization: use mup or sp, not {parametrization!r}")
+        raise CheckError(f"{option('parametrization')}: use mup or sp, not {parametrization!r}")
     if steps < 1:
-        raise CheckError("--steps: give at least 1 step")
+        raise CheckError(f"{option('steps')}: give at least 1 step")
     if widths is not None and depths is not None:
-        raise CheckError("--widths, --depths: give one of them (a check varies one axis at a time)")
+        raise CheckError(f"{option('widths')}, {option('depths')}: give one of them (a check varies one axis at a time)")
     axis = "depth" if depths is not None else "width"
     blow_up = (DEPTH_BLOW_UP if axis == "depth" else BLOW_UP) if blow_up is None else blow_up
     vanish = (DEPTH_VANISH if axis == "depth" else VANISH) if vanish is None else vanish
@@ -209,7 +209,7 @@ def run_coord_check(
                              device=device or _device(recipe), track_steps=track_steps, axis=axis)
     except Exception as e:
         raise CheckError(f"coordinate check: the {family} model did not train at {axis}s {widths}: "
-                         f"{type(e).__name__}: {_one_line(e)}") from None
+                         f"{type(e).__name__}: {_one_line(e)}") from e
     finally:
         torch.set_num_threads(before)
     top = max((max(v) for v in cc.values.values() if v and all(math.isfinite(x) for x in v)), default=0.0)
@@ -278,7 +278,7 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
             return construct(fn, cfg, "meta", builtin)
         except Exception as e:
             raise CheckError(f"coordinate check: building the {family} model at width {cfg.width} failed: "
-                             f"{type(e).__name__}: {_one_line(e)}") from None
+                             f"{type(e).__name__}: {_one_line(e)}") from e
 
     model, wider = build(small), build(large)
     wide_shapes = {n: tuple(p.shape) for n, p in wider.named_parameters()}

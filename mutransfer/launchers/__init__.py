@@ -26,20 +26,21 @@ from typing import Any
 
 import yaml
 
+from mutransfer.errors import option
 from mutransfer.export import render
-from mutransfer.launchers._common import (
+from mutransfer.launchers.common import (
     Config,
     LauncherError,
-    _builder_note,
-    _comment_lines,
-    _mup_extras,
-    _mup_notes,
-    _nanogpt_keys,
-    _schedule_note,
-    _Target,
-    _target,
+    Target,
+    builder_note,
+    comment_lines,
     document,
+    mup_extras,
+    mup_notes,
+    nanogpt_keys,
     provenance,
+    resolve_target,
+    schedule_note,
 )
 from mutransfer.launchers.megatron import megatron
 from mutransfer.launchers.nanogpt_mup import nanogpt_mup
@@ -57,14 +58,14 @@ FORMATS = ("yaml", "json", *LAUNCHER_FORMATS)
 def nanogpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
     """A config file for nanoGPT: `python train.py this.py` (configurator.py exec's it)."""
     doc = document(config)
-    tg = _target(doc, "nanogpt", nproc=nproc, micro_batch_size=micro_batch_size)
-    keys = _nanogpt_keys(tg)
+    tg = resolve_target(doc, "nanogpt", nproc=nproc, micro_batch_size=micro_batch_size)
+    keys = nanogpt_keys(tg)
     if tg.vocab_size is not None:
         keys["vocab_size"] = tg.vocab_size  # nanoGPT reads it from meta.pkl; stated for a script that wants it
-    keys.update(_mup_extras(tg, doc))
-    head = _comment_lines(doc, keys)
-    head += ["# " + x for x in _mup_notes(tg, "nanoGPT")]
-    note = _schedule_note(tg, "nanoGPT")
+    keys.update(mup_extras(tg, doc))
+    head = comment_lines(doc, keys)
+    head += ["# " + x for x in mup_notes(tg, "nanoGPT")]
+    note = schedule_note(tg, "nanoGPT")
     if note:
         head.append("# " + note)
     head.append(f"# Global batch: {tg.batch_size} sequences of {tg.seq_len} tokens = batch_size x "
@@ -77,7 +78,7 @@ def nanogpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = No
 # --------------------------------------------------------------------------------------------- Hugging Face
 
 
-def _hf_scheduler(tg: _Target) -> tuple[str, dict[str, Any] | None]:
+def _hf_scheduler(tg: Target) -> tuple[str, dict[str, Any] | None]:
     if tg.schedule == "cosine":
         return "cosine_with_min_lr", {"min_lr": tg.min_lr}
     if tg.schedule == "linear":
@@ -90,7 +91,7 @@ def _hf_scheduler(tg: _Target) -> tuple[str, dict[str, Any] | None]:
 def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> dict[str, Any]:
     """{"training_args.json": TrainingArguments kwargs, "config.json": a GPT-2 model config}."""
     doc = document(config)
-    tg = _target(doc, "hf", nproc=nproc, micro_batch_size=micro_batch_size)
+    tg = resolve_target(doc, "hf", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.vocab_size is None:
         raise LauncherError("model.vocab_size: unknown in this export, and a Hugging Face model config needs it "
                             "(export it again with this mutransfer)")
@@ -135,10 +136,10 @@ def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     }
     if tg.init_std is not None:
         model["initializer_range"] = tg.init_std
-    model.update(_mup_extras(tg, doc))
-    notes = [*_mup_notes(tg, "Hugging Face's Trainer")]
+    model.update(mup_extras(tg, doc))
+    notes = [*mup_notes(tg, "Hugging Face's Trainer")]
     if tg.family != "gpt":
-        notes.append(_builder_note(tg.family))
+        notes.append(builder_note(tg.family))
     if tg.optimizer == "adam" and tg.weight_decay:
         notes.append("The recipe's optimizer is Adam (L2 weight decay); adamw_torch decouples it.")
     if tg.schedule == "linear":
@@ -155,15 +156,15 @@ def torchrun(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     """`torchrun ... train.py --key=value ...` for nanoGPT's train.py (configurator.py overrides; argparse reads
     `--key=value` too). Only nanoGPT's own keys: it refuses unknown ones, so the µP extras are comments here."""
     doc = document(config)
-    tg = _target(doc, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
-    keys = _nanogpt_keys(tg)
-    head = _comment_lines(doc, keys)
-    head += ["# " + x for x in _mup_notes(tg, "nanoGPT's train.py")]
+    tg = resolve_target(doc, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
+    keys = nanogpt_keys(tg)
+    head = comment_lines(doc, keys)
+    head += ["# " + x for x in mup_notes(tg, "nanoGPT's train.py")]
     if tg.mup is not None:
-        extras = _mup_extras(tg, doc)
+        extras = mup_extras(tg, doc)
         extras.pop("mup_param_groups", None)
         head.append("# µP extras for a µP-aware train.py: " + " ".join(f"--{k}={v!r}" for k, v in extras.items()))
-    note = _schedule_note(tg, "nanoGPT")
+    note = schedule_note(tg, "nanoGPT")
     if note:
         head.append("# " + note)
     args = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", script]
@@ -178,7 +179,7 @@ def litgpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = Non
     """A config for `litgpt pretrain --config FILE` (its config_hub/pretrain layout). jsonargparse refuses
     unknown keys, so the provenance and the µP values are comments."""
     doc = document(config)
-    tg = _target(doc, "litgpt", nproc=nproc, micro_batch_size=micro_batch_size)
+    tg = resolve_target(doc, "litgpt", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.vocab_size is None:
         raise LauncherError("model.vocab_size: unknown in this export, and litgpt's model_config needs it")
     if tg.tokens is None:
@@ -225,8 +226,8 @@ def litgpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = Non
         "devices": nproc,
     }
     keys = {"learning_rate": tg.lr, "min_lr": tg.min_lr, "weight_decay": tg.weight_decay}
-    head = _comment_lines(doc, keys)
-    head += ["# " + x for x in _mup_notes(tg, "litgpt pretrain")]
+    head = comment_lines(doc, keys)
+    head += ["# " + x for x in mup_notes(tg, "litgpt pretrain")]
     head.append("# litgpt's GPT uses rotary position embeddings; the proxies learned absolute ones.")
     if tg.schedule == "linear":
         head.append("# The recipe's schedule is linear decay; litgpt pretrain decays by a cosine to min_lr instead.")
@@ -242,7 +243,7 @@ def render_format(config: dict[str, Any], fmt: str, *, nproc: int = 1, micro_bat
     if fmt in ("yaml", "json"):
         return render(config, fmt)  # type: ignore[arg-type]
     if fmt not in FORMATS:
-        raise LauncherError(f"--format: {fmt!r} is not a format: use {', '.join(FORMATS)}")
+        raise LauncherError(f"{option('fmt')}: {fmt!r} is not a format: use {', '.join(FORMATS)}")
     doc = document(config)  # checked once: every renderer reads it by attribute
     kw: dict[str, Any] = {"nproc": nproc, "micro_batch_size": micro_batch_size}
     if fmt == "nanogpt":

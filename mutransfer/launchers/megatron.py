@@ -31,14 +31,14 @@ import math
 import shlex
 from typing import Any
 
-from mutransfer.launchers._common import (
+from mutransfer.launchers.common import (
     Config,
     LauncherError,
-    _comment_lines,
-    _mup_notes,
-    _Target,
-    _target,
+    Target,
+    comment_lines,
     document,
+    mup_notes,
+    resolve_target,
 )
 
 __all__ = ["SPELLINGS", "megatron", "mup_flags"]
@@ -47,7 +47,7 @@ SPELLINGS = ("released", "scaling-recipe")
 _RECIPE_NOTE = "NVIDIA/Megatron-LM PRs #4998/#4999, not in main at d98e8a6"
 
 
-def _eps_factors(tg: _Target, depth_mup: bool) -> tuple[float, float, float]:
+def _eps_factors(tg: Target, depth_mup: bool) -> tuple[float, float, float]:
     """What Megatron multiplies --adam-eps by for (hidden matrices, hidden vectors, embedding/output) under µP."""
     if tg.optimizer == "sgd" or tg.mup is None:
         return 1.0, 1.0, 1.0
@@ -58,7 +58,7 @@ def _eps_factors(tg: _Target, depth_mup: bool) -> tuple[float, float, float]:
     return 1.0 / wm, 1.0, 1.0
 
 
-def _eps_ratio(tg: _Target, depth_mup: bool) -> float:
+def _eps_ratio(tg: Target, depth_mup: bool) -> float:
     """--adam-eps / the recipe's eps such that the hidden matrices get the proxies' epsilon, eps x tg.eps_mult:
     tg.eps_mult / _eps_factors(...)[0], as powers (exact where it is 1)."""
     assert tg.mup is not None
@@ -68,11 +68,11 @@ def _eps_ratio(tg: _Target, depth_mup: bool) -> float:
     return wm ** (0.0 if width else 1.0) * dm ** ((1.0 if depth_mup else 0.0) - (alpha if width else 0.0))
 
 
-def _depth_mup(tg: _Target, spelling: str) -> bool:
+def _depth_mup(tg: Target, spelling: str) -> bool:
     return spelling == "scaling-recipe" and tg.depth_scaled and tg.optimizer != "sgd"
 
 
-def mup_flags(tg: _Target, spelling: str) -> tuple[list[tuple[str, Any]], float | None]:
+def mup_flags(tg: Target, spelling: str) -> tuple[list[tuple[str, Any]], float | None]:
     """Megatron's µP flags for the export, and the --adam-eps that gives the hidden matrices the proxies' epsilon
     (None for SGD)."""
     m = tg.mup
@@ -107,7 +107,7 @@ def _line(flags: list[tuple[str, Any]]) -> str:
     return " ".join(f if v is None else f"{f} {shlex.quote(str(v))}" for f, v in flags)
 
 
-def _mup_notes_megatron(tg: _Target, spelling: str, eps: float | None) -> list[str]:
+def _mup_notes_megatron(tg: Target, spelling: str, eps: float | None) -> list[str]:
     m = tg.mup
     assert m is not None
     wm, rules = m.width_mult, m.rules
@@ -196,9 +196,9 @@ def megatron(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     if spelling not in SPELLINGS:
         raise LauncherError(f"spelling: {spelling!r} is not one of {', '.join(SPELLINGS)}")
     doc = document(config)
-    tg = _target(doc, "megatron", nproc=nproc, micro_batch_size=micro_batch_size)
+    tg = resolve_target(doc, "megatron", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.steps is None:
-        raise AssertionError("checked by _target")
+        raise AssertionError("checked by resolve_target")
     flags, mup_eps = mup_flags(tg, spelling) if tg.mup is not None else ([], None)
     style = {"cosine": "cosine", "linear": "linear", "constant": "constant", "warmup": "constant"}[tg.schedule]
     pairs: list[tuple[str, Any]] = [
@@ -224,8 +224,8 @@ def megatron(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     lines += ["--disable-bias-linear", "--untie-embeddings-and-output-weights"]
     lines += [f if v is None else f"{f} {shlex.quote(str(v))}" for f, v in flags]
     keys = {"learning_rate": tg.lr, "min_lr": tg.min_lr, "weight_decay": tg.weight_decay}
-    notes = _mup_notes_megatron(tg, spelling, mup_eps) if tg.mup is not None else _mup_notes(tg)
-    head = _comment_lines(doc, keys) + ["# " + x for x in notes]
+    notes = _mup_notes_megatron(tg, spelling, mup_eps) if tg.mup is not None else mup_notes(tg)
+    head = comment_lines(doc, keys) + ["# " + x for x in notes]
     if tg.optimizer == "adam" and tg.weight_decay:
         head.append("# The recipe's optimizer is Adam (L2 weight decay); Megatron's --optimizer adam decouples it.")
     if tg.schedule == "warmup":

@@ -24,15 +24,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mutransfer.launchers._common import (
+from mutransfer.launchers.common import (
     Config,
-    _comment_lines,
-    _depth_note,
-    _nanogpt_keys,
-    _schedule_note,
-    _Target,
-    _target,
+    Target,
+    comment_lines,
+    depth_note,
     document,
+    nanogpt_keys,
+    resolve_target,
+    schedule_note,
 )
 
 __all__ = ["nanogpt_mup", "nanogpt_mup_keys"]
@@ -43,7 +43,7 @@ _GUARD = ('assert "depth_alpha_enabled" in globals() and "adam_eps" in globals()
           f'EleutherAI/nanoGPT-mup\'s {BRANCH} branch (git checkout {BRANCH}): master has no adam_eps and no depth keys"')
 
 
-def _attention(tg: _Target) -> tuple[bool, float]:
+def _attention(tg: Target) -> tuple[bool, float]:
     """(mup_disable_attention_scaling, what nanoGPT-mup's scale must be multiplied by to be the proxies')."""
     assert tg.mup is not None
     ours = tg.attention.scale  # attn_mult * sqrt(base_head_dim) / head_dim
@@ -53,9 +53,9 @@ def _attention(tg: _Target) -> tuple[bool, float]:
     return disable, ours / (one_over_sqrt_d if disable else one_over_d)
 
 
-def nanogpt_mup_keys(tg: _Target) -> dict[str, Any]:
+def nanogpt_mup_keys(tg: Target) -> dict[str, Any]:
     """nanoGPT-mup train.py's config keys (completep branch), types as its defaults."""
-    keys = _nanogpt_keys(tg)
+    keys = nanogpt_keys(tg)
     keys["init_std"] = tg.init_std if tg.init_std is not None else 0.02
     if tg.mup is None:
         # SP: train.py's own path; AdamW with eps adam_eps as it is.
@@ -83,13 +83,13 @@ def nanogpt_mup_keys(tg: _Target) -> dict[str, Any]:
     }
 
 
-def _notes(tg: _Target) -> list[str]:
+def _notes(tg: Target) -> list[str]:
     notes = [f"For EleutherAI/nanoGPT-mup's {BRANCH} branch (commit {COMMIT[:12]}): `git checkout {BRANCH}`, then "
              "`python train.py this.py`. Its master has no adam_eps nor depth keys and would ignore them: the assert "
              "below stops it."]
     if tg.mup is None:
         return [*notes, "Standard parametrization (SP): mup_enabled = False; use the values as they are.",
-                *_depth_note(tg, "nanoGPT-mup's SP path")]
+                *depth_note(tg, "nanoGPT-mup's SP path")]
     m, d = tg.mup, tg.depth_rule
     wm = m.width_mult
     disable, off = _attention(tg)
@@ -130,13 +130,13 @@ def _notes(tg: _Target) -> list[str]:
 def nanogpt_mup(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> str:
     """A config file for nanoGPT-mup (completep branch): `python train.py this.py` (configurator.py exec's it)."""
     doc = document(config)
-    tg = _target(doc, "nanogpt-mup", nproc=nproc, micro_batch_size=micro_batch_size)
+    tg = resolve_target(doc, "nanogpt-mup", nproc=nproc, micro_batch_size=micro_batch_size)
     keys = nanogpt_mup_keys(tg)
-    head = _comment_lines(doc, keys) + ["# " + x for x in _notes(tg)]
+    head = comment_lines(doc, keys) + ["# " + x for x in _notes(tg)]
     if tg.optimizer != "adamw":
         head.append(f"# The recipe's optimizer is {tg.optimizer}; nanoGPT-mup trains with AdamW (decoupled weight "
                     "decay), which the values were not tuned for.")
-    note = _schedule_note(tg, "nanoGPT-mup")
+    note = schedule_note(tg, "nanoGPT-mup")
     if note:
         head.append("# " + note)
     if tg.vocab_size is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mutransfer.errors import MutransferError
 
-class StoreError(RuntimeError):
+
+class StoreError(MutransferError, RuntimeError):
     """A database that cannot be used. The message is one line and never contains a password."""
 
 

@@ -230,8 +230,8 @@ def point_rows(trial_id: int, points: Iterable[Mapping[str, Any]]) -> list[dict[
                 raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}")
             try:
                 x = float(v)
-            except (TypeError, ValueError):
-                raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}") from None
+            except (TypeError, ValueError) as e:
+                raise StoreError(f"metric {name!r} at step {step} is not a number: {v!r}") from e
             value, special = encode_value(x)
             rows.append({"trial_id": trial_id, "step": step, "name": str(name), "value": value, "special": special})
     return rows
@@ -256,7 +256,7 @@ def to_json(obj: Any, what: str) -> str:
     try:
         return json.dumps(obj, default=_json_default, sort_keys=True)
     except (TypeError, ValueError) as e:
-        raise StoreError(f"cannot store {what}: {e}") from None
+        raise StoreError(f"cannot store {what}: {e}") from e
 
 
 __all__ = [

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mutransfer.document import AGAIN, AttentionRule, DepthSection, DocumentError, ExportDocument, MupSection
-from mutransfer.errors import MutransferError
+from mutransfer.errors import MutransferError, option
 from mutransfer.gpt_shape import missing_options, refusal
 
 # Launcher key -> the exported hyperparameter its value comes from (for the provenance of each value).
@@ -30,11 +30,11 @@ def document(config: Config) -> ExportDocument:
     try:
         return ExportDocument.from_config(config)
     except DocumentError as e:
-        raise LauncherError(str(e)) from None
+        raise LauncherError(str(e)) from e
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     """What every launcher needs, read (and checked) once from an export."""
 
     name: str
@@ -72,7 +72,7 @@ class _Target:
 
     @property
     def attention(self) -> AttentionRule:
-        """The µP attention rule (`_target` checks a µP export has it)."""
+        """The µP attention rule (`resolve_target` checks a µP export has it)."""
         assert self.mup is not None and self.mup.rules.attention is not None
         return self.mup.rules.attention
 
@@ -122,19 +122,19 @@ def _gpt(doc: ExportDocument, fmt: str) -> tuple[int, int, float]:
     return t.n_heads, t.head_dim, t.ffn_ratio  # type: ignore[return-value]
 
 
-def _target(config: Config, fmt: str, *, nproc: int = 1, micro_batch_size: int | None = None,
-            need_steps: bool = True) -> _Target:
+def resolve_target(config: Config, fmt: str, *, nproc: int = 1, micro_batch_size: int | None = None,
+            need_steps: bool = True) -> Target:
     doc = document(config)
     n_heads, head_dim, ffn_ratio = _gpt(doc, fmt)
     if nproc < 1:
-        raise LauncherError(f"--nproc-per-node: {nproc} is not a process count (1 or more)")
+        raise LauncherError(f"{option('nproc')}: {nproc} is not a process count (1 or more)")
     t, m, opt, sched = doc.target, doc.model, doc.optimizer, doc.schedule
     batch = t.batch_size
     if batch % nproc:
-        raise LauncherError(f"--nproc-per-node: the target batch size {batch} is not a multiple of {nproc} processes")
+        raise LauncherError(f"{option('nproc')}: the target batch size {batch} is not a multiple of {nproc} processes")
     micro = _micro_batch(batch, nproc, micro_batch_size)
     if micro < 1 or batch % (micro * nproc):
-        raise LauncherError(f"--micro-batch-size: {micro} x {nproc} processes does not divide the target batch "
+        raise LauncherError(f"{option('micro_batch_size')}: {micro} x {nproc} processes does not divide the target batch "
                             f"size {batch}")
     steps = sched.target_steps
     if need_steps and steps is None:
@@ -147,7 +147,7 @@ def _target(config: Config, fmt: str, *, nproc: int = 1, micro_batch_size: int |
         else hp_std.value
     vocab = t.vocab_size if t.vocab_size is not None else m.vocab_size
     warmup = sched.target_warmup_steps if sched.target_warmup_steps is not None else sched.warmup_steps
-    return _Target(
+    return Target(
         name=doc.provenance.sweep.name,
         family=m.family,
         width=t.width,
@@ -213,7 +213,7 @@ def provenance(config: Config) -> dict[str, Any]:
     return out
 
 
-def _comment_lines(config: Config, keys: dict[str, Any], prefix: str = "# ") -> list[str]:
+def comment_lines(config: Config, keys: dict[str, Any], prefix: str = "# ") -> list[str]:
     doc = document(config)
     p = provenance(doc)
     sweep = p["sweep"]
@@ -222,7 +222,7 @@ def _comment_lines(config: Config, keys: dict[str, Any], prefix: str = "# ") -> 
         f"recipe {p['recipe_name']!r} hash {p['recipe_hash']}, {p['parametrization']}, {p['created']}.",
     ]
     if doc.model.family not in ("gpt", "mlp"):
-        lines.append(_builder_note(doc.model.family))
+        lines.append(builder_note(doc.model.family))
     for key, value in keys.items():
         name = _SOURCES.get(key)
         hp = p["hyperparameters"].get(name) if name else None
@@ -251,16 +251,16 @@ def _num(x: Any) -> str:
     return f"{x:.6g}" if isinstance(x, float) else str(x)
 
 
-def _builder_note(family: str) -> str:
+def builder_note(family: str) -> str:
     return (f"The proxies were built by your builder {family!r}: heads and FFN width below are what it declares in "
             "model.options; check that the launcher's model matches the rest of it (activation, norms, biases, "
             "positions, tied embeddings).")
 
 
-def _mup_notes(tg: _Target, launcher: str = "This launcher") -> list[str]:
+def mup_notes(tg: Target, launcher: str = "This launcher") -> list[str]:
     """For a launcher that applies none of µP's rules: what the tuned model needs that it does not do."""
     if tg.mup is None:
-        return ["Standard parametrization (SP): use the values as they are.", *_depth_note(tg, launcher)]
+        return ["Standard parametrization (SP): use the values as they are.", *depth_note(tg, launcher)]
     m = tg.mup
     att = m.rules.attention
     return [
@@ -270,11 +270,11 @@ def _mup_notes(tg: _Target, launcher: str = "This launcher") -> list[str]:
         f"with logits x {m.rules.readout.output_multiplier:.6g}, attention scale "
         f"{att.scale if att is not None else float('nan'):.6g} (1/d); the mup_* keys or the YAML "
         "export's mup section give a µP-aware script all of it.",
-        *_depth_note(tg, launcher),
+        *depth_note(tg, launcher),
     ]
 
 
-def _depth_note(tg: _Target, launcher: str) -> list[str]:
+def depth_note(tg: Target, launcher: str) -> list[str]:
     if not tg.depth_scaled:
         return []
     d = tg.depth_rule
@@ -283,7 +283,7 @@ def _depth_note(tg: _Target, launcher: str) -> list[str]:
             f"{launcher} does not apply them either (the YAML export's model.depth has them)."]
 
 
-def _nanogpt_keys(tg: _Target) -> dict[str, Any]:
+def nanogpt_keys(tg: Target) -> dict[str, Any]:
     """nanoGPT train.py's own config keys (types as its defaults: configurator.py checks them)."""
     if tg.steps is None:
         raise AssertionError("nanoGPT keys need the target's steps")
@@ -311,13 +311,13 @@ def _nanogpt_keys(tg: _Target) -> dict[str, Any]:
     }
 
 
-def _schedule_note(tg: _Target, launcher: str) -> str | None:
+def schedule_note(tg: Target, launcher: str) -> str | None:
     if tg.schedule == "linear":
         return f"The recipe's schedule is linear decay; {launcher} decays by a cosine to min_lr instead."
     return None
 
 
-def _mup_extras(tg: _Target, config: Config) -> dict[str, Any]:
+def mup_extras(tg: Target, config: Config) -> dict[str, Any]:
     m = tg.mup
     if m is None:
         return {"mup_enabled": False}
