@@ -279,9 +279,16 @@ class ExportDocument(_Section):
     extrapolation: Extrapolation | None = None
 
     @classmethod
-    def from_config(cls, source: ExportDocument | Mapping[str, Any] | str | Path) -> ExportDocument:
+    def from_config(cls, source: ExportDocument | Mapping[str, Any] | str | Path,
+                    error: type[MutransferError] | None = None) -> ExportDocument:
         """The document of an export dict (`export_config`'s) or YAML/JSON file, checked: a DocumentError naming
-        the first field that is wrong otherwise. A document is returned as it is."""
+        the first field that is wrong otherwise (or the same message as `error`, the caller's own error class). A
+        document is returned as it is."""
+        if error is not None:
+            try:
+                return cls.from_config(source)
+            except DocumentError as e:
+                raise error(*e.args) from e
         if isinstance(source, ExportDocument):
             return source
         if isinstance(source, (str, Path)):

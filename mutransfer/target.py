@@ -63,12 +63,6 @@ def load_export(path: str | Path) -> dict[str, Any]:
         raise TargetError(str(e)) from e
 
 
-def _document(config: dict[str, Any] | ExportDocument | str | Path) -> ExportDocument:
-    try:
-        return ExportDocument.from_config(config)
-    except DocumentError as e:
-        raise TargetError(str(e)) from e
-
 
 @dataclass(frozen=True)
 class _Sizes:
@@ -90,7 +84,7 @@ def build_config_from_export(config: dict[str, Any] | ExportDocument) -> tuple[B
     """(BuildConfig at the target size, family, optimizer name) from an export."""
     from mutransfer.parametrization import BuildConfig
 
-    doc = _document(config)
+    doc = ExportDocument.from_config(config, TargetError)
     m, t = doc.model, doc.target
     if m.family not in BUILTIN_FAMILIES:
         # A user's builder would import code named by a config file: only a recipe may do that.
@@ -116,7 +110,7 @@ def build_target(config: dict[str, Any] | ExportDocument | str | Path, *, device
     from mutransfer.compute import param_counts
     from mutransfer.parametrization import build_model, describe_groups
 
-    doc = _document(config)
+    doc = ExportDocument.from_config(config, TargetError)
     cfg, family, optimizer = build_config_from_export(doc)
     try:
         model = build_model(cfg, family, device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mutransfer.document import AGAIN, AttentionRule, DepthSection, DocumentError, ExportDocument, MupSection
+from mutransfer.document import AGAIN, AttentionRule, DepthSection, ExportDocument, MupSection
 from mutransfer.errors import MutransferError, option
 from mutransfer.gpt_shape import missing_options, refusal
 
@@ -27,10 +27,7 @@ class LauncherError(MutransferError, ValueError):
 
 def document(config: Config) -> ExportDocument:
     """The export's document, checked once (mutransfer.document): a LauncherError naming the field otherwise."""
-    try:
-        return ExportDocument.from_config(config)
-    except DocumentError as e:
-        raise LauncherError(str(e)) from e
+    return ExportDocument.from_config(config, LauncherError)
 
 
 @dataclass(frozen=True)
