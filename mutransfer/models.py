@@ -237,7 +237,7 @@ class StackLayout:
 
 
 STACK_LAYOUTS: dict[str, StackLayout] = {
-    # MLP without residual blocks: batched trials refuse model.residual (recipe.py).
+    # MLP without residual blocks: batched trials refuse model.residual (mutransfer/recipe/recipe.py).
     "mlp": StackLayout(
         top={"input.weight": "inp.weight", "input.bias": "inp.bias",
              "readout.weight": "out.weight", "readout.bias": "out.bias"},

@@ -1,0 +1,51 @@
+"""The recipe: one YAML file that says what to sweep, on what, and what to transfer to.
+
+Validated once, here, at the edge (pydantic, unknown keys refused). Everything downstream takes a `Recipe` or
+parts of it. This package stays light: no torch, ray or sqlalchemy.
+
+The parts: `recipe` (`Recipe`: the whole, its checks across sections, its hash), `sections` (model, data, train,
+scales, target, resources), `space` (the search space and its distributions), `validation` (the strict base and
+errors that name the field path), `loading` (`parse_recipe`, `load_recipe`: YAML in, then the data paths and a
+user's builder checked).
+"""
+
+from mutransfer.recipe.loading import load_recipe, parse_recipe, resolve_entrypoint
+from mutransfer.recipe.recipe import Recipe
+from mutransfer.recipe.sections import (
+    AXES,
+    BUILTIN_FAMILIES,
+    DEPTH_ALPHA,
+    KNOWN_HPARAMS,
+    Data,
+    Model,
+    Resources,
+    Scale,
+    Target,
+    Train,
+    default_init_std,
+)
+from mutransfer.recipe.space import Choice, Dist, LogUniform, Uniform
+from mutransfer.recipe.validation import RecipeError
+
+__all__ = [
+    "AXES",
+    "BUILTIN_FAMILIES",
+    "DEPTH_ALPHA",
+    "KNOWN_HPARAMS",
+    "Choice",
+    "Data",
+    "Dist",
+    "LogUniform",
+    "Model",
+    "Recipe",
+    "RecipeError",
+    "Resources",
+    "Scale",
+    "Target",
+    "Train",
+    "Uniform",
+    "default_init_std",
+    "load_recipe",
+    "parse_recipe",
+    "resolve_entrypoint",
+]

@@ -1,0 +1,81 @@
+"""Reading a recipe: YAML text or a file to a validated `Recipe` (`parse_recipe`, `load_recipe`), then the checks
+that need the file system or an import (data paths, a user's builder: `resolve_entrypoint`)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mutransfer.recipe.recipe import Recipe
+from mutransfer.recipe.validation import RecipeError, format_error
+
+
+def parse_recipe(text: str, *, default_name: str = "sweep", source: str = "recipe") -> Recipe:
+    """Validate recipe YAML text. Raises RecipeError with a one-line `field.path: problem` message."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from e
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with model, train, search, scales and target")
+    raw.setdefault("name", default_name)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(f"{source}: {format_error(e)}") from e
+    _check_environment(recipe, source)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a recipe file; the sweep's name defaults to the file's stem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{p}: cannot read recipe: {getattr(e, 'strerror', None) or e}") from e
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in p.stem) or "sweep"
+    return parse_recipe(text, default_name=name, source=str(p))
+
+
+def _check_environment(recipe: Recipe, source: str) -> None:
+    """Checks that need the file system or an import: data paths and a user's builder."""
+    d = recipe.data
+    path = d.resolved_path()
+    if d.kind == "tokens" and path is None:
+        raise RecipeError(f"{source}: data.path: tokens data needs a path (a .bin file or a folder with train.bin)")
+    if path is not None:
+        if not path.exists():
+            raise RecipeError(f"{source}: data.path: {path} does not exist")
+        if not os.access(path, os.R_OK):
+            raise RecipeError(f"{source}: data.path: {path} is not readable")
+        if d.kind == "tokens" and path.is_dir() and not (path / "train.bin").exists():
+            raise RecipeError(f"{source}: data.path: {path} has no train.bin")
+        if d.kind == "chars" and path.is_dir() and next(path.rglob(d.glob), None) is None:
+            raise RecipeError(f"{source}: data.path: no files matching {d.glob!r} under {path}")
+    if not recipe.model.is_builtin:
+        try:
+            resolve_entrypoint(recipe.model.family)
+        except RecipeError as e:
+            raise RecipeError(f"{source}: model.family: {e}") from e
+
+
+def resolve_entrypoint(spec: str) -> Any:
+    """Import a user's builder named `package.module:function`. Only called for recipes that name one."""
+    mod_name, _, fn_name = spec.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # any failure while importing user code is a recipe problem, reported in one line
+        raise RecipeError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from e
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise RecipeError(f"{mod_name!r} has no function {fn_name!r}")
+    return fn
