@@ -291,7 +291,7 @@ def export(store: Store, sweep: str | int, *, parametrization: str | None = None
         extrapolation_problem,
         target_build_config,
     )
-    from mutransfer.parametrization import describe_groups
+    from mutransfer.param_groups import describe_groups
 
     f = latest_fit(store, sweep)
     s, recipe, result = f.sweep, f.recipe, f.result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -122,42 +121,20 @@ def coord_check(
     With --depths, the same over depth: 1 when a model with depth scaling fails it (without, growth is expected).
     """
     from rich.markup import escape
-    from rich.table import Table
 
     from mutransfer import api
     from mutransfer.coordcheck import parse_depths, parse_widths, save_figure
+    from mutransfer.tables import coord_check_table
 
     ws = parse_widths(widths) if widths else None
     ds = parse_depths(depths) if depths is not None else None
     r = load_recipe(recipe)
-    axis = "depth" if ds is not None else "width"
     out = output or Path(f"{r.name}-coord-check{'-depth' if ds is not None else ''}.html")
     st = _store(db) if store else None  # a bad --db fails now, not after the check
     done = api.coord_check(r, parametrization, widths=ws, depths=ds, steps=steps, lr=lr, store=st)
-    rep, param = done.report, done.report.parametrization
+    rep = done.report
     c = _console()
-    colors = {"flat": "green", "blows up": "red", "vanishes": "yellow", "non-finite": "red", "unchanged": "dim"}
-    if ds is not None:
-        title = (f"coordinate check over depth: {r.name} ({param}, {r.model.family}, depth_scaling "
-                 f"{r.model.depth_scaling}), width {rep.width}, depths {', '.join(map(str, rep.widths))}")
-        judged = ("; over depth only the residual stream (<stack>.last) and the logits are judged, other layers' "
-                  "verdicts are in (brackets)")
-    else:
-        title = f"coordinate check: {r.name} ({param}, {r.model.family}), widths {', '.join(map(str, rep.widths))}"
-        judged = ""
-    letter = axis[0]
-    t = Table(title=title, caption=f"{letter}<N>: mean |change| of the layer's output per coordinate at {axis} N; "
-                                   f"slope: of log(change) against log({axis}){judged}")
-    t.add_column("layer", no_wrap=True)
-    t.add_column("role", no_wrap=True)
-    for col in (f"{letter}{rep.widths[0]}", f"{letter}{rep.widths[-1]}", "slope"):
-        t.add_column(col, justify="right", no_wrap=True, min_width=6)
-    t.add_column("verdict", no_wrap=True, min_width=10)
-    for x in rep.layers:
-        color = colors.get(x.verdict, "white")
-        shown = f"[{color}]{x.verdict}[/]" if x.judged else f"[dim]({x.verdict})[/]"
-        t.add_row(escape(x.name), x.role, f"{x.values[0]:.3g}", f"{x.values[-1]:.3g}", f"{x.slope:+.2f}", shown)
-    c.print(t)
+    c.print(coord_check_table(r, rep))
     c.print(escape(rep.summary()))
     try:
         save_figure(rep, out)
@@ -188,31 +165,17 @@ def sweep(
     First, for a µP recipe, the coordinate check (`mutransfer coord-check`): a model that fails it is refused.
     """
     from mutransfer import api
+    from mutransfer.tables import best_trials_table
 
     summary = api.sweep(recipe, db=db, name=name, address=address, progress=not quiet, check=not skip_check,
                         notify=lambda line: typer.echo(line, err=True))
-    _print_summary(summary)
-
-
-def _print_summary(summary: Any) -> None:
-    from rich.table import Table
-
     c = _console()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     ran = f"ran {summary.ran} now" if summary.ran else "nothing left to run"
     c.print(f"sweep [bold]{summary.name}[/] (id {summary.sweep_id}): {summary.total} trials: {counts}; {ran}; "
             f"{summary.wall_time:.0f}s")
     if summary.best:
-        from mutransfer.callbacks import group_order
-
-        t = Table(title="best trial per scale point")
-        for col in ("parametrization", "scale point", "best metric", "trial"):
-            t.add_column(col)
-        for group in sorted(summary.best, key=group_order):
-            value, key = summary.best[group]
-            param, tag = group.split("/", 1)
-            t.add_row(param, tag, f"{value:.4f}", key)
-        c.print(t)
+        c.print(best_trials_table(summary))
     c.print(f"next: mutransfer fit {summary.name}")
 
 
@@ -220,82 +183,33 @@ def _print_summary(summary: Any) -> None:
 @_user_errors
 def ls(db: DbOpt = None) -> None:
     """List the sweeps in the database."""
-    from rich.table import Table
-
-    from mutransfer.storage import FINISHED_STATUSES
+    from mutransfer.tables import sweeps_table
 
     store = _store(db)
     sweeps = store.list_sweeps()
     if not sweeps:
         typer.echo(f"no sweeps in {store.masked_url}: run `mutransfer sweep RECIPE`")
         return
-    t = Table()
-    for col in ("id", "name", "status", "done/total", "diverged", "failed", "best", "created"):
-        t.add_column(col)
-    for s in sweeps:
-        c = s.counts or {}
-        done = sum(c.get(k, 0) for k in FINISHED_STATUSES)
-        best = f"{s.best_metric:.4f}" if s.best_metric is not None else "-"
-        t.add_row(str(s.id), s.name, s.status, f"{done}/{s.total_trials}", str(c.get("diverged", 0)),
-                  str(c.get("failed", 0)), best, f"{s.created_at:%Y-%m-%d %H:%M}")
-    _console().print(t)
+    _console().print(sweeps_table(sweeps))
 
 
 @app.command()
 @_user_errors
 def show(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbOpt = None) -> None:
     """Show a sweep: its trials per scale point and the best of each."""
-    from rich.table import Table
+    from mutransfer.tables import check_lines, scale_points_table
 
     store = _store(db)
     s = _sweep(store, sweep)
-    frame = store.trials_frame(s.id)
     c = _console()
     counts = ", ".join(f"{k} {v}" for k, v in sorted((s.counts or {}).items()))
     c.print(f"sweep [bold]{s.name}[/] (id {s.id}, recipe {s.recipe_hash}) {s.status}: {s.total_trials} trials: "
             f"{counts}")
-    hp_cols = [col for col in frame.columns if col.startswith("hp.")]
-    t = Table()
-    for col in ("scale point", "trials", "completed", "diverged", "failed", "best metric", *hp_cols):
-        t.add_column(col.removeprefix("hp.") + (" (best)" if col.startswith("hp.") else ""))
-    if len(frame):
-        frame = frame.assign(group=[g + (" (verify)" if r == "verify" else "") for g, r in
-                                    zip(frame["group"], frame["role"], strict=True)])
-    for group, rows in frame.groupby("group", sort=False):
-        done = rows[rows["status"] == "completed"]
-        if len(done):
-            i = done["metric"].idxmin()
-            best = [f"{done.loc[i, 'metric']:.4f}", *(_fmt(done.loc[i, col]) for col in hp_cols)]
-        else:
-            best = ["-", *("-" for _ in hp_cols)]
-        n = rows["status"].value_counts()
-        t.add_row(str(group), str(len(rows)), str(n.get("completed", 0)), str(n.get("diverged", 0)),
-                  str(n.get("failed", 0)), *best)
-    c.print(t)
+    c.print(scale_points_table(store.trials_frame(s.id)))
     fit = store.latest_fit(s.id)
     c.print("fit: " + ("stored; `mutransfer fit` prints it" if fit else f"none yet: mutransfer fit {s.name}"))
-    _print_checks(c, store.checks(s.id))
-
-
-def _print_checks(c: Any, checks: list[Any]) -> None:
-    """The latest check of each kind and parametrization (a resumed sweep runs its coordinate check again)."""
-    from rich.markup import escape
-
-    latest = {(x.kind, x.parametrization): x for x in checks}
-    if not latest:
-        c.print("checks: none stored (`mutransfer coord-check RECIPE`, `mutransfer verify SWEEP`)")
-        return
-    for (kind, param), x in sorted(latest.items()):
-        what = {"coord": "coordinate check", "coord_depth": "coordinate check over depth",
-                "verify": "verification"}.get(kind, kind)
-        verdict = "[green]passed[/]" if x.passed else "[red]failed[/]"
-        c.print(f"{what} ({param}, {x.created_at:%Y-%m-%d %H:%M}): {verdict}: {escape(x.summary)}")
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return "-" if math.isnan(x) else f"{x:.4g}"
-    return str(x)
+    for line in check_lines(store.checks(s.id)):
+        c.print(line)
 
 
 @app.command()
@@ -304,7 +218,10 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
         seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the fit and the compute as JSON.")] = False) -> None:
     """Fit the optimum per scale point and the transfer law per axis; store and print it, with what it cost."""
+    from rich.markup import escape
+
     from mutransfer import api
+    from mutransfer.tables import fit_tables
 
     f = api.fit(_store(db), sweep, seed=seed)
     if as_json:
@@ -314,22 +231,14 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
                "compute": f.compute.to_dict() if f.compute is not None else None}
         sys.stdout.write(json.dumps(plain(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         return
-    _print_fit(f.result, f.sweep.name, f.fit_id, f.compute)
-
-
-def _print_fit(result: Any, name: str, fit_id: int, compute: Any = None) -> None:
-    from rich.markup import escape
-
-    from mutransfer.report import fit_tables
-
     c = _console()
-    c.print(f"fit {fit_id} of sweep [bold]{name}[/]")
-    for table in fit_tables(result):
+    c.print(f"fit {f.fit_id} of sweep [bold]{f.sweep.name}[/]")
+    for table in fit_tables(f.result):
         c.print(table)
-    if compute is not None:
-        for line in compute.lines():
+    if f.compute is not None:
+        for line in f.compute.lines():
             c.print(escape(line))
-    c.print(f"next: mutransfer export {name} --format yaml")
+    c.print(f"next: mutransfer export {f.sweep.name} --format yaml")
 
 
 @app.command()
@@ -401,21 +310,14 @@ def target(
     if as_json:
         sys.stdout.write(json.dumps(tm.summary(), indent=2, allow_nan=False) + "\n")
         return
-    from rich.table import Table
+    from mutransfer.tables import param_groups_table
 
     cfg = tm.config
     c = _console()
     c.print(f"target: {tm.family} ({cfg.parametrization}), width {cfg.width}, depth {cfg.depth}, width_mult "
             f"{cfg.width_mult:g}, on {device}: {tm.n_params:,} parameters ({tm.n_params_non_embedding:,} "
             "non-embedding)")
-    t = Table(title=f"per-group learning rates ({tm.optimizer})")
-    for col in ("group", "tensors", "shape", "kind", "lr", "weight decay", "init"):
-        t.add_column(col)
-    for g in tm.param_groups:
-        init = g["init"] if g["init"] != "normal" else f"normal({g['init_std']:.3g})"
-        t.add_row(g["name"], str(g["count"]), "x".join(map(str, g["shape"])), g["kind"], f"{g['lr']:.4g}",
-                  f"{g['weight_decay']:.4g}", str(init))
-    c.print(t)
+    c.print(param_groups_table(tm))
 
 
 @app.command()
@@ -437,9 +339,8 @@ def verify(
 ) -> None:
     """Train the transferred value and its neighbours at a size larger than any proxy; say if the transfer held.
     A sweep of both parametrizations verifies both (unless --parametrization), and compares them side by side."""
-    from rich.table import Table
-
     from mutransfer import api
+    from mutransfer.tables import side_by_side_table, verify_table
     from mutransfer.verify import parse_factors
 
     sizes = {k: v for k, v in {"width": width, "depth": depth, "batch_size": batch_size, "seq_len": seq_len}.items()
@@ -451,22 +352,11 @@ def verify(
                    notify=lambda line: typer.echo(line, err=True))
     c = _console()
     for rep in v.reports:
-        t = Table(title=f"verification at {rep.scale} ({rep.parametrization})")
-        for col in ("factor", hparam, metric, "status"):
-            t.add_column(col)
-        for row in rep.rows:
-            t.add_row(f"x{row.factor:g}" + (" (transferred)" if row.factor == 1.0 else ""), f"{row.value:.4g}",
-                      f"{row.metric:.4f}" if row.metric is not None else "-", row.statuses)
-        c.print(t)
+        c.print(verify_table(rep, metric))
         c.print(rep.summary())
     if v.side_by_side is not None:
         rows, line = v.side_by_side
-        t = Table(title=f"the transferred configs side by side at {v.scale.tag()}")
-        for col in rows[0]:
-            t.add_column(col)
-        for r in rows:
-            t.add_row(*r.values())
-        c.print(t)
+        c.print(side_by_side_table(rows, v.scale))
         c.print(line)
 
 

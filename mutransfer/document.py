@@ -228,7 +228,7 @@ class MupRules(_Section):
 
 
 class ParamGroup(_Open):
-    """One parameter group (mutransfer.parametrization.describe_groups, or the caller's own): its keys are kept."""
+    """One parameter group (mutransfer.param_groups.describe_groups, or the caller's own): its keys are kept."""
 
     name: str | None = None
     kind: str | None = None

@@ -48,16 +48,15 @@ kept: mutransfer only initialises the built-in families. ``mark_block`` (mutrans
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import mup
 import torch
 from torch import nn
 
-from mutransfer.models import FAMILIES, is_block, is_branch_out, role_of
+from mutransfer.models import FAMILIES, is_block, role_of
 from mutransfer.recipe import (
     BUILTIN_FAMILIES,
     DEPTH_ALPHA,
@@ -261,10 +260,13 @@ def _base_and_delta(fn: Builder, cfg: BuildConfig, builtin: bool) -> tuple[nn.Mo
     return base, delta
 
 
-def _build(
+def build_with_shapes(
     cfg: BuildConfig, family: Family, device: str | torch.device, *, shapes: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model (µP base shapes set, built-ins initialised) and, when made, the base/delta shapes."""
+    """The model (µP base shapes set, built-ins initialised) and, when made, the base/delta shapes ("base",
+    "delta": mup's shapes of the models at ``base_width`` and ``2 * base_width``). They are made under µP and for
+    the built-ins; `shapes=True` makes them for a user's SP model too (describe_groups reads every model's width
+    dimensions off them), else it gets {}."""
     builtin = is_builtin(family)
     fn = builder(family)
     model = construct(fn, cfg, device, builtin)
@@ -296,7 +298,7 @@ def tag_params(model: nn.Module, cfg: BuildConfig) -> None:
 
 def build_model(cfg: BuildConfig, family: Family, device: str | torch.device = "cpu") -> nn.Module:
     """A model at cfg's size: a built-in family name, a `package.module:function`, or a builder callable."""
-    return _build(cfg, family, device)[0]
+    return build_with_shapes(cfg, family, device)[0]
 
 
 def build_config(spec: TrialSpec, dataset: DataSizes) -> BuildConfig:
@@ -425,105 +427,3 @@ def count_params(model_or_cfg: nn.Module | BuildConfig, family: Family | None = 
             raise ValueError("count_params(cfg, family): give the family")
         model_or_cfg = construct(builder(family), model_or_cfg, "meta", is_builtin(family))
     return sum(p.numel() for p in model_or_cfg.parameters())
-
-
-def _kind(module: nn.Module, pname: str, infshape: Any) -> str:
-    if infshape.ninf() == 2:
-        return "matrix-like"
-    # A readout maps width to a fixed size: a weight with fixed fan-out and width fan-in that is not a lookup table
-    # (an embedding's (vocab, width) weight has the same infshape but is input-side, vector-like).
-    is_lookup = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
-    if pname == "weight" and len(infshape) == 2 and not infshape[0].isinf() and infshape[1].isinf() and not is_lookup:
-        return "readout"
-    return "vector-like"
-
-
-def _pattern(name: str) -> str:
-    return re.sub(r"(?<=\.)\d+(?=\.|$)", "*", name)
-
-
-@dataclass(frozen=True)
-class ParamGroup:
-    """What µP does to a group of parameters of one name pattern (layer index -> `*`): see `describe_groups`."""
-
-    name: str
-    count: int  # tensors in the group
-    shape: tuple[int, ...]
-    kind: str  # vector-like | matrix-like | readout
-    width_mult: float
-    lr_mult: float
-    wd_mult: float
-    depth_lr_mult: float
-    eps_mult: float
-    forward_mult: float
-    init: str | None  # normal | zeros | ones; None for a user's builder
-    init_std: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """As the export's `mup.param_groups` entry (shape a list): plain YAML/JSON values."""
-        return {**asdict(self), "shape": list(self.shape)}
-
-
-def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[ParamGroup]:
-    """What µP does to every parameter of the model at cfg's size, grouped by name pattern (layer index -> `*`).
-
-    Each entry: name, count (tensors in the group), shape, kind (vector-like | matrix-like | readout), width_mult
-    (mup's infshape width_mult; 1 under SP), lr_mult and wd_mult (what the optimizer multiplies the base learning
-    rate and weight decay by: MuAdam/MuAdamW/MuSGD's width rule times the depth factor; 1 under SP without depth
-    scaling), depth_lr_mult (the depth factor alone, (L / L_base) ** (alpha - 1) inside residual blocks),
-    eps_mult (Adam's epsilon factor, model.eps_scaling), forward_mult (what the layer's output is multiplied by:
-    the readout's output_mult / width_mult under µP, output_mult under SP; a residual branch's last layer the
-    branch multiplier (L / L_base) ** -alpha; 1 elsewhere), init ("normal" | "zeros" | "ones", None for a user's builder)
-    and init_std (the std this code's init uses at this size; 0 for zero-init; a user's builder: the std of the
-    built tensor when it could not be built on meta, else None). Built on the meta device: a 4096-wide, 32-layer
-    target costs no memory.
-    """
-    builtin = is_builtin(family)
-    model, shapes = _build(cfg, family, "meta", shapes=True)
-    infshapes = mup.shape.zip_infshapes(mup.make_base_shapes(shapes["base"], shapes["delta"]), model)
-    rules = init_rules(model, cfg, family, shapes["base"]) if builtin else {}
-    lr_mult: dict[int, float] = {}
-    wd_mult: dict[int, float] = {}
-    eps_mult: dict[int, float] = {}
-    # The real optimizer (mup's under µP) with LR, WD and eps 1: whatever mup and the depth rules do, the
-    # multipliers are read off its groups. Under SP only the depth factor can make them differ from 1.
-    opt = optimizer_for(model.parameters(), cfg.parametrization, optimizer, lr=1.0, weight_decay=1.0, eps=1.0)
-    for g in opt.param_groups:
-        for p in g["params"]:
-            lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
-            eps_mult[id(p)] = g.get("eps", 1.0)
-    groups: dict[tuple[Any, ...], ParamGroup] = {}
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            name = f"{mname}.{pname}" if mname else pname
-            ish = infshapes[name]
-            kind = _kind(module, pname, ish)
-            if builtin:
-                init, std = rules[name]
-            else:
-                init, std = None, None if p.is_meta or p.numel() < 2 else float(p.detach().float().std())
-            forward_mult = cfg.branch_mult if is_branch_out(module) else 1.0
-            if kind == "readout":
-                mult = getattr(module, "output_mult", cfg.output_mult)
-                forward_mult = float(mult / ish.width_mult()) if cfg.mup else float(cfg.output_mult)
-            group = ParamGroup(
-                name=_pattern(name),
-                count=1,
-                shape=tuple(p.shape),
-                kind=kind,
-                width_mult=float(ish.width_mult()) if cfg.mup else 1.0,
-                lr_mult=float(lr_mult.get(id(p), 1.0)),
-                wd_mult=float(wd_mult.get(id(p), 1.0)),
-                depth_lr_mult=float(getattr(p, "_mt_lr_mult", 1.0)),
-                eps_mult=float(eps_mult.get(id(p), 1.0)),
-                forward_mult=forward_mult,
-                init=init,
-                init_std=std,
-            )
-            # Tensors that agree on everything but count (the std to 12 digits) are one group.
-            key = (replace(group, init_std=None), None if std is None else round(std, 12))
-            if key in groups:
-                groups[key] = replace(groups[key], count=groups[key].count + 1)
-            else:
-                groups[key] = group
-    return list(groups.values())

@@ -108,7 +108,8 @@ def build_config_from_export(config: dict[str, Any] | ExportDocument) -> tuple[B
 def build_target(config: dict[str, Any] | ExportDocument | str | Path, *, device: str = "meta") -> TargetModel:
     """The target model of an export (a dict or a YAML/JSON file), on `device` (meta: no memory)."""
     from mutransfer.compute import param_counts
-    from mutransfer.parametrization import build_model, describe_groups
+    from mutransfer.param_groups import describe_groups
+    from mutransfer.parametrization import build_model
 
     doc = ExportDocument.from_config(config, TargetError)
     cfg, family, optimizer = build_config_from_export(doc)

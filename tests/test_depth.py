@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from mutransfer.coordcheck.measure import coord_check
-from mutransfer.parametrization import BuildConfig, build_model, describe_groups, optimizer_for
+from mutransfer.param_groups import describe_groups
+from mutransfer.parametrization import BuildConfig, build_model, optimizer_for
 from mutransfer.recipe import RecipeError, parse_recipe
 
 GPT = dict(vocab_size=32, num_classes=32, seq_len=16, head_dim=16)

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from mutransfer.data import load_dataset
+from mutransfer.param_groups import describe_groups
 from mutransfer.parametrization import (
     BuildConfig,
     build,
     build_config,
     build_model,
     count_params,
-    describe_groups,
     make_optimizer,
 )
 from mutransfer.plan import TrialSpec, plan

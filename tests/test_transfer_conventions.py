@@ -15,7 +15,8 @@ import torch
 from mutransfer.conventions import conventions, does_not_transfer
 from mutransfer.export import data_sizes, export_config, render, target_build_config
 from mutransfer.fit import FitResult, fit_sweep
-from mutransfer.parametrization import describe_groups, optimizer_for
+from mutransfer.param_groups import describe_groups
+from mutransfer.parametrization import optimizer_for
 from mutransfer.plan import plan
 from mutransfer.recipe import Recipe, parse_recipe
 from mutransfer.target import build_target, load_export

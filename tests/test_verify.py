@@ -8,7 +8,7 @@ import pytest
 
 from mutransfer.fit import fit_sweep, value_at
 from mutransfer.recipe import parse_recipe
-from mutransfer.report import compare_rows
+from mutransfer.tables import compare_rows
 from mutransfer.testing.recipes import mlp_recipe
 from mutransfer.verify import VerifyError, parse_factors, plan_verification, report, verify_scale
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from dashboard.figures.style import AXIS_LABEL, FONT, PARAM_COLORS, param_label
 from mutransfer.fit import FitResult
-from mutransfer.report import forecast_rows
+from mutransfer.tables import forecast_rows
 
 
 @dataclass(frozen=True)
