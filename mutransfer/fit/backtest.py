@@ -46,8 +46,9 @@ def backtests(param: str, D: Design, jf: JointFit, points: list[Scale], by_scale
             pred = 2.0**pu if log else pu
             slope = float(sub.slopes[j, sub.axes.index(axis)]) if axis in sub.axes else 0.0
             if opt is None or opt.u is None:
-                out.append(Backtest(param, name, axis, getattr(held, axis), fitted_on, pred, None, None, None,
-                                    None, None, None, slope, "the left-out point has no optimum of its own"))
+                out.append(Backtest(parametrization=param, hparam=name, axis=axis, held_out=getattr(held, axis),
+                                    fitted_on=fitted_on, predicted=pred, slope=slope,
+                                    note="the left-out point has no optimum of its own"))
                 continue
             err = pu - float(opt.u)
             regret = rise(jf, j, err)
@@ -56,6 +57,8 @@ def backtests(param: str, D: Design, jf: JointFit, points: list[Scale], by_scale
             note = ""
             if opt.flags:
                 note = "the left-out point's own optimum is flagged " + ", ".join(opt.flags)
-            out.append(Backtest(param, name, axis, getattr(held, axis), fitted_on, pred, opt.value, opt.lo, opt.hi,
-                                err, regret, rel, slope, note))
+            out.append(Backtest(parametrization=param, hparam=name, axis=axis, held_out=getattr(held, axis),
+                                fitted_on=fitted_on, predicted=pred, observed=opt.value, observed_lo=opt.lo,
+                                observed_hi=opt.hi, error=err, regret=regret, relative_regret=rel, slope=slope,
+                                note=note))
     return out

@@ -62,7 +62,8 @@ def axis_law(param: str, name: str, kind: str, axis: str, by_scale: dict[Scale, 
     if jf is None or name not in jf.names or axis not in jf.axes:
         note = f"fewer than 2 {axis} points with completed trials of {name}: no law, slope 0"
         warnings.append(FitWarning("no_law", note, param, name, axis=axis))
-        return Law(param, name, axis, coord, scales, optima, weights, None, 0.0, None, None, note, kept=False)
+        return Law(parametrization=param, hparam=name, axis=axis, coord=coord, scales=scales, optima=optima,
+                   weights=weights, slope=0.0, note=note, kept=False)
     j, a = jf.index(name), jf.axes.index(axis)
     slope = float(jf.slopes[j, a])
     kept = bool(jf.kept[j, a])
@@ -84,7 +85,8 @@ def axis_law(param: str, name: str, kind: str, axis: str, by_scale: dict[Scale, 
             f"[{lo:+.2f}, {hi:+.2f}]: the estimate is unstable; more trials near the optimum would steady it",
             param, name, axis=axis))
     intercept = float(jf.mu0[j] - slope * math.log2(getattr(base, axis)))
-    law = Law(param, name, axis, coord, scales, optima, weights, intercept, slope, lo, hi, note, kept=kept,
+    law = Law(parametrization=param, hparam=name, axis=axis, coord=coord, scales=scales, optima=optima,
+              weights=weights, intercept=intercept, slope=slope, slope_lo=lo, slope_hi=hi, note=note, kept=kept,
               free_slope=free, free_slope_lo=flo, free_slope_hi=fhi, wald=wald, threshold=jf.threshold,
               unstable=unstable)
     if param == "mup" and axis == "width" and kept:
@@ -137,7 +139,7 @@ def numeric_transfer(param: str, name: str, kind: str, by_scale: dict[Scale, Poi
     if jf is None or name not in jf.names:
         note = "no completed trials to fit: nothing to transfer"
         warnings.append(FitWarning("no_base_optimum", note, param, name, base.tag()))
-        return Transfer(param, name, kind, None, None, None, None, None, None, None, None, None, tuple(steps), note)
+        return Transfer(parametrization=param, hparam=name, kind=kind, steps=tuple(steps), note=note)
 
     j = jf.index(name)
     u0 = float(jf.mu0[j])
@@ -199,16 +201,16 @@ def choice_transfer(param: str, name: str, by_scale: dict[Scale, PointFit], reci
     if base_opt is None or not base_opt.found:
         note = "no optimum at the base scale point: nothing to transfer"
         warnings.append(FitWarning("no_base_optimum", note, param, name, base.tag()))
-        return Transfer(param, name, "choice", None, None, None, None, None, None, None, None, None, tuple(steps),
-                        note, source="per_point")
+        return Transfer(parametrization=param, hparam=name, kind="choice", steps=tuple(steps), note=note,
+                        source="per_point")
     chosen = {s.tag(): pf.optima[name].value for s, pf in by_scale.items()
               if name in pf.optima and pf.optima[name].found}
     note = ""
     if len({repr(v) for v in chosen.values()}) > 1:
         note = "the best choice differs between scale points: " + ", ".join(f"{k}: {v}" for k, v in chosen.items())
         warnings.append(FitWarning("choice_varies", note, param, name))
-    return Transfer(param, name, "choice", base_opt.value, None, None, None, None, None, base_opt.value, None, None,
-                    tuple(steps), note, source="per_point")
+    return Transfer(parametrization=param, hparam=name, kind="choice", value=base_opt.value,
+                    base_value=base_opt.value, steps=tuple(steps), note=note, source="per_point")
 
 
 def value_at(result: FitResult, parametrization: str, hparam: str, scale: Scale) -> Any:

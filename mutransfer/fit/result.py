@@ -109,7 +109,7 @@ class PointFit:
         return cls(**d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Law:
     """u(optimum) = intercept + slope·log2(scale) along one axis (the other axes at base), from the joint model.
 
@@ -125,10 +125,10 @@ class Law:
     scales: tuple[int, ...]  # the points along the axis with a per-point optimum, ascending
     optima: tuple[float, ...]  # the per-point optima (u) at those points
     weights: tuple[float, ...]  # completed trials per point
-    intercept: float | None
+    intercept: float | None = None
     slope: float  # 0 when there is no law (fewer than 2 points) or the slope was dropped
-    slope_lo: float | None
-    slope_hi: float | None
+    slope_lo: float | None = None
+    slope_hi: float | None = None
     note: str = ""
     kept: bool = True
     free_slope: float | None = None
@@ -170,22 +170,22 @@ class AxisStep:
         return cls(**d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Transfer:
     """A hyperparameter's value at the target: the base-scale optimum moved along each axis's law."""
 
     parametrization: str
     hparam: str
     kind: str
-    value: Any  # None when the base point has no optimum
-    lo: float | None
-    hi: float | None
-    log2_value: float | None
-    log2_lo: float | None
-    log2_hi: float | None
-    base_value: Any
-    base_lo: float | None
-    base_hi: float | None
+    value: Any = None  # None when the base point has no optimum
+    lo: float | None = None
+    hi: float | None = None
+    log2_value: float | None = None
+    log2_lo: float | None = None
+    log2_hi: float | None = None
+    base_value: Any = None
+    base_lo: float | None = None
+    base_hi: float | None = None
     steps: tuple[AxisStep, ...]
     note: str = ""
     unstable: bool = False  # the value lies outside its own bootstrap interval: the estimator is unstable
@@ -216,7 +216,7 @@ class Noise:
         return cls(**d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Backtest:
     """The largest proxy along an axis left out: the law from the other points, against that point's own data."""
 
@@ -225,14 +225,14 @@ class Backtest:
     axis: str
     held_out: int  # the left-out proxy's size along the axis
     fitted_on: tuple[int, ...]
-    predicted: float | None  # the value the law from the other points gives there (hyperparameter units)
-    observed: float | None  # that point's own optimum (the per-point view)
-    observed_lo: float | None
-    observed_hi: float | None
-    error: float | None  # predicted - observed in the fit coordinate: octaves for a log hyperparameter
-    regret: float | None  # metric at the predicted value minus at the observed optimum (the joint model's curve)
-    relative_regret: float | None  # regret / the point's best metric
-    slope: float | None  # the slope the left-out fit used (0: dropped)
+    predicted: float | None = None  # the value the law from the other points gives there (hyperparameter units)
+    observed: float | None = None  # that point's own optimum (the per-point view)
+    observed_lo: float | None = None
+    observed_hi: float | None = None
+    error: float | None = None  # predicted - observed in the fit coordinate: octaves for a log hyperparameter
+    regret: float | None = None  # metric at the predicted value minus at the observed optimum (the joint model's curve)
+    relative_regret: float | None = None  # regret / the point's best metric
+    slope: float | None = None  # the slope the left-out fit used (0: dropped)
     note: str = ""
 
     @classmethod
