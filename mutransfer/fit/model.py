@@ -153,6 +153,11 @@ class Weights:
     # whole window's residuals carry the bowl's misfit where the curve is not a bowl (a flat bottom between steep
     # walls), and sizing by them fed back: a wider window, more misfit, a wider window (seen on the quickstart).
     noise: np.ndarray | None = None
+    # (B, n_prior) where each prior row is centred (0: at the prior's own centre, the full-data fit). A bootstrap
+    # replicate draws its centres from the priors themselves: resampling the trials alone treats the priors as
+    # known, and where a prior's pull dominates (a quiet sweep, an asymmetric bowl fitted near-symmetric) the
+    # intervals then miss its bias (no-drift coverage 57% at noise 0.04, 16 draws).
+    centre: np.ndarray | None = None
 
 
 def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights) -> tuple[np.ndarray, np.ndarray]:
@@ -167,14 +172,15 @@ def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights)
     r = np.where(D.diverged[None, :], hinge, r)
     # The asymmetry's prior, as H extra residuals: log(c+ / c-) / ASYMMETRY_PRIOR in units of the noise.
     lcm, lcp = L.log_curv(th)
-    prior = W.scale[:, None] * (lcp - lcm) / ASYMMETRY_PRIOR
+    c = W.centre if W.centre is not None else np.zeros((th.shape[0], L.n_prior))
+    prior = W.scale[:, None] * (lcp - lcm - c[:, : L.H]) / ASYMMETRY_PRIOR
     # The interactions' prior: atanh(correlation) / CORRELATION_PRIOR, in units of the noise.
-    inter = W.scale[:, None] * th[:, L.inter_start :] / CORRELATION_PRIOR
+    inter = W.scale[:, None] * (th[:, L.inter_start :] - c[:, L.H :]) / CORRELATION_PRIOR
     return np.concatenate([r, prior, inter], axis=1), off
 
 
 def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.ndarray,
-            sigma: np.ndarray | None) -> Weights:
+            sigma: np.ndarray | None, centre: np.ndarray | None = None) -> Weights:
     """Kernel, divergence levels and robust weights at theta. `sigma` (B,): the trial noise the window is sized
     by (see RISE_SIGMAS); None weighs every trial in full (no kernel)."""
     B = th.shape[0]
@@ -206,7 +212,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     pen = np.where(np.isfinite(pen), pen, np.nanmax(np.where(np.isfinite(pen), pen, np.nan), axis=1, keepdims=True))
     pen = np.nan_to_num(pen, nan=0.0)
     w_lin = np.where(D.diverged[None, :], 0.0, base)
-    W = Weights(np.concatenate([base, np.ones((B, L.n_prior))], axis=1), w_lin, pen, np.ones(B))
+    W = Weights(np.concatenate([base, np.ones((B, L.n_prior))], axis=1), w_lin, pen, np.ones(B), centre=centre)
     r, _ = residuals(D, L, Lin, th, W)
     r = r[:, : D.n]
     # soft-L1: weight 1/sqrt(1 + (r/s)^2), s from the completed in-window residuals' median absolute size.
@@ -220,7 +226,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     rob = 1.0 / np.sqrt(1.0 + (r / s[:, None]) ** 2)
     w = base * rob
     return Weights(np.concatenate([w, np.ones((B, L.n_prior))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig,
-                   noise)
+                   noise, centre)
 
 
 def weighted_cost(r: np.ndarray, W: Weights) -> np.ndarray:
@@ -299,7 +305,8 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
 
 def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, counts: np.ndarray,
         outer: int, inner: int, global_first: bool = False, sigma: np.ndarray | None = None,
-        fixed_sigma: bool = False) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
+        fixed_sigma: bool = False, centre: np.ndarray | None = None
+        ) -> tuple[np.ndarray, Weights, np.ndarray, np.ndarray]:
     """Batched Levenberg-Marquardt under re-weighting. `free` (B, p) bool: the parameters each row may move.
     `global_first`: the first pass weighs every trial (no kernel), so the bowl's shape and the noise are read off the
     whole range before the window narrows onto the optimum: started locally, a window of near-equal trials let the
@@ -313,17 +320,18 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
     JtWJ = np.zeros((B, p, p))
     sig = sigma
     if sig is None and not global_first:
-        sig = weights(D, L, Lin, th, counts, None).noise
+        sig = weights(D, L, Lin, th, counts, None, centre).noise
     idx = np.arange(D.n)
     for o in range(outer):
-        Wf = weights(D, L, Lin, th, counts, None if (global_first and o == 0) else sig)
+        Wf = weights(D, L, Lin, th, counts, None if (global_first and o == 0) else sig, centre)
         if not fixed_sigma:
             sig = Wf.noise
         # The pass looks only at trials some row weighs: outside every window a trial adds nothing to the cost,
         # the gradient or J'WJ, and the kernel's compact support leaves most of a large sweep out.
         idx = np.flatnonzero((Wf.w[:, : D.n] > 0).any(0))
         Ds, Lins = take(D, idx), Lin[idx]
-        W = Weights(np.concatenate([Wf.w[:, idx], Wf.w[:, D.n :]], axis=1), Wf.w_lin[:, idx], Wf.pen, Wf.scale)
+        W = Weights(np.concatenate([Wf.w[:, idx], Wf.w[:, D.n :]], axis=1), Wf.w_lin[:, idx], Wf.pen, Wf.scale,
+                    centre=Wf.centre)
         J = np.zeros((B, idx.size + L.n_prior, p))
         r, _ = residuals(Ds, L, Lins, th, W)
         cost = weighted_cost(r, W)
@@ -332,7 +340,8 @@ def lm(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, free: np.ndarray, 
         for _ in range(inner):
             if act.size == 0:
                 break
-            Wa = Weights(W.w[act], W.w_lin[act], W.pen[act], W.scale[act])
+            Wa = Weights(W.w[act], W.w_lin[act], W.pen[act], W.scale[act],
+                         centre=None if W.centre is None else W.centre[act])
             ta, ra, fa = th[act], r[act], free[act]
             Ja = jacobian(Ds, L, Lins, ta, Wa, ra)
             Ja *= fa[:, None, :]
