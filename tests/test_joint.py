@@ -55,7 +55,7 @@ def test_the_95_percent_interval_holds_the_truth_at_about_that_rate(slope: float
         df = synthetic_trials(r, drift(slope), noise=0.04, rng=np.random.default_rng([seed, int(-slope)]))
         t = fit_sweep(df, r, seed=seed, n_boot=100).transfer("mup", "lr")
         held.append(t.log2_lo <= truth <= t.log2_hi)
-    assert 0.8 <= np.mean(held), np.mean(held)  # binomial sd at 95% over 30 sweeps: 4%
+    assert np.mean(held) >= 0.8, np.mean(held)  # binomial sd at 95% over 30 sweeps: 4%
 
 
 def test_a_drifting_optimum_keeps_its_slope_and_moves_the_value() -> None:
