@@ -217,13 +217,18 @@ def show(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: Db
 def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbOpt = None,
         seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the fit and the compute as JSON.")] = False) -> None:
-    """Fit the optimum per scale point and the transfer law per axis; store and print it, with what it cost."""
+    """Fit the optimum per scale point and the transfer law per axis; store and print it, with what it cost.
+    A database this user cannot write (a read-only SQLite file) gets the fit printed, and a line that it is not
+    stored."""
     from rich.markup import escape
 
     from mutransfer import api
     from mutransfer.tables import fit_tables
 
-    f = api.fit(_store(db), sweep, seed=seed)
+    store = _store(db)
+    f = api.fit(store, sweep, seed=seed, save=not store.read_only)
+    if f.fit_id is None:
+        typer.echo(f"note: the fit is not stored: {store.masked_url} is read-only for this user", err=True)
     if as_json:
         from mutransfer.values import plain
 
@@ -232,7 +237,7 @@ def fit(sweep: Annotated[str, typer.Argument(help="Sweep id or name.")], db: DbO
         sys.stdout.write(json.dumps(plain(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         return
     c = _console()
-    c.print(f"fit {f.fit_id} of sweep [bold]{f.sweep.name}[/]")
+    c.print(f"fit {f.fit_id if f.fit_id is not None else '(not stored)'} of sweep [bold]{f.sweep.name}[/]")
     for table in fit_tables(f.result):
         c.print(table)
     if f.compute is not None:

@@ -24,11 +24,19 @@ from typing import Any
 from ray import tune
 
 from mutransfer.callbacks import Progress, ProgressCallback, StoreCallback, TrialMap
-from mutransfer.errors import option
+from mutransfer.errors import MutransferError, option
 from mutransfer.plan import TrialSpec, groups, plan, spec_for
 from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir
 from mutransfer.recipe import Choice, LogUniform, Recipe, Uniform
-from mutransfer.storage import FINISHED_STATUSES, CheckRecord, Store, TrialRecord
+from mutransfer.storage import (
+    FINISHED_STATUSES,
+    CheckRecord,
+    DriverLease,
+    LeaseOwner,
+    Store,
+    StoreError,
+    TrialRecord,
+)
 from mutransfer.tune_worker import OBJECTIVE, run_pack, run_trial
 
 log = logging.getLogger("mutransfer.sweep")
@@ -60,7 +68,10 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     name = recipe.name or "sweep"
     rhash = recipe.hash()
     sweep = store.get_sweep(name)
-    if sweep is not None and sweep.recipe_hash != rhash:
+    # A sweep row without a single trial was left by an older mutransfer cut short between creating the sweep and
+    # its trials (two transactions then): it holds nothing, so it is made again, whatever its recipe was.
+    empty = sweep is not None and not store.trial_keys(sweep.id)
+    if sweep is not None and not empty and sweep.recipe_hash != rhash:
         raise SweepError(
             f"a sweep named {name!r} already exists with a different recipe (hash {sweep.recipe_hash}, this one "
             f"{rhash}): change the recipe's name, or pass {option('name')} NEW"
@@ -69,25 +80,43 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     specs = plan(recipe)  # for adaptive search the keys are planned, the values come at run time
     if recipe.search.method == "optuna":
         specs = [replace(s, hparams={}) for s in specs]
-    todo = _unfinished(store, None if sweep is None else sweep.id, specs)
-    if todo:
+    owner = LeaseOwner.here()
+    if sweep is None or empty:
         _join_ray(recipe, address)  # before anything is written (see run_trials)
-    if sweep is None:
-        sweep = store.create_sweep(name, recipe_text, recipe.model_dump_json(), rhash, len(specs),
-                                   recipe.train.metric)
-    for check in checks or ():
-        store.save_check(sweep.id, check.kind, check.parametrization, check.passed, check.summary, check.result)
-    if todo:
-        store.set_sweep_status(sweep.id, "running")
-    try:
-        ran = run_trials(recipe, store, sweep.id, specs, role="sweep", address=address, storage_dir=storage_dir,
-                         progress=progress)
-    except KeyboardInterrupt:
-        store.set_sweep_status(sweep.id, "interrupted")
-        raise
-    left = len(_unfinished(store, sweep.id, specs))
-    store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
+        sweep = _create(store, recipe, name, recipe_text, specs, owner, replace_empty=empty)
+    # The lease before anything of the sweep is touched: a second driver is refused here, having changed nothing.
+    with DriverLease(store, sweep.id, owner):
+        todo = _unfinished(store, sweep.id, specs)
+        if todo:
+            _join_ray(recipe, address)
+        for check in checks or ():
+            store.save_check(sweep.id, check.kind, check.parametrization, check.passed, check.summary, check.result)
+        if todo:
+            store.set_sweep_status(sweep.id, "running")
+        try:
+            ran = run_trials(recipe, store, sweep.id, specs, role="sweep", address=address, storage_dir=storage_dir,
+                             progress=progress)
+        except KeyboardInterrupt:
+            store.set_sweep_status(sweep.id, "interrupted")
+            raise
+        left = len(_unfinished(store, sweep.id, specs))
+        store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
     return _summary(store, sweep.id, name, len(specs), ran, t0)
+
+
+def _create(store: Store, recipe: Recipe, name: str, recipe_text: str, specs: list[TrialSpec], owner: LeaseOwner,
+            *, replace_empty: bool) -> Any:
+    """The sweep with its trials and `owner`'s lease, in one transaction; or the one another driver created first
+    (whose lease then refuses this driver)."""
+    try:
+        return store.create_sweep(name, recipe_text, recipe.model_dump_json(), recipe.hash(), len(specs),
+                                  recipe.train.metric, trials=[TrialRecord.from_spec(s, role="sweep") for s in specs],
+                                  owner=owner, replace_empty=replace_empty)
+    except StoreError:
+        found = store.get_sweep(name)
+        if found is None or found.recipe_hash != recipe.hash() or not store.trial_keys(found.id):
+            raise
+        return found
 
 
 def run_trials(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpec], *, role: str,
@@ -96,8 +125,12 @@ def run_trials(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpe
     "verify": verification trials) into an existing sweep; resumable: those finished before are skipped.
 
     Stores the trials that are not stored yet. With an Optuna search the sweep's trials get their values as they
-    start; all others run in packs. Returns how many ran now.
+    start; all others run in packs. Returns how many ran now. Holds the sweep's lease (unless its caller does).
     """
+    if not store.holds_lease(sweep_id):
+        with DriverLease(store, sweep_id):
+            return run_trials(recipe, store, sweep_id, specs, role=role, address=address, storage_dir=storage_dir,
+                              progress=progress)
     if _unfinished(store, sweep_id, specs):
         # Join (or start) Ray and check the resources before anything is written: an unreachable cluster or a
         # recipe that no node can run leaves the database as it was.
@@ -184,7 +217,26 @@ def _fit_tuner(trainable: Any, param_space: dict[str, Any], search_alg: Any, num
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except tune.TuneError as e:
+        # Tune wraps what a callback raised (the store's StoreError, a lost lease) in a TuneError whose message is
+        # a traceback: the user gets the original's one line.
+        cause = _mutransfer_error(e)
+        if cause is None:
+            raise
+        raise cause from cause.__cause__  # its own cause kept (a database error, say), not Tune's wrapper
+
+
+def _mutransfer_error(e: BaseException) -> MutransferError | None:
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, MutransferError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _tune_space(recipe: Recipe) -> dict[str, Any]:

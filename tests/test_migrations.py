@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from mutransfer.storage import Store, StoreError, make_engine, mask_url, normalize_url, schema
 from mutransfer.storage.models import Base
 
-TABLES = {"checks", "sweeps", "trials", "metric_points", "fits", "exports"}
+TABLES = {"checks", "sweeps", "trials", "metric_points", "fits", "exports", "sweep_leases"}
 ROOT = Path(__file__).resolve().parents[1]
 
 

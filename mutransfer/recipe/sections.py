@@ -138,7 +138,7 @@ class Data(Strict):
 
 
 class Train(Strict):
-    steps: PositiveInt | None = None  # give steps, or tokens (examples for the MLP) per trial
+    steps: Annotated[int, Field(gt=0, lt=2**31)] | None = None  # or tokens (examples for the MLP); a 32-bit column
     tokens: PositiveInt | None = None
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: PositiveFloat = 1e-3  # used when the search space has no `lr`

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from mutransfer.recipe.validation import PositiveFloat, PositiveInt, Strict
 
@@ -49,7 +49,7 @@ class Search(Strict):
     method: Literal["random", "optuna"] = "random"
     samples: PositiveInt = 8  # configurations per scale point (and parametrization)
     repeats: PositiveInt = 1  # seeds per configuration
-    seed: int = 0
+    seed: Annotated[int, Field(ge=-(10**15), le=10**15)] = 0  # a trial's seed, seed * 1000 + repeat, is 64-bit
     space: dict[str, Dist]
 
     @field_validator("space")

@@ -13,11 +13,14 @@ never ORM rows, and every failure is a `StoreError` whose one-line message masks
 | `schema` | the schema's revision: Alembic over `migrations/`, shipped as package data |
 | `engine` | the engine, configured for SQLite and PostgreSQL |
 | `urls` | the default URL, normalizing URLs, masking passwords in messages |
-| `errors` | `StoreError` |
+| `lease` | `DriverLease`: the one driver that runs a sweep now (owner, heartbeat, expiry) |
+| `outputs` | fits, exports and checks: the part of `Store` that keeps what was made from the trials |
+| `errors` | `StoreError`, `LeaseError` |
 """
 
 from mutransfer.storage.engine import make_engine
-from mutransfer.storage.errors import StoreError
+from mutransfer.storage.errors import LeaseError, StoreError
+from mutransfer.storage.lease import LEASE_EXPIRY_S, DriverLease, LeaseHolder, LeaseOwner
 from mutransfer.storage.records import CheckInfo, CheckRecord, ExportInfo, SweepInfo, TrialRecord
 from mutransfer.storage.schema import current_revision, downgrade, head_revision, upgrade
 from mutransfer.storage.status import FINISHED_STATUSES, SweepStatus, TrialRole, TrialStatus
@@ -25,7 +28,8 @@ from mutransfer.storage.store import Store
 from mutransfer.storage.urls import default_url, mask_url, normalize_url
 
 __all__ = [
-    "FINISHED_STATUSES", "CheckInfo", "CheckRecord", "ExportInfo", "Store", "StoreError", "SweepInfo", "SweepStatus",
-    "TrialRecord", "TrialRole", "TrialStatus", "current_revision", "default_url", "downgrade", "head_revision",
+    "FINISHED_STATUSES", "LEASE_EXPIRY_S", "CheckInfo", "CheckRecord", "DriverLease", "ExportInfo", "LeaseError",
+    "LeaseHolder", "LeaseOwner", "Store", "StoreError", "SweepInfo", "SweepStatus", "TrialRecord", "TrialRole",
+    "TrialStatus", "current_revision", "default_url", "downgrade", "head_revision",
     "make_engine", "mask_url", "normalize_url", "upgrade",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -33,6 +35,7 @@ def make_engine(url: str | URL) -> Engine:
         kwargs["pool_pre_ping"] = True
         if "connect_timeout" not in u.query:
             kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    ro = sqlite_read_only(u)
     try:
         engine = create_engine(u, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as e:
@@ -43,11 +46,45 @@ def make_engine(url: str | URL) -> Engine:
     except (ArgumentError, TypeError, ValueError) as e:
         raise StoreError(f"cannot use database {mask_url(u)}: {scrub(str(e), u)}") from None
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, ro)
+    if ro is not None:
+        # Reads begin DEFERRED; a write fails in one line ("attempt to write a readonly database").
+        engine = engine.execution_options(mutransfer_read_only=True, mutransfer_sqlite_begin="DEFERRED")
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def sqlite_read_only(u: URL) -> str | None:
+    """The SQLite URI that opens the database file of `u` read-only, when this user cannot write the file or its
+    folder (where SQLite makes its -wal, -shm and -journal files); None when it can, or `u` is not such a file."""
+    if u.get_backend_name() != "sqlite" or is_sqlite_memory(u) or u.query.get("uri") in ("true", "1"):
+        return None
+    path = Path(str(u.database))
+    if not path.is_file():
+        return None
+    folder_writable = os.access(path.parent, os.W_OK)
+    if folder_writable and os.access(path, os.W_OK):
+        return None
+    uri = path.as_uri() + "?mode=ro"
+    if not folder_writable and not any(Path(f"{path}{x}").exists() for x in ("-wal", "-shm")):
+        # A WAL database opened read-only needs its -shm file, which SQLite cannot make in a read-only folder.
+        # Without a -wal or -shm file no writer has it open, and none can start (it could not make its -wal or
+        # -journal there either): the file cannot change while it is read, which is what immutable promises.
+        uri += "&immutable=1"
+    return uri
+
+
+def is_read_only(engine: Engine) -> bool:
+    """Whether `engine` opens its SQLite file read-only (see `sqlite_read_only`)."""
+    return bool(engine.get_execution_options().get("mutransfer_read_only"))
+
+
+def _configure_sqlite(engine: Engine, read_only_uri: str | None) -> None:
+    if read_only_uri is not None:
+        @event.listens_for(engine, "do_connect")
+        def _read_only(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+            cargs[:] = [read_only_uri]
+            cparams["uri"] = True
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module: it emits a deferred BEGIN lazily, which turns
@@ -57,6 +94,8 @@ def _configure_sqlite(engine: Engine) -> None:
         try:
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys = ON")
+            if read_only_uri is not None:
+                return  # the journal mode is the file's: changing it is a write
             # WAL lets readers (dashboard, `mutransfer ls`) run while the sweep writes; NORMAL is safe in WAL
             # (a power loss can lose the last commits, not corrupt the file) and ~4x faster for small writes.
             cur.execute("PRAGMA journal_mode = WAL")
@@ -77,4 +116,5 @@ def read_only(engine: Engine) -> Engine:
     return engine.execution_options(mutransfer_sqlite_begin="DEFERRED")
 
 
-__all__ = ["PG_CONNECT_TIMEOUT_S", "SQLITE_BUSY_TIMEOUT_MS", "make_engine", "read_only"]
+__all__ = ["PG_CONNECT_TIMEOUT_S", "SQLITE_BUSY_TIMEOUT_MS", "is_read_only", "make_engine", "read_only",
+           "sqlite_read_only"]

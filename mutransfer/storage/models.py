@@ -167,6 +167,22 @@ class Check(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class SweepLease(Base):
+    """The driver that runs a sweep now: one row per sweep while a driver holds it (see mutransfer.storage.lease).
+    `token` is the holder's (a fresh one per driver process); `expires_at` is its last heartbeat plus the expiry
+    it promised to renew within. Times are the database's clock on PostgreSQL (drivers on several hosts)."""
+
+    __tablename__ = "sweep_leases"
+
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class MetricPoint(Base):
     __tablename__ = "metric_points"
     __table_args__ = (
@@ -223,6 +239,7 @@ def point_rows(trial_id: int, points: Iterable[Mapping[str, Any]]) -> list[dict[
         if "step" not in p or p["step"] is None:
             raise StoreError(f"metric point without a 'step': {dict(p)!r}")
         step = int(p["step"])
+        check_integers(MetricPoint.__table__, {"step": step}, "a metric point")
         for name, v in p.items():
             if name == "step" or v is None:
                 continue
@@ -235,6 +252,23 @@ def point_rows(trial_id: int, points: Iterable[Mapping[str, Any]]) -> list[dict[
             value, special = encode_value(x)
             rows.append({"trial_id": trial_id, "step": step, "name": str(name), "value": value, "special": special})
     return rows
+
+
+# What each integer column type holds on every backend (PostgreSQL's INTEGER is 32-bit; SQLite's is 64-bit, but a
+# value that one backend refuses is refused on both, before the insert, naming the value).
+INTEGER_RANGES = {"Integer": (-(2**31), 2**31 - 1), "BigInteger": (-(2**63), 2**63 - 1)}
+
+
+def check_integers(table: Any, row: Mapping[str, Any], what: str) -> None:
+    """Refuse an integer in `row` that its column of `table` cannot hold, in one line naming `what` and the column."""
+    for name, value in row.items():
+        if value is None or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        column = table.c.get(name)
+        bounds = INTEGER_RANGES.get(type(column.type).__name__) if column is not None else None
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise StoreError(f"cannot store {what}: {name} {value} is out of range (the database keeps "
+                             f"{bounds[0]} to {bounds[1]})")
 
 
 def _json_default(o: Any) -> Any:
@@ -260,6 +294,7 @@ def to_json(obj: Any, what: str) -> str:
 
 
 __all__ = [
-    "PLANNED_COLUMNS", "RESULT_COLUMNS", "SPECIAL_VALUES", "Base", "Check", "ExportRow", "FitRow", "MetricPoint",
-    "Sweep", "Trial", "UTCDateTime", "encode_value", "finite_or_none", "point_rows", "to_json", "utcnow",
+    "INTEGER_RANGES", "PLANNED_COLUMNS", "RESULT_COLUMNS", "SPECIAL_VALUES", "Base", "Check", "ExportRow", "FitRow",
+    "MetricPoint", "Sweep", "SweepLease", "Trial", "UTCDateTime", "check_integers", "encode_value", "finite_or_none",
+    "point_rows", "to_json", "utcnow",
 ]

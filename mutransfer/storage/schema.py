@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from mutransfer.storage.engine import make_engine, read_only
+from mutransfer.storage.engine import is_read_only, make_engine, read_only
 from mutransfer.storage.errors import StoreError
 from mutransfer.storage.urls import describe_error, mask_url
 
@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 # Serializes concurrent `upgrade` calls on PostgreSQL (two commands opening an empty database at once would
 # both try to create the tables). Any constant unique to this application.
 _PG_MIGRATION_LOCK = 0x6D7574_72616E
+
+# The oldest revision whose tables this code reads as they are: the revisions after it only add tables that reads
+# do not use (0003: the drivers' leases). A database there opens without migrating where migrating is not wanted
+# or not possible (`upgrade=False`, a read-only file). Move it up with a revision that changes a table reads use.
+READS_SINCE = "0002"
 
 
 def migrations_dir() -> Path:
@@ -80,6 +85,14 @@ def current_revision(target: Engine | str | URL) -> str | None:
         return _current(conn)
 
 
+def readable_revisions() -> set[str]:
+    """The revisions this code reads without migrating: READS_SINCE up to head."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return {s.revision for s in script.iterate_revisions(head_revision(), READS_SINCE)}
+
+
 def check_known(revision: str | None, url: str | URL) -> None:
     """Refuse a database migrated by a newer mutransfer: this code would misread its tables."""
     if revision is not None and revision not in _known_revisions():
@@ -123,8 +136,14 @@ def ensure_head(engine: Engine, *, migrate: bool) -> None:
     head = head_revision()
     if rev == head:
         return
+    read_only_file = is_read_only(engine)
+    if (not migrate or read_only_file) and rev in readable_revisions():
+        return  # reads work as they are; a driver's first write (its lease) needs the upgrade
+    at = f"at revision {rev}" if rev else "empty (no mutransfer schema)"
+    if read_only_file:
+        raise StoreError(f"database at {masked} is {at} and read-only for this user, this mutransfer needs {head}: "
+                         "run `mutransfer db upgrade` as a user who can write it")
     if not migrate:
-        at = f"at revision {rev}" if rev else "empty (no mutransfer schema)"
         raise StoreError(f"database at {masked} is {at}, this mutransfer needs {head}: run `mutransfer db upgrade`")
     try:
         upgrade(engine)
@@ -134,6 +153,6 @@ def ensure_head(engine: Engine, *, migrate: bool) -> None:
 
 
 __all__ = [
-    "alembic_config", "check_known", "current_revision", "downgrade", "ensure_head", "head_revision", "migrations_dir",
-    "upgrade",
+    "READS_SINCE", "alembic_config", "check_known", "current_revision", "downgrade", "ensure_head", "head_revision",
+    "migrations_dir", "readable_revisions", "upgrade",
 ]

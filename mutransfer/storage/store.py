@@ -25,23 +25,23 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mutransfer.storage import frames, schema
-from mutransfer.storage.engine import make_engine, read_only
+from mutransfer.storage import frames, lease, schema
+from mutransfer.storage.engine import is_read_only, make_engine, read_only
 from mutransfer.storage.errors import StoreError
+from mutransfer.storage.lease import LeaseHolder, LeaseOwner
 from mutransfer.storage.models import (
     PLANNED_COLUMNS,
-    Check,
-    ExportRow,
-    FitRow,
     MetricPoint,
     Sweep,
     Trial,
+    check_integers,
     finite_or_none,
     point_rows,
     to_json,
     utcnow,
 )
-from mutransfer.storage.records import CheckInfo, ExportInfo, SweepInfo, TrialRecord
+from mutransfer.storage.outputs import Outputs
+from mutransfer.storage.records import SweepInfo, TrialRecord
 from mutransfer.storage.status import FINISHED_STATUSES, SweepStatus, TrialRole, TrialStatus
 from mutransfer.storage.urls import (
     describe_error,
@@ -78,8 +78,13 @@ def _sweep_info(row: Sweep, counts: dict[str, int], best: float | None) -> Sweep
     )
 
 
-class Store:
-    """Sweeps, trials, curves, fits and exports in one database. Build with `Store.open(url)`."""
+class Store(Outputs):
+    """Sweeps, trials, curves, fits and exports in one database. Build with `Store.open(url)`.
+
+    `read_only`: a SQLite file this user cannot write (or whose folder it cannot write) is opened read-only:
+    every read works, a write fails in one line. A driver that holds a sweep's lease `fence`s the store: its
+    writes to that sweep's trials then check, each in its own transaction, that the lease is still its own.
+    """
 
     # Attempts after the first, on lock or serialization errors. Few: on SQLite each attempt has already waited
     # out the busy timeout before it reports "database is locked".
@@ -90,6 +95,8 @@ class Store:
         self.masked_url = mask_url(engine.url)
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(read_only(engine), expire_on_commit=False)
+        self.read_only = is_read_only(engine)
+        self._fences: dict[int, str] = {}  # sweep id -> the lease token this store's trial writes need
 
     # ----------------------------------------------------------------------------------- open / close
 
@@ -124,13 +131,14 @@ class Store:
     def __getstate__(self) -> dict[str, Any]:
         url = self.engine.url
         return {"url": without_password(url).render_as_string(hide_password=False),
-                "had_password": url.password is not None}
+                "had_password": url.password is not None, "fences": dict(self._fences)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         url = normalize_url(state["url"])
         if state.get("had_password"):
             url = password_from_env(url)
         self.__init__(make_engine(url))  # type: ignore[misc]
+        self._fences = dict(state.get("fences") or {})
 
     # ----------------------------------------------------------------------------------- transactions
 
@@ -162,22 +170,38 @@ class Store:
                     delay = min(delay * 2, 2.0)
                     continue
                 raise StoreError(f"{what} failed on {self.masked_url}: {describe_error(e, self.engine.url)}") from e
-            except SQLAlchemyError as e:
+            except (SQLAlchemyError, OverflowError) as e:  # OverflowError: sqlite3 refuses an int over 64 bits
                 raise StoreError(f"{what} failed on {self.masked_url}: {describe_error(e, self.engine.url)}") from e
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------------------- sweeps
 
     def create_sweep(self, name: str, recipe_text: str, recipe_json: str, recipe_hash: str, total_trials: int,
-                     metric_name: str) -> SweepInfo:
+                     metric_name: str, *, trials: Sequence[TrialRecord] = (), owner: LeaseOwner | None = None,
+                     replace_empty: bool = False) -> SweepInfo:
+        """A new sweep with its planned `trials` (pending), and the lease of `owner` (the driver creating it), in
+        one transaction: a kill or a failed insert leaves nothing. With `replace_empty`, a sweep of that name with
+        no trial at all (left by an older mutransfer, which stored them in a second transaction) is replaced."""
+        rows = self._planned_rows(name, trials)
+        check_integers(Sweep.__table__, {"total_trials": int(total_trials)}, f"sweep {name!r}")
+
         def fn(s: Session) -> SweepInfo:
-            if s.scalar(select(Sweep.id).where(Sweep.name == name)) is not None:
-                raise StoreError(f"a sweep named {name!r} already exists in {self.masked_url}")
+            old = s.scalar(select(Sweep.id).where(Sweep.name == name))
+            if old is not None:
+                empty = not s.scalar(select(func.count()).select_from(Trial).where(Trial.sweep_id == old))
+                if not (replace_empty and empty):
+                    raise StoreError(f"a sweep named {name!r} already exists in {self.masked_url}")
+                s.execute(delete(Sweep).where(Sweep.id == old))
             row = Sweep(name=name, recipe_text=recipe_text, recipe_json=recipe_json, recipe_hash=recipe_hash,
                         status=SweepStatus.PLANNED.value, total_trials=int(total_trials), metric_name=metric_name)
             s.add(row)
             s.flush()
-            return _sweep_info(row, {}, None)
+            if rows:
+                s.execute(insert(Trial), [{**r, "sweep_id": row.id} for r in rows])
+            if owner is not None:
+                lease.take(s, row.id, owner)
+            own = sum(r["role"] == TrialRole.SWEEP.value for r in rows)
+            return _sweep_info(row, {TrialStatus.PENDING.value: own} if own else {}, None)
 
         return self._run("create sweep", fn)
 
@@ -245,28 +269,68 @@ class Store:
 
     # ----------------------------------------------------------------------------------- trials
 
-    def add_trials(self, sweep_id: int, rows: Sequence[TrialRecord]) -> int:
-        """Store planned trials as pending; keys already in the sweep are skipped. Returns how many were added."""
+    @staticmethod
+    def _planned_rows(sweep: str | int, rows: Sequence[TrialRecord]) -> list[dict[str, Any]]:
+        """`rows` as trials rows (without their sweep id), each key once and every integer in its column's range."""
         seen: set[str] = set()
+        out = []
         for r in rows:
             if r.key in seen:
-                raise StoreError(f"trial key {r.key!r} appears twice in the plan of sweep {sweep_id}")
+                raise StoreError(f"trial key {r.key!r} appears twice in the plan of sweep {sweep}")
             seen.add(r.key)
+            row = {c: getattr(r, c) for c in PLANNED_COLUMNS}
+            check_integers(Trial.__table__, row, f"trial {r.key!r}")
+            out.append({**row, "hparams": to_json(r.hparams, f"hyperparameters of trial {r.key!r}"),
+                        "status": TrialStatus.PENDING.value})
+        return out
+
+    def add_trials(self, sweep_id: int, rows: Sequence[TrialRecord]) -> int:
+        """Store planned trials as pending; keys already in the sweep are skipped. Returns how many were added."""
+        planned = self._planned_rows(sweep_id, rows)
 
         def fn(s: Session) -> int:
             self._sweep_row(s, sweep_id)
+            self._fenced(s, sweep_id)
             existing = set(s.scalars(select(Trial.key).where(Trial.sweep_id == sweep_id)))
-            new = [
-                {"sweep_id": sweep_id, **{c: getattr(r, c) for c in PLANNED_COLUMNS},
-                 "hparams": to_json(r.hparams, f"hyperparameters of trial {r.key!r}"),
-                 "status": TrialStatus.PENDING.value}
-                for r in rows if r.key not in existing
-            ]
+            new = [{"sweep_id": sweep_id, **r} for r in planned if r["key"] not in existing]
             if new:
                 s.execute(self._insert_ignoring_duplicates(s), new)
             return len(new)
 
         return self._run("add trials", fn)
+
+    # ----------------------------------------------------------------------------------- the driver lease
+
+    def take_lease(self, sweep_id: int, owner: LeaseOwner) -> LeaseHolder | None:
+        """Take the sweep's lease (see mutransfer.storage.lease); returns the stale holder taken over, if any.
+        Raises LeaseError, having changed nothing, when a live driver holds it."""
+        return self._run("take the sweep's lease", lambda s: lease.take(s, sweep_id, owner))
+
+    def renew_lease(self, sweep_id: int, owner: LeaseOwner) -> bool:
+        return self._run("renew the sweep's lease", lambda s: lease.renew(s, sweep_id, owner))
+
+    def release_lease(self, sweep_id: int, owner: LeaseOwner) -> None:
+        self._run("release the sweep's lease", lambda s: lease.release(s, sweep_id, owner))
+
+    def lease_holder(self, sweep_id: int) -> LeaseHolder | None:
+        """The driver that holds the sweep's lease now (None: none does)."""
+        return self._run("read the sweep's lease", lambda s: lease.holder(s, sweep_id), write=False)
+
+    def fence(self, sweep_id: int, token: str | None) -> None:
+        """Make this store's writes to the sweep's trials need the lease `token` (None: no longer)."""
+        if token is None:
+            self._fences.pop(sweep_id, None)
+        else:
+            self._fences[sweep_id] = token
+
+    def holds_lease(self, sweep_id: int) -> bool:
+        """Whether this store writes the sweep's trials under a lease (its driver holds one)."""
+        return sweep_id in self._fences
+
+    def _fenced(self, s: Session, sweep_id: int) -> None:
+        token = self._fences.get(sweep_id)
+        if token is not None:
+            lease.check_held(s, sweep_id, token)
 
     @staticmethod
     def _insert_ignoring_duplicates(s: Session) -> Any:
@@ -292,6 +356,7 @@ class Store:
 
     def mark_running(self, sweep_id: int, key: str, node: str | None = None) -> None:
         def fn(s: Session) -> None:
+            self._fenced(s, sweep_id)
             row = self._trial_row(s, sweep_id, key)
             if row.status in FINISHED_STATUSES:
                 raise StoreError(f"trial {key!r} of sweep {sweep_id} is already {row.status}: not running it again")
@@ -308,6 +373,7 @@ class Store:
         """Merge `hparams` into the trial's (adaptive search picks values when the trial starts)."""
 
         def fn(s: Session) -> None:
+            self._fenced(s, sweep_id)
             row = self._trial_row(s, sweep_id, key)
             merged = {**json.loads(row.hparams or "{}"), **dict(hparams)}
             row.hparams = to_json(merged, f"hyperparameters of trial {key!r}")
@@ -318,6 +384,7 @@ class Store:
         """Append learning-curve points ({"step": int, name: value, ...}) in one transaction; returns rows written."""
 
         def fn(s: Session) -> int:
+            self._fenced(s, sweep_id)
             rows = point_rows(self._trial_id(s, sweep_id, key), points)
             if rows:
                 _insert_points(s, rows)
@@ -342,8 +409,10 @@ class Store:
         """
         if status not in FINISHED_STATUSES:
             raise StoreError(f"a trial finishes as {', '.join(s.value for s in FINISHED_STATUSES)}, not {status!r}")
+        check_integers(Trial.__table__, {"steps": steps, "n_params": n_params}, f"the result of trial {key!r}")
 
         def fn(s: Session) -> None:
+            self._fenced(s, sweep_id)
             row = self._trial_row(s, sweep_id, key)
             if points:
                 new = point_rows(row.id, points)
@@ -367,6 +436,7 @@ class Store:
         """Running trials back to pending (for a resume), without their partial curves. Returns how many."""
 
         def fn(s: Session) -> int:
+            self._fenced(s, sweep_id)
             running, pending = TrialStatus.RUNNING.value, TrialStatus.PENDING.value
             unfinished = select(Trial.id).where(Trial.sweep_id == sweep_id, Trial.status.in_((running, pending)))
             # Pending trials should have no points; any found are left by a crash between writes.
@@ -413,83 +483,5 @@ class Store:
             return frames.curves_frame([])
         rows = self._run("read curves", lambda s: frames.read_curves(s, sweep_id, keys), write=False)
         return frames.curves_frame(rows)
-
-    # ----------------------------------------------------------------------------------- fits, exports
-
-    def save_fit(self, sweep_id: int, result: Mapping[str, Any]) -> int:
-        text = to_json(dict(result), "fit result")
-
-        def fn(s: Session) -> int:
-            self._sweep_row(s, sweep_id)
-            row = FitRow(sweep_id=sweep_id, result_json=text)
-            s.add(row)
-            s.flush()
-            return int(row.id)
-
-        return self._run("save fit", fn)
-
-    def latest_fit(self, sweep_id: int) -> tuple[int, dict[str, Any]] | None:
-        def fn(s: Session) -> tuple[int, str] | None:
-            row = s.execute(
-                select(FitRow.id, FitRow.result_json).where(FitRow.sweep_id == sweep_id).order_by(FitRow.id.desc())
-                .limit(1)
-            ).first()
-            return None if row is None else (int(row[0]), row[1])
-
-        found = self._run("read fit", fn, write=False)
-        return None if found is None else (found[0], json.loads(found[1]))
-
-    def save_export(self, sweep_id: int, fit_id: int | None, format: str, content: str) -> int:
-        def fn(s: Session) -> int:
-            self._sweep_row(s, sweep_id)
-            row = ExportRow(sweep_id=sweep_id, fit_id=fit_id, format=format, content=content)
-            s.add(row)
-            s.flush()
-            return int(row.id)
-
-        return self._run("save export", fn)
-
-    def exports(self, sweep_id: int) -> list[ExportInfo]:
-        """The sweep's exports, oldest first."""
-
-        def fn(s: Session) -> list[ExportInfo]:
-            rows = s.scalars(select(ExportRow).where(ExportRow.sweep_id == sweep_id).order_by(ExportRow.id)).all()
-            return [ExportInfo(id=r.id, sweep_id=r.sweep_id, fit_id=r.fit_id, format=r.format, content=r.content,
-                               created_at=r.created_at) for r in rows]
-
-        return self._run("read exports", fn, write=False)
-
-    # ----------------------------------------------------------------------------------- checks
-
-    def save_check(self, sweep_id: int | None, kind: str, parametrization: str, passed: bool, summary: str,
-                   result: Mapping[str, Any]) -> int:
-        """Store a check's outcome (with a sweep, or on its own when `sweep_id` is None); returns its id."""
-        text = to_json(dict(result), f"{kind} check result")
-
-        def fn(s: Session) -> int:
-            if sweep_id is not None:
-                self._sweep_row(s, sweep_id)
-            row = Check(sweep_id=sweep_id, kind=kind, parametrization=parametrization, passed=bool(passed),
-                        summary=summary, result_json=text)
-            s.add(row)
-            s.flush()
-            return int(row.id)
-
-        return self._run("save check", fn)
-
-    def checks(self, sweep_id: int | None, kind: str | None = None) -> list[CheckInfo]:
-        """The checks stored with a sweep (None: those stored without one), oldest first; optionally one kind."""
-
-        def fn(s: Session) -> list[CheckInfo]:
-            q = select(Check).where(Check.sweep_id.is_(None) if sweep_id is None else Check.sweep_id == sweep_id)
-            if kind is not None:
-                q = q.where(Check.kind == kind)
-            rows = s.scalars(q.order_by(Check.id)).all()
-            return [CheckInfo(id=r.id, sweep_id=r.sweep_id, kind=r.kind, parametrization=r.parametrization,
-                              passed=bool(r.passed), summary=r.summary, result=json.loads(r.result_json or "{}"),
-                              created_at=r.created_at) for r in rows]
-
-        return self._run("read checks", fn, write=False)
-
 
 __all__ = ["Store"]

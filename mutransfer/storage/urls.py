@@ -57,6 +57,8 @@ def describe_error(e: BaseException, url: str | URL) -> str:
         database = getattr(url, "database", None)
         if database:
             text += f" (does the folder {Path(database).parent} exist, and may this user write there?)"
+    elif "readonly database" in text:
+        text += " (this user cannot write the database file or its folder: commands that only read work)"
     return text
 
 
