@@ -201,9 +201,9 @@ def sweep(recipe: Recipe | str | Path, *, store: Store | None = None, db: str | 
           name: str | None = None, address: str | None = None, progress: bool = False, check: bool = True,
           notify: Notify = _quiet) -> SweepSummary:
     """Run (or resume) the sweep of `recipe` (a YAML path or a `Recipe`) with Ray Tune, into `store` (else the one
-    at `db`, opened only once the recipe and its data have been checked: a bad recipe creates no database). For µP
-    the coordinate check runs first: a refused sweep writes nothing. `address`: a Ray cluster (default: Ray in
-    this process)."""
+    at `db`). The recipe, its data and its builder are checked first, then for µP the coordinate check; a database
+    that is not there yet is created only after those and Ray's resource check: a refused sweep writes nothing.
+    `address`: a Ray cluster (default: Ray in this process)."""
     from mutransfer.ray_setup import check_resources, init_ray
     from mutransfer.storage import default_url
     from mutransfer.sweep import run_sweep
@@ -245,8 +245,8 @@ def preflight(recipe: Recipe) -> Any:
             except MutransferError:
                 raise
             except Exception as e:
-                what = "the builder" if not builtin else f"the {family} model"
-                raise RecipeError(f"model.family: {what} cannot build the {param} model at {point.tag()}: "
+                where, what = ("model", f"the {family} model") if builtin else ("model.family", "the builder")
+                raise RecipeError(f"{where}: {what} cannot build the {param} model at {point.tag()}: "
                                   f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
     return dataset
 

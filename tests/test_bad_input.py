@@ -243,6 +243,15 @@ def test_reading_a_mistyped_database_path_creates_nothing(command: list[str], tm
     assert not typo.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def no_ray_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a fresh `mutransfer` process: a Ray that an earlier test started in this one would be reused."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+
+@pytest.mark.usefixtures("no_ray_yet")
 def test_an_unreachable_ray_address_fails_in_seconds_and_writes_nothing(tmp_path: Path, runner: CliRunner) -> None:
     """Ray itself retries an address where nothing listens for minutes, printing a warning every 5 s."""
     import socket
@@ -261,6 +270,7 @@ def test_an_unreachable_ray_address_fails_in_seconds_and_writes_nothing(tmp_path
     assert not db_file.exists()  # checked before the database is created
 
 
+@pytest.mark.usefixtures("no_ray_yet")
 def test_a_malformed_ray_address_is_refused(tmp_path: Path, runner: CliRunner) -> None:
     (tmp_path / "r.yaml").write_text(mutate(model__parametrization="sp"))
     one_line_exit_2(runner.invoke(app, ["sweep", str(tmp_path / "r.yaml"), "--address", "headnode", "--db",
@@ -268,6 +278,7 @@ def test_a_malformed_ray_address_is_refused(tmp_path: Path, runner: CliRunner) -
     assert not (tmp_path / "mt.db").exists()
 
 
+@pytest.mark.usefixtures("no_ray_yet")
 def test_a_local_ray_start_failure_is_one_line(tmp_path: Path, runner: CliRunner,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # RAY_ADDRESS left over in the environment: Ray then joins that cluster instead of starting one here, and
