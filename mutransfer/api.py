@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mutransfer.errors import UsageError, option
-from mutransfer.recipe import Recipe, load_recipe
+from mutransfer.errors import MutransferError, UsageError, option
+from mutransfer.recipe import Recipe, RecipeError, load_recipe
 
 if TYPE_CHECKING:
     from mutransfer.compute import ComputeReport
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CoordCheck", "Export", "Fitted", "Verification", "check_format", "coord_check", "export", "fit", "get_sweep",
-    "latest_fit", "open_store",
+    "latest_fit", "open_store", "preflight",
     "recipe_of", "render", "render_files", "sweep", "verify",
 ]
 
@@ -50,12 +50,51 @@ def _quiet(_: str) -> None:
 # ------------------------------------------------------------------------------------------------ store
 
 
-def open_store(db: str | None = None, *, upgrade: bool = True) -> Store:
+def open_store(db: str | None = None, *, upgrade: bool = True, create: bool = True) -> Store:
     """The store at `db` (sqlite:///file.db, postgresql://...; default $MUTRANSFER_DB or ./mutransfer.db).
-    `upgrade=False` opens it read-only as far as the schema goes (the dashboard)."""
-    from mutransfer.storage import Store, default_url
+    `upgrade=False` opens it read-only as far as the schema goes (the dashboard). `create=False`, for work that
+    reads a store that is there already: a SQLite file that does not exist is refused, not made (a mistyped path
+    would otherwise leave a new, empty database behind)."""
+    from mutransfer.storage import Store, StoreError, default_url
 
-    return Store.open(db or default_url(), upgrade=upgrade)
+    url = db or default_url()
+    if not create and (missing := _missing_file(url)) is not None:
+        raise StoreError(f"no database at {missing}: check {option('db')} (default $MUTRANSFER_DB or "
+                         "./mutransfer.db); `mutransfer sweep` creates one")
+    return Store.open(url, upgrade=upgrade)
+
+
+def _missing_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist; None for any other URL (or one that cannot be parsed:
+    Store.open says why)."""
+    from mutransfer.storage import StoreError, normalize_url
+
+    try:
+        u = normalize_url(url)
+    except StoreError:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or \
+            "mode=memory" in u.database or u.query.get("uri") in ("true", "1"):
+        return None
+    path = Path(u.database)
+    return None if path.exists() else path
+
+
+def _fresh(url: str) -> bool:
+    """Whether opening `url` would create the database or its schema (then a sweep joins Ray and checks the
+    resources first: a refused recipe leaves nothing behind)."""
+    from mutransfer.storage import StoreError, current_revision, make_engine, mask_url
+
+    make_engine(url).dispose()  # a malformed URL or an unknown driver: one line now (no connection yet)
+    missing = _missing_file(url)
+    if missing is not None:
+        if not missing.parent.is_dir():
+            raise StoreError(f"cannot create database {mask_url(url)}: the folder {missing.parent} does not exist")
+        return True
+    try:
+        return current_revision(url) is None
+    except Exception:  # unreachable, or not a database: Store.open reports it in one line
+        return False
 
 
 def get_sweep(store: Store, ref: str | int) -> SweepInfo:
@@ -132,16 +171,21 @@ def coord_check(recipe: Recipe | str | Path, parametrization: str | None = None,
 
 def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any]:
     """The coordinate check of each µP parametrization before a sweep; a failure refuses it."""
-    from mutransfer.coordcheck import KIND, run_coord_check
+    from mutransfer.coordcheck import KIND, CheckError, run_coord_check
     from mutransfer.storage import CheckRecord
 
     records = []
     for param in r.model.parametrizations:
         if param != "mup":
             continue  # SP is expected to blow up: nothing to gate
-        rep = run_coord_check(r, param, dataset=dataset)
+        # A failure is the model's, as the recipe names it: a user's builder, or a built-in with its settings.
+        field = "model" if r.model.is_builtin else "model.family"
+        try:
+            rep = run_coord_check(r, param, dataset=dataset)
+        except CheckError as e:
+            raise CheckError(f"{field}: {e}") from e
         if not rep.passed:
-            raise UsageError(f"{rep.headline(where)}, or pass {option('check=False')} to sweep anyway")
+            raise UsageError(f"{field}: {rep.headline(where)}, or pass {option('check=False')} to sweep anyway")
         worst = max((abs(x.slope) for x in rep.layers if x.verdict == "flat"), default=0.0)
         notify(f"coordinate check ({param}): passed, every layer flat in width (|slope| <= {worst:.2f}, "
                f"widths {rep.widths[0]}..{rep.widths[-1]}, {rep.seconds:.1f}s)")
@@ -157,21 +201,54 @@ def sweep(recipe: Recipe | str | Path, *, store: Store | None = None, db: str | 
           name: str | None = None, address: str | None = None, progress: bool = False, check: bool = True,
           notify: Notify = _quiet) -> SweepSummary:
     """Run (or resume) the sweep of `recipe` (a YAML path or a `Recipe`) with Ray Tune, into `store` (else the one
-    at `db`, opened only once the recipe and its data have been checked: a bad recipe creates no database). For µP
-    the coordinate check runs first: a refused sweep writes nothing. `address`: a Ray cluster (default: Ray in
-    this process)."""
-    from mutransfer.data import load_dataset
+    at `db`). The recipe, its data and its builder are checked first, then for µP the coordinate check; a database
+    that is not there yet is created only after those and Ray's resource check: a refused sweep writes nothing.
+    `address`: a Ray cluster (default: Ray in this process)."""
+    from mutransfer.ray_setup import check_resources, init_ray
+    from mutransfer.storage import default_url
     from mutransfer.sweep import run_sweep
 
     r, text = _recipe(recipe, name)
-    dataset = load_dataset(r.data, r.model)  # bad data fails here, before anything is written
-    for point in r.scales.points():
-        dataset.check(point.seq_len)
-    store = store if store is not None else open_store(db)
+    url = db or default_url()
+    fresh = store is None and _fresh(url)  # reads only: creates neither a file nor a schema
+    if store is None and not fresh:
+        store = open_store(url)  # there already: a bad URL or an unreachable server fails now, before the checks
+    dataset = preflight(r)  # bad data and a builder that cannot build fail here, before anything is written
     checks = _coord_gate(r, str(recipe) if not isinstance(recipe, Recipe) else "recipe", dataset, notify) \
         if check else []
+    if store is None:
+        # A new database: every trial will run, so Ray is needed; join it and check the resources before the
+        # schema is created, so that a refused recipe (or an unreachable cluster) leaves no file behind.
+        init_ray(r, address)
+        check_resources(r)
+        store = open_store(url)
     notify(f"sweep {r.name!r} -> {store.masked_url}")
     return run_sweep(r, store, recipe_text=text, address=address, progress=progress, checks=checks)
+
+
+def preflight(recipe: Recipe) -> Any:
+    """What a sweep checks before it trains, without training: the data loads and is long enough for every scale
+    point, and the model builds at every scale point (on the meta device). Returns the dataset."""
+    from mutransfer.data import load_dataset
+    from mutransfer.parametrization import build_config, builder, construct, is_builtin
+    from mutransfer.plan import spec_for
+
+    dataset = load_dataset(recipe.data, recipe.model)
+    family = recipe.model.family
+    fn, builtin = builder(family), is_builtin(family)
+    for param in recipe.model.parametrizations:
+        for point in recipe.scales.points():
+            dataset.check(point.seq_len)
+            cfg = build_config(spec_for(recipe, param, point, 0, 0, {}), dataset)
+            try:
+                construct(fn, cfg, "meta", builtin)
+            except MutransferError:
+                raise
+            except Exception as e:
+                where, what = ("model", f"the {family} model") if builtin else ("model.family", "the builder")
+                raise RecipeError(f"{where}: {what} cannot build the {param} model at {point.tag()}: "
+                                  f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+    return dataset
 
 
 # ------------------------------------------------------------------------------------------------ fit

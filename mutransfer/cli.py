@@ -11,12 +11,39 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 
 from mutransfer.errors import MutransferError, UsageError
 from mutransfer.recipe import load_recipe
 
+# Typer ships its own copy of click; its UsageError is the base of the public typer.BadParameter.
+CLICK_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class OneLineUsage(typer.core.TyperGroup):
+    """Click's usage errors (an unknown option, a missing argument) in one line and exit 2, like every other user
+    mistake here, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except CLICK_USAGE_ERROR as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `mutransfer` alone, `mutransfer db`: the help
+                e.show()
+                sys.exit(e.exit_code)
+            where = f" (`{e.ctx.command_path} --help` lists the options)" if e.ctx is not None else ""
+            typer.echo(f"error: {' '.join(e.format_message().split())}{where}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    cls=OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Tune small µP proxies with Ray Tune, store every trial in SQL, fit transfer curves, export a target config.",
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema commands.")
@@ -56,10 +83,11 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _store(db: str | None, *, upgrade: bool = True) -> Any:
+def _store(db: str | None, *, upgrade: bool = True, create: bool = False) -> Any:
+    """The store at --db. Only the commands that may start one (sweep, coord-check, db upgrade) create it."""
     from mutransfer.api import open_store
 
-    return open_store(db, upgrade=upgrade)
+    return open_store(db, upgrade=upgrade, create=create)
 
 
 def _sweep(store: Any, ref: str) -> Any:
@@ -81,10 +109,12 @@ def _console() -> Any:
 @_user_errors
 def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
     """Check a recipe and print its trial plan, without running anything."""
+    from mutransfer.api import preflight
     from mutransfer.plan import plan
 
     r = load_recipe(recipe)
     specs = plan(r)
+    preflight(r)  # the data and the builder, as `sweep` checks them before it trains
     points = r.scales.points()
     typer.echo(f"ok: {recipe} -> sweep {r.name!r}, {len(specs)} trials "
                f"({len(r.model.parametrizations)} parametrization(s) x {len(points)} scale point(s) x "
@@ -130,7 +160,7 @@ def coord_check(
     ds = parse_depths(depths) if depths is not None else None
     r = load_recipe(recipe)
     out = output or Path(f"{r.name}-coord-check{'-depth' if ds is not None else ''}.html")
-    st = _store(db) if store else None  # a bad --db fails now, not after the check
+    st = _store(db, create=True) if store else None  # a bad --db fails now, not after the check
     done = api.coord_check(r, parametrization, widths=ws, depths=ds, steps=steps, lr=lr, store=st)
     rep = done.report
     c = _console()
@@ -270,6 +300,8 @@ def export(
     """Write the tuned config for the recipe's target model, as a config file or a launcher's format."""
     from mutransfer import api
 
+    if output is not None:
+        _check_output(output, directory=fmt == "hf")  # before a fit or an export is stored
     store = _store(db)
     api.check_format(api.get_sweep(store, sweep), fmt)  # before any work
     exp = api.export(store, sweep, parametrization=parametrization, allow_extrapolation=allow_extrapolation)
@@ -294,6 +326,24 @@ def export(
         raise UserError(f"-o: cannot write {output}: {e.strerror}") from e
     what = f"{', '.join(files)} in {output}" if files is not None else str(output)
     typer.echo(f"wrote {what} ({fmt}, sweep {exp.sweep.name}, fit {exp.fit_id})", err=True)
+
+
+def _check_output(output: Path, *, directory: bool) -> None:
+    """-o names a file (or, `directory`, a folder made if need be) that can be written."""
+    if directory:
+        if output.exists() and not output.is_dir():
+            raise UserError(f"-o: {output} is a file; the hf format writes a folder")
+        existing = next(p for p in (output, *output.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"-o: cannot write {output}: {existing} is not a folder this user may write in")
+        return
+    if output.is_dir():
+        raise UserError(f"-o: {output} is a folder; name a file")
+    parent = output.parent
+    if not parent.is_dir():
+        raise UserError(f"-o: cannot write {output}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise UserError(f"-o: cannot write {output}: permission denied")
 
 
 @app.command()
@@ -422,7 +472,7 @@ def db_upgrade(db: DbOpt = None) -> None:
     """Create the schema or bring it to the newest revision (safe to repeat)."""
     from mutransfer.storage import current_revision, head_revision
 
-    store = _store(db, upgrade=True)
+    store = _store(db, upgrade=True, create=True)
     typer.echo(f"{store.masked_url}: at revision {current_revision(store.engine)} (head {head_revision()})")
 
 

@@ -4,7 +4,9 @@
 - `chars`: character-level text from a file or a folder (the default is this Python's standard library source),
   for the GPT.
 - `tokens`: nanoGPT's uint16 token memmaps (`train.bin` [+ `val.bin`] in a folder, or one `.bin` file), read
-  through `np.memmap` so a corpus larger than memory costs nothing to open.
+  through `np.memmap` so a corpus larger than memory costs nothing to open. The vocabulary size comes from
+  `model.vocab_size`, else nanoGPT's `meta.pkl` (read as plain data only: a pickle that names any class or function
+  is refused, never run), else the largest token id.
 
 `load_dataset` is cached in-process: Ray reuses its actors across trials, and re-reading a corpus for every short
 proxy trial would cost more than the trial.
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import io
 import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -157,10 +160,21 @@ class TokensDataset(_SequenceDataset):
             train, val = _split(_memmap(path, path), val_fraction, path)
             meta = path.parent / "meta.pkl"
         self.splits = {"train": train, "val": val}
+        for split, arr in self.splits.items():
+            _check_uint16(arr, split, path)
+        source = "model.vocab_size"
         if vocab_size is None and meta.exists():
-            vocab_size = _meta_vocab(meta, path)
+            vocab_size, source = _meta_vocab(meta, path), meta.name
         if vocab_size is None:
             vocab_size = 1 + max(_chunked_max(a) for a in (train, val) if len(a))
+        else:
+            for split, arr in self.splits.items():
+                top = _sampled_max(arr)
+                if top >= vocab_size:
+                    raise DataError(
+                        f"data.path: {path}: the {split} split has token id {top}, outside the vocabulary of "
+                        f"{vocab_size} ({source}): are these uint16 tokens (nanoGPT's dtype)? else set "
+                        "model.vocab_size")
         self.vocab_size = self.num_classes = vocab_size
 
 
@@ -185,13 +199,56 @@ def _split(arr: np.ndarray, val_fraction: float, path: Path) -> tuple[np.ndarray
     return arr[:n_train], arr[n_train:]
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: dicts, lists, tuples, sets, str, bytes, numbers, None, bools (what nanoGPT's
+    meta.pkl holds: vocab_size, itos, stoi). Those need no import; anything that names a class or a function (the
+    way a pickle runs code) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"it names {module}.{name}, not plain data")
+
+
+# nanoGPT's meta.pkl is a few kB (a byte-pair vocabulary a few MB): anything far larger is not one.
+MAX_META_BYTES = 64 << 20
+
+
 def _meta_vocab(meta: Path, path: Path) -> int:
+    what = f"data.path: {path}: {meta.name}"
+    fix = "set model.vocab_size to skip it"
     try:
-        with meta.open("rb") as f:
-            obj = pickle.load(f)  # nanoGPT's own format; the user chose this folder
-        return int(obj["vocab_size"])
+        if meta.stat().st_size > MAX_META_BYTES:
+            raise DataError(f"{what} is larger than {MAX_META_BYTES >> 20} MiB, not nanoGPT's metadata: {fix}")
+        obj = _PlainUnpickler(io.BytesIO(meta.read_bytes())).load()
+    except DataError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{what}: refused to unpickle it ({e}): {fix}, or write it with plain dicts, "
+                        "strings and ints") from e
     except Exception as e:  # any unreadable meta.pkl is the user's to fix; say so in one line
-        raise DataError(f"data.path: {path}: cannot read vocab_size from {meta.name}: {type(e).__name__}: {e}") from e
+        raise DataError(f"{what}: cannot read vocab_size: {type(e).__name__}: {e}: {fix}") from e
+    vocab = obj.get("vocab_size") if isinstance(obj, dict) else None
+    if type(vocab) is not int or vocab < 1:
+        raise DataError(f"{what} has no positive integer vocab_size (found {type(vocab).__name__}): {fix}")
+    return vocab
+
+
+def _check_uint16(arr: np.ndarray, split: str, path: Path) -> None:
+    """Refuse 32-bit tokens read as uint16: for ids below 65536 every second uint16 is then 0 (little-endian)."""
+    head = np.asarray(arr[:1 << 16])
+    if len(head) >= 512 and not head[1::2].any() and head[0::2].any():
+        raise DataError(f"data.path: {path}: the {split} split looks like 32-bit tokens (every second uint16 is 0); "
+                        "mutransfer reads nanoGPT's uint16 .bin files: write them with np.uint16")
+
+
+def _sampled_max(arr: np.ndarray, window: int = 1 << 20, windows: int = 16) -> int:
+    """The largest id in `arr`, or (for a corpus larger than `windows` x `window` tokens) in that many windows
+    spread over it: a wrong vocabulary shows in any window, and a 10 GB corpus is not read whole at start-up.
+    Batches check the ids they draw too (`_SequenceDataset._batch`)."""
+    n = len(arr)
+    if n <= window * windows:
+        return _chunked_max(arr)
+    starts = np.linspace(0, n - window, windows).astype(np.int64)
+    return max(int(np.asarray(arr[s:s + window]).max()) for s in starts)
 
 
 def _chunked_max(arr: np.ndarray, chunk: int = 1 << 24) -> int:
@@ -222,6 +279,12 @@ def _walk(root: Path, pattern: str) -> Iterator[Path]:
 
 
 def _read_text(path: Path, pattern: str, max_chars: int) -> str:
+    """The first `max_chars` characters of the file, or of the folder's files matching `pattern` in sorted order.
+
+    Text must be UTF-8: replacing undecodable bytes would train on a corpus of U+FFFD. A file named on its own that
+    is latin-1 or binary is refused; in a folder such files are skipped (a large tree, like the standard library
+    with its site-packages, holds a few test files in other encodings by design), and refused when nothing else
+    is left."""
     if path.is_file():
         files: Iterator[Path] = iter([path])
     elif path.is_dir():
@@ -230,16 +293,30 @@ def _read_text(path: Path, pattern: str, max_chars: int) -> str:
         raise DataError(f"data.path: {path} does not exist")
     parts: list[str] = []
     left = max_chars
+    not_text: str | None = None
     for f in files:
         try:
-            with f.open(encoding="utf-8", errors="replace") as fh:
+            with f.open(encoding="utf-8") as fh:
                 s = fh.read(left)
+            if "\0" in s:
+                raise ValueError("NUL bytes: a binary file, not text (token ids are kind: tokens)")
+        except UnicodeDecodeError as e:
+            problem = f"not UTF-8 text (it has byte {e.object[e.start]:#04x}): convert it to UTF-8"
+        except ValueError as e:
+            problem = str(e)
         except OSError:
             continue  # an unreadable file in a large tree is skipped, not fatal
-        parts.append(s)
-        left -= len(s)
-        if left <= 0:
-            break
+        else:
+            parts.append(s)
+            left -= len(s)
+            if left <= 0:
+                break
+            continue
+        if f == path:
+            raise DataError(f"data.path: {path}: {problem}")
+        not_text = not_text or f"{f.relative_to(path)}: {problem}"
+    if not parts and not_text:
+        raise DataError(f"data.path: {path}: no UTF-8 text in files matching {pattern!r} ({not_text})")
     return "".join(parts)
 
 

@@ -242,14 +242,23 @@ def construct(fn: Builder, cfg: BuildConfig, device: str | torch.device, builtin
             return fn(cfg)
     try:
         with device:
-            model = fn(cfg)
+            model = _call_builder(fn, cfg)
     except Exception:
         if device.type != "meta":
             raise
-        model = fn(cfg)  # a builder that cannot run on meta: pay for a CPU build (base/delta are small)
+        model = _call_builder(fn, cfg)  # a builder that cannot run on meta: pay for a CPU build (base/delta are small)
     if not isinstance(model, nn.Module):
         raise TypeError(f"the model builder returned {type(model).__name__}, not a torch.nn.Module")
     return model if device.type == "meta" else model.to(device)
+
+
+def _call_builder(fn: Builder, cfg: BuildConfig) -> nn.Module:
+    try:
+        return fn(cfg)
+    except SystemExit as e:
+        # sys.exit() in a user's builder would end the whole command silently (or a Ray worker): an error instead.
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+        raise RuntimeError(f"the model builder {name} called sys.exit({e.code!r})") from e
 
 
 def _base_and_delta(fn: Builder, cfg: BuildConfig, builtin: bool) -> tuple[nn.Module, nn.Module]:

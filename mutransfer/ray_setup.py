@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ TUNE_ENVIRONMENT = {
 
 class SweepError(MutransferError, RuntimeError):
     """A sweep that cannot start (one line, for the CLI)."""
+
+
+# How long the head's GCS port gets to answer before `address` is refused. Ray itself would retry for minutes,
+# printing a warning every few seconds; a head that is up answers a TCP connect in milliseconds.
+CONNECT_TIMEOUT_S = 5.0
 
 
 def set_tune_environment() -> None:
@@ -64,16 +70,46 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
             import mutransfer
 
             kwargs["runtime_env"] = {"py_modules": [mutransfer], "excludes": ["__pycache__", "*.pyc"]}
+        check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except Exception as e:
-            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from e
+            raise SweepError(f"{option('address')} {address}: cannot connect to the Ray cluster: "
+                             f"{_first_line(e)}") from e
     else:
         # Ray starts its workers at nice 15. The trials are this job's work, not background work: on a machine
         # shared with other processes a niced trial ran at half the speed of the same loop in a plain process
         # (BENCHMARKS.md, training throughput). A value the user set wins.
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=0 if not _has_cuda() else None, **kwargs)
+        try:
+            ray.init(num_cpus=os.cpu_count() or 1, num_gpus=0 if not _has_cuda() else None, **kwargs)
+        except Exception as e:  # a full /tmp, a port in use, a stale session: the user's machine, in one line
+            raise SweepError(f"cannot start Ray on this machine: {_first_line(e)} (or pass "
+                             f"{option('address')} of a running cluster)") from e
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse `address` (HOST:PORT of the head's GCS) in one line when nothing answers a TCP connect there within
+    `timeout` seconds: Ray would retry for minutes. `auto` and `local` are left to Ray, which finds a cluster on
+    this machine or fails at once."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SweepError(f"{option('address')} {address}: not HOST:PORT (the head node's GCS port, 6379 unless "
+                         "`ray start --head --port` chose another) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = f"no answer within {timeout:g}s" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise SweepError(f"{option('address')} {address}: nothing answers there ({why}): is the "
+                         "Ray head running there (`ray start --head`), and is its port open to this machine?") from e
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _has_cuda() -> bool:

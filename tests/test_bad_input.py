@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -60,6 +61,14 @@ RECIPES = [
     ("both steps and tokens", mutate(train__tokens=100), "give exactly one of steps, tokens"),
     ("negative cpus", mutate(resources={"cpus": -1}), "resources.cpus:"),
     ("unknown scale axis", mutate(scales__vary={"heads": [1, 2]}), "scales.vary.heads"),
+    ("module that exits on import", mutate(model__family="exits_on_import:build"),
+     "model.family: importing 'exits_on_import' called sys.exit(3)"),
+    ("builder that exits", mutate(model__family="userbuilders:exits"),
+     "model.family: the builder cannot build the mup model at w16-d2-b32-s1: RuntimeError: the model builder "
+     "userbuilders.exits called sys.exit(3)"),
+    ("builder that returns no module", mutate(model__family="userbuilders:not_a_module"),
+     "model.family: the builder cannot build the mup model at w16-d2-b32-s1: TypeError: the model builder "
+     "returned object"),
     ("not a mapping", "- just\n- a list\n", "a recipe is a YAML mapping"),
     ("broken YAML", "model: {family: mlp\n", "not valid YAML"),
 ]
@@ -70,6 +79,10 @@ CLI_ARGS = [
     ("bad export format", ["export", "good", "--format", "xml"], "--format: 'xml' is not a format"),
     ("missing recipe file", ["sweep", "missing.yaml"], "cannot read recipe"),
     ("verify without a size", ["verify", "good"], None),
+    ("unknown option", ["show", "good", "--colour"], "error: No such option: --colour"),
+    ("missing argument", ["show"], "error: Missing argument 'sweep'"),
+    ("unknown command", ["shwo"], "error: No such command 'shwo'"),
+    ("option of the wrong type", ["fit", "good", "--seed", "many"], "error: Invalid value for '--seed'"),
 ]
 
 DB_URLS = [
@@ -188,3 +201,90 @@ def test_random_mutations_of_a_good_recipe_give_only_validation_errors(data: st.
         parse_recipe(yaml.safe_dump(doc))
     except RecipeError as e:
         assert "\n" not in str(e)
+
+
+def _data_recipe(tmp_path: Path, data: dict[str, object]) -> Path:
+    path = tmp_path / "data.yaml"
+    path.write_text(mutate(model__family="gpt", model__head_dim=8, data=data, scales__base={"width": 16, "seq_len": 8}))
+    return path
+
+
+DATA = [
+    ("latin-1 text", "chars", "corpus.txt", "caf\xe9 cr\xe8me ".encode("latin-1") * 50,
+     "corpus.txt: not UTF-8 text (it has byte 0xe9)"),
+    ("binary as text", "chars", "corpus.txt", bytes(range(256)) * 8, "corpus.txt: not UTF-8 text"),
+    ("uint32 tokens", "tokens", "all.bin", (np.arange(4000) % 300).astype(np.uint32).tobytes(),
+     "all.bin: the train split looks like 32-bit tokens"),
+    ("int8 tokens of an odd size", "tokens", "all.bin", bytes(4001), "all.bin has an odd byte count"),
+    ("corpus shorter than seq_len", "tokens", "all.bin", np.arange(60, dtype=np.uint16).tobytes(),
+     "fewer than seq_len + 1 = 9"),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "name", "content", "expected"), DATA, ids=[d[0] for d in DATA])
+def test_bad_data_is_refused_by_validate_as_by_sweep(case: str, kind: str, name: str, content: bytes, expected: str,
+                                                     tmp_path: Path, db: Path, runner: CliRunner) -> None:
+    (tmp_path / name).write_bytes(content)
+    recipe = _data_recipe(tmp_path, {"kind": kind, "path": str(tmp_path / name)})
+    before = rows(db)
+    for command in (["validate", str(recipe)], ["sweep", str(recipe), "--db", f"sqlite:///{db}"]):
+        result = runner.invoke(app, command)
+        one_line_exit_2(result, expected)
+        assert "data.path: " in result.output
+    assert rows(db) == before
+
+
+@pytest.mark.parametrize("command", [["show", "good"], ["db", "current"], ["ls"], ["fit", "good"],
+                                     ["export", "good"]], ids=lambda c: " ".join(c))
+def test_reading_a_mistyped_database_path_creates_nothing(command: list[str], tmp_path: Path,
+                                                          runner: CliRunner) -> None:
+    typo = tmp_path / "mt.bd"
+    one_line_exit_2(runner.invoke(app, [*command, "--db", f"sqlite:///{typo}"]), f"no database at {typo}: check --db")
+    assert not typo.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def no_ray_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a fresh `mutransfer` process: a Ray that an earlier test started in this one would be reused."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+
+@pytest.mark.usefixtures("no_ray_yet")
+def test_an_unreachable_ray_address_fails_in_seconds_and_writes_nothing(tmp_path: Path, runner: CliRunner) -> None:
+    """Ray itself retries an address where nothing listens for minutes, printing a warning every 5 s."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "r.yaml").write_text(mutate(model__parametrization="sp"))  # SP: no coordinate check first
+    db_file = tmp_path / "mt.db"
+    t0 = time.monotonic()
+    result = runner.invoke(app, ["sweep", str(tmp_path / "r.yaml"), "-q", "--address", f"127.0.0.1:{port}", "--db",
+                                 f"sqlite:///{db_file}"])
+    assert time.monotonic() - t0 < 15
+    one_line_exit_2(result, f"error: --address 127.0.0.1:{port}: nothing answers there (Connection refused)")
+    assert not db_file.exists()  # checked before the database is created
+
+
+@pytest.mark.usefixtures("no_ray_yet")
+def test_a_malformed_ray_address_is_refused(tmp_path: Path, runner: CliRunner) -> None:
+    (tmp_path / "r.yaml").write_text(mutate(model__parametrization="sp"))
+    one_line_exit_2(runner.invoke(app, ["sweep", str(tmp_path / "r.yaml"), "--address", "headnode", "--db",
+                                        f"sqlite:///{tmp_path / 'mt.db'}"]), "--address headnode: not HOST:PORT")
+    assert not (tmp_path / "mt.db").exists()
+
+
+@pytest.mark.usefixtures("no_ray_yet")
+def test_a_local_ray_start_failure_is_one_line(tmp_path: Path, runner: CliRunner,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # RAY_ADDRESS left over in the environment: Ray then joins that cluster instead of starting one here, and
+    # refuses the local start's arguments.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    (tmp_path / "r.yaml").write_text(mutate(model__parametrization="sp"))
+    result = runner.invoke(app, ["sweep", str(tmp_path / "r.yaml"), "--db", f"sqlite:///{tmp_path / 'mt.db'}"])
+    one_line_exit_2(result, "error: cannot start Ray on this machine: ")
+    assert not (tmp_path / "mt.db").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +143,49 @@ def test_tokens_errors_name_the_path(tmp_path: Path) -> None:
         load_dataset(Data(kind="tokens", path=str(odd)), Model())
     small = tmp_path / "small.bin"
     _write(small, np.arange(500) % 100)
-    ds = load_dataset(Data(kind="tokens", path=str(small)), Model(vocab_size=50))
-    with pytest.raises(DataError, match="outside the vocabulary"):
-        for _ in range(10):
-            ds.get_batch("train", 8, 16, _gen())
+    with pytest.raises(DataError, match=r"data\.path: .*small\.bin.*token id 99, outside the vocabulary of 50 "
+                                        r"\(model\.vocab_size\)"):
+        load_dataset(Data(kind="tokens", path=str(small)), Model(vocab_size=50))
     with pytest.raises(ValueError, match="split"):
         ds.get_batch("test", 2, 4, _gen())  # type: ignore[arg-type]
     assert issubclass(DataError, ValueError)
+
+
+def test_tokens_of_the_wrong_dtype_are_refused(tmp_path: Path) -> None:
+    """uint32 (or int64) token files read as uint16: an odd size, every second id 0, or ids past the vocabulary."""
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (np.arange(3000) % 300).astype(np.uint32).tofile(wide / "train.bin")
+    with pytest.raises(DataError, match=r"data\.path: .*wide: the train split looks like 32-bit tokens"):
+        load_dataset(Data(kind="tokens", path=str(wide)), Model())
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(np.arange(1001, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match=r"data\.path: .*odd\.bin has an odd byte count"):
+        load_dataset(Data(kind="tokens", path=str(odd)), Model())
+    folder = tmp_path / "meta"
+    folder.mkdir()
+    _write(folder / "train.bin", np.arange(2000) % 500)
+    with (folder / "meta.pkl").open("wb") as f:
+        pickle.dump({"vocab_size": 65}, f)
+    with pytest.raises(DataError, match=r"data\.path: .*meta: the train split has token id 499, outside the "
+                                        r"vocabulary of 65 \(meta\.pkl\)"):
+        load_dataset(Data(kind="tokens", path=str(folder)), Model())
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("caf\xe9 cr\xe8me br\xfbl\xe9e ".encode("latin-1") * 20, "not UTF-8 text (it has byte 0xe9)"),
+    (bytes(range(256)) * 4, "not UTF-8 text"),
+    (b"text\0with\0NULs " * 40, "NUL bytes: a binary file"),
+], ids=["latin-1", "binary", "nul bytes"])
+def test_chars_refuse_text_that_is_not_utf8(tmp_path: Path, content: bytes, problem: str) -> None:
+    f = tmp_path / "corpus.txt"
+    f.write_bytes(content)
+    with pytest.raises(DataError, match=r"data\.path: .*corpus\.txt: " + re.escape(problem)):
+        load_dataset(Data(kind="chars", path=str(f)), Model())
+    # In a folder such a file is skipped when others are text; alone, the folder is refused naming it.
+    (tmp_path / "good.txt").write_text("plain text " * 30, encoding="utf-8")
+    ds = load_dataset(Data(kind="chars", path=str(tmp_path), glob="*.txt"), Model())
+    assert set(ds.itos) == set("plain text ")  # type: ignore[attr-defined]
+    (tmp_path / "good.txt").unlink()
+    with pytest.raises(DataError, match=r"no UTF-8 text in files matching '\*\.txt' \(corpus\.txt: "):
+        load_dataset(Data(kind="chars", path=str(tmp_path), glob="*.txt", max_chars=9999), Model())  # not cached

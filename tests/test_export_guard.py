@@ -77,3 +77,16 @@ def test_a_value_inside_the_range_exports_with_its_evidence(tmp_path: Path) -> N
     assert width["kept"] is False and width["slope"] == 0.0 and "free_slope" in width  # which slope was used
     assert doc["fit_checks"]["backtests"][0]["axis"] == "width"
     assert "extrapolation" not in doc
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    url = make(path, 1e-4, 1e-1)  # exportable: the optimum lies inside the range
+    for fmt, out in (("yaml", tmp_path / "no" / "such" / "t.yaml"), ("yaml", tmp_path),
+                     ("hf", path)):  # a folder for a file, a file for hf's folder
+        res = CliRunner().invoke(app, ["export", "g", "--format", fmt, "-o", str(out), "--db", url])
+        lines = [x for x in res.output.strip().splitlines() if x.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: -o: "), res.output
+        assert counts(path) == (0, 0)
+    assert "the folder" in CliRunner().invoke(app, ["export", "g", "-o", str(tmp_path / "no" / "t.yaml"),
+                                                    "--db", url]).output

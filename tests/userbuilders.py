@@ -127,3 +127,10 @@ def gpt(cfg: BuildConfig) -> nn.Module:
     o = cfg.options
     head_dim = o.get("head_dim", 8 if o.get("n_heads") is None else None)
     return GPT(replace(cfg, head_dim=head_dim, n_heads=o.get("n_heads"), ffn_ratio=float(o.get("ffn_ratio", 4.0))))
+
+
+def exits(cfg: BuildConfig) -> nn.Module:
+    """A builder that calls sys.exit() (tests/test_bad_input.py): an error naming it, not a silent exit."""
+    import sys
+
+    sys.exit(3)

@@ -73,6 +73,8 @@ def resolve_entrypoint(spec: str) -> Any:
     mod_name, _, fn_name = spec.partition(":")
     try:
         module = importlib.import_module(mod_name)
+    except SystemExit as e:  # sys.exit() at import would end the command silently: say which module did it
+        raise RecipeError(f"importing {mod_name!r} called sys.exit({e.code!r})") from e
     except Exception as e:  # any failure while importing user code is a recipe problem, reported in one line
         raise RecipeError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
