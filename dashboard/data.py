@@ -19,7 +19,7 @@ import streamlit as st
 
 from mutransfer.errors import MutransferError
 from mutransfer.fit import FitResult
-from mutransfer.recipe import Recipe
+from mutransfer.recipe import Recipe, stored_recipe
 from mutransfer.storage import ExportInfo, Store, StoreError, SweepInfo, default_url, mask_url, normalize_url
 
 log = logging.getLogger("mutransfer.dashboard")
@@ -98,8 +98,8 @@ def curves(url: str, sweep_id: int, keys: tuple[str, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def recipe(recipe_json: str) -> Recipe:
-    return Recipe.model_validate_json(recipe_json)
+def recipe(recipe_json: str, sweep_name: str) -> Recipe:
+    return stored_recipe(recipe_json, sweep_name)
 
 
 @dataclass(frozen=True)

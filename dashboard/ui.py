@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.figures import progress, style, transfer_fit
-from mutransfer.recipe import Recipe
+from mutransfer.recipe import Recipe, RecipeError
 from mutransfer.storage import SweepInfo
 
 
@@ -65,7 +65,10 @@ def sweep_trials(sweep: SweepInfo) -> pd.DataFrame:
 
 
 def sweep_recipe(sweep: SweepInfo) -> Recipe:
-    return data.recipe(sweep.recipe_json)
+    try:
+        return data.recipe(sweep.recipe_json, sweep.name)
+    except RecipeError as e:  # stored by an earlier version that let through what is refused now
+        say(str(e))
 
 
 def require_completed(sweep: SweepInfo, trials: pd.DataFrame) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mutransfer.errors import MutransferError, UsageError, option
-from mutransfer.recipe import Recipe, RecipeError, load_recipe
+from mutransfer.recipe import Recipe, RecipeError, load_recipe, stored_recipe
 
 if TYPE_CHECKING:
     from mutransfer.compute import ComputeReport
@@ -107,8 +107,9 @@ def get_sweep(store: Store, ref: str | int) -> SweepInfo:
 
 
 def recipe_of(sweep: SweepInfo) -> Recipe:
-    """The recipe a sweep was run with, as it was validated then."""
-    return Recipe.model_validate_json(sweep.recipe_json)
+    """The recipe a sweep was run with, validated again: a RecipeError naming the sweep and the field if it no longer
+    validates (stored by an earlier version that let through what is refused now)."""
+    return stored_recipe(sweep.recipe_json, sweep.name)
 
 
 def _parametrization(recipe: Recipe, sweep_name: str, given: str | None) -> str:

@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from mutransfer.errors import MutransferError, option
 from mutransfer.fit import FitResult, value_at
 from mutransfer.plan import TrialSpec, spec_for
 from mutransfer.recipe import AXES, Recipe, RecipeError, Scale
+from mutransfer.recipe.validation import format_error
 
 DEFAULT_FACTORS = (0.5, 1.0, 2.0)
 
@@ -38,8 +40,8 @@ def verify_scale(recipe: Recipe, sizes: dict[str, int]) -> Scale:
     try:
         scale = recipe.scales.base.model_copy(update=sizes)
         Scale.model_validate(scale.model_dump())
-    except Exception as e:
-        raise VerifyError(f"invalid size {sizes}: {e}") from e
+    except ValidationError as e:  # pydantic's own text spans lines: the one-line form names the field
+        raise VerifyError(f"invalid size {sizes}: {format_error(e)}") from e
     if recipe.model.family == "gpt":
         div = recipe.model.head_dim or recipe.model.n_heads or 1
         if scale.width % div:

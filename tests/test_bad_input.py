@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from mutransfer import api
 from mutransfer.cli import app
 from mutransfer.recipe import RecipeError, parse_recipe
 from mutransfer.testing.recipes import edit
@@ -31,6 +33,12 @@ def mutate(**changes: object) -> str:
     return edit(GOOD, **changes)
 
 
+INF = float("inf")
+# Nine levels of nine aliases each: 9**9 values once expanded, a few hundred bytes of text ("billion laughs").
+ALIAS_BOMB = "lol0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+
+
 RECIPES = [
     ("unknown top-level key", mutate(extras=1), "extras: unknown key"),
     ("unknown nested key", mutate(model__widht=3), "model.widht: unknown key"),
@@ -40,8 +48,68 @@ RECIPES = [
     ("empty search space", mutate(search__space={}), "search.space: empty search space"),
     ("reversed range", mutate(search__space={"lr": {"loguniform": [1.0, 0.1]}}), "low must be below high"),
     ("zero lr", mutate(search__space={"lr": {"loguniform": [0, 0.1]}}), "search.space.lr.loguniform.0:"),
-    ("empty choice", mutate(search__space={"lr": {"choice": []}}), "search.space.lr"),
-    ("unknown distribution", mutate(search__space={"lr": {"gauss": [0, 1]}}), "search.space.lr"),
+    ("empty choice", mutate(search__space={"lr": {"choice": []}}),
+     "search.space.lr.choice: choice needs at least one value"),
+    ("unknown distribution", mutate(search__space={"lr": {"gauss": [0, 1]}}), "search.space.lr: give a distribution"),
+    ("short uniform names its own branch", mutate(search__space={"lr": {"uniform": [0.1]}}),
+     "search.space.lr.uniform.1: required field is missing"),
+    ("a number for a distribution", mutate(search__space={"lr": 0.01}), "search.space.lr: give a distribution"),
+    ("a list in a choice", mutate(search__space={"lr": {"choice": [[0.1]]}}),
+     "search.space.lr.choice: a choice is a number, a string or a boolean"),
+    ("inf in loguniform", mutate(search__space={"lr": {"loguniform": [1e-4, INF]}}),
+     "search.space.lr.loguniform.1: Input should be a finite number"),
+    ("inf in uniform", mutate(search__space={"weight_decay": {"uniform": [0, INF]}}),
+     "search.space.weight_decay.uniform.1: Input should be a finite number"),
+    ("inf in choice", mutate(search__space={"lr": {"choice": [0.1, INF]}}), "search.space.lr.choice: inf is not a finite"),
+    ("inf lr", mutate(train__lr=INF), "train.lr: Input should be a finite number"),
+    ("-inf in uniform", mutate(search__space={"weight_decay": {"uniform": [-INF, 0.1]}}),
+     "search.space.weight_decay.uniform.0: Input should be a finite number"),
+    ("nan in choice", mutate(search__space={"weight_decay": {"choice": [0.0, float("nan")]}}),
+     "search.space.weight_decay.choice: nan is not a finite number"),
+    ("inf grad_clip", mutate(train__grad_clip=INF), "train.grad_clip: Input should be a finite number"),
+    ("inf custom resource", mutate(resources={"custom": {"tpu": INF}}), "resources.custom.tpu: Input should be a finite"),
+    ("inf in a builder option", mutate(model__options={"scale": [1, {"x": INF}]}),
+     "model.options.scale.1.x: inf is not a finite number"),
+    ("warmup longer than the run", mutate(train__warmup_steps=30, train__schedule="cosine"),
+     "train.warmup_steps: 30 warmup steps is longer than the run: 20 steps"),
+    ("warmup longer than the shortest proxy", mutate(train={"tokens": 3200, "schedule": "warmup", "warmup_steps": 60,
+                                                            "eval_interval": 10},
+                                                     scales__vary={"batch_size": [32, 64]}),
+     "train.warmup_steps: 60 warmup steps is longer than the run: 50 steps (proxy w16-d2-b64-s1)"),
+    ("samples beyond the bound", mutate(search__samples=10**9), "search.samples: 1000000000 is above 1000000"),
+    ("repeats beyond the bound", mutate(search__repeats=10**6), "search.repeats: 1000000 is above 10000"),
+    ("more trials than a sweep may have", mutate(search__samples=10**6), "search.samples: 1000000 samples x 1 repeats"),
+    ("a grid without end", mutate(scales__mode="grid", scales__vary={a: list(range(16, 216)) for a in
+                                                                     ("width", "depth", "batch_size")},
+                                  target__depth=300),
+     "scales.vary: a grid of 8000000 scale points"),
+    ("absurd proxy width", mutate(scales__base={"width": 2**21}, target__width=2**21),
+     "scales.base.width: 2097152 is above 1048576"),
+    ("absurd width to vary", mutate(scales__vary={"width": [16, 10**9]}, target__width=10**9),
+     "scales.vary.width: 1000000000 is above"),
+    ("absurd target width", mutate(target__width=10**8), "target.width: 100000000 is above 1048576"),
+    ("absurd base width", mutate(model__base_width=2**21), "model.base_width: 2097152 is above"),
+    ("absurd target depth", mutate(target__depth=10**6), "target.depth: 1000000 is above 10000"),
+    ("absurd depth to vary", mutate(scales__vary={"depth": [2, 10**5]}, target__depth=10**5),
+     "scales.vary.depth: 100000 is above 10000"),
+    ("absurd batch size", mutate(target__batch_size=2**30), "target.batch_size: 1073741824 is above 16777216"),
+    ("absurd proxy batch", mutate(scales__base={"width": 16, "batch_size": 2**30}), "scales.base.batch_size:"),
+    ("absurd sequence length", mutate(target__seq_len=2**30), "target.seq_len: 1073741824 is above 16777216"),
+    ("absurd vocabulary", mutate(model__vocab_size=2**40), "model.vocab_size: 1099511627776 is above 16777216"),
+    ("steps beyond int64", mutate(train__steps=10**30), "the largest integer the store can hold (64 bits)"),
+    ("tokens beyond int64", mutate(target__tokens=2**63), "target.tokens: 9223372036854775808 is above"),
+    ("duplicate top-level key", mutate() + "name: other\n", "name: duplicate key (lines 7 and 31)"),
+    ("duplicate nested key", mutate().replace("  base_width: 16\n", "  base_width: 16\n  base_width: 9999\n"),
+     "model.base_width: duplicate key (lines 4 and 5)"),
+    ("duplicate key in a flow mapping", mutate().replace("data:\n  kind: digits\n", "data: {kind: chars, kind: digits}\n"),
+     "data.kind: duplicate key"),
+    ("alias bomb", mutate() + ALIAS_BOMB, "lol5: expands to more than 100000 values"),
+    ("recursive alias", mutate() + "loop: &l [1, *l]\n", "loop.1: an alias inside its own anchor"),
+    ("nested too deeply", mutate() + "deep: " + "[" * 1000 + "]" * 1000 + "\n", "nested deeper than a recipe may be"),
+    ("latin-1 text", "name: caf\xe9\n".encode("latin-1") + mutate(name=None).encode(),
+     "cannot read recipe: not UTF-8 text (byte 0xe9 at offset 9)"),
+    ("binary", bytes(range(256)) * 4, "cannot read recipe: not UTF-8 text"),
+    ("NUL bytes in UTF-8 text", b"\x00\x00" + mutate().encode(), "unacceptable character #x0000 (binary data"),
     ("unknown hyperparameter", mutate(search__space={"learning_rate": {"uniform": [0, 1]}}),
      "search.space.learning_rate: unknown hyperparameter"),
     ("zero samples", mutate(search__samples=0), "search.samples:"),
@@ -71,6 +139,12 @@ RECIPES = [
      "returned object"),
     ("not a mapping", "- just\n- a list\n", "a recipe is a YAML mapping"),
     ("broken YAML", "model: {family: mlp\n", "not valid YAML"),
+]
+
+# Recipes that validate but whose coordinate check cannot run: refused by `coord-check` and by `sweep`'s gate.
+COORD_CHECKS = [
+    ("coordinate check larger than memory", mutate(model__base_width=400_000),
+     "model.base_width: the coordinate check's largest model (width 1600000"),
 ]
 
 CLI_ARGS = [
@@ -128,13 +202,84 @@ def one_line_exit_2(result, expected: str | None) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize(("case", "text", "expected"), RECIPES, ids=[r[0] for r in RECIPES])
-def test_bad_recipe(case: str, text: str, expected: str, tmp_path: Path, db: Path, runner: CliRunner) -> None:
-    (tmp_path / "r.yaml").write_text(text)
+def test_bad_recipe(case: str, text: str | bytes, expected: str, tmp_path: Path, db: Path, runner: CliRunner) -> None:
+    if isinstance(text, bytes):
+        (tmp_path / "r.yaml").write_bytes(text)
+    else:
+        (tmp_path / "r.yaml").write_text(text)
     before = rows(db)
     for command in (["validate", str(tmp_path / "r.yaml")], ["sweep", str(tmp_path / "r.yaml"), "--db",
                                                               f"sqlite:///{db}"]):
         one_line_exit_2(runner.invoke(app, command), expected)
     assert rows(db) == before
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), COORD_CHECKS, ids=[r[0] for r in COORD_CHECKS])
+def test_bad_coord_check(case: str, text: str, expected: str, tmp_path: Path, db: Path, runner: CliRunner) -> None:
+    (tmp_path / "r.yaml").write_text(text)
+    before = rows(db)
+    for command in (["coord-check", str(tmp_path / "r.yaml"), "--no-store"],
+                    ["sweep", str(tmp_path / "r.yaml"), "--db", f"sqlite:///{db}"]):
+        one_line_exit_2(runner.invoke(app, command), expected)
+    assert rows(db) == before
+
+
+def test_coord_check_widths_larger_than_memory(tmp_path: Path, runner: CliRunner) -> None:
+    (tmp_path / "r.yaml").write_text(mutate())
+    result = runner.invoke(app, ["coord-check", str(tmp_path / "r.yaml"), "--no-store", "--widths", "16,2000000"])
+    one_line_exit_2(result, "--widths: the coordinate check's largest model (width 2000000")
+
+
+def test_big_real_recipes_stay_valid() -> None:
+    """The bounds are against absurd input, not big models: a frontier-sized target and a long run pass."""
+    parse_recipe(mutate(target={"width": 65536, "depth": 1000, "batch_size": 16384, "seq_len": 1_048_576,
+                                "tokens": 30 * 10**12},
+                        train={"steps": 10_000_000, "warmup_steps": 100_000, "schedule": "cosine"},
+                        search__samples=10_000, model__vocab_size=1_000_000,
+                        scales__vary={"width": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]}))
+
+
+def test_a_sweep_stored_with_inf_reads_back_in_one_line(tmp_path: Path, runner: CliRunner) -> None:
+    """An earlier version stored `loguniform: [1e-4, .inf]` as JSON null: reading that sweep back names the sweep
+    and the field in one line; the commands that only list it still work."""
+    from mutransfer.storage import Store, TrialRecord
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    doc = json.loads(parse_recipe(yaml.safe_dump(GOOD)).model_dump_json())
+    doc["search"]["space"]["lr"]["loguniform"][1] = None  # what model_dump_json wrote for inf
+    store = Store.open(url)
+    sweep = store.create_sweep("old", "x", json.dumps(doc), "h", 1, "val_loss")
+    store.add_trials(sweep.id, [TrialRecord("mup/a/000", "mup/a", "mup", 16, 2, 32, 1, 20, 0, 0, 0, {"lr": 0.01})])
+    store.finish_trial(sweep.id, "mup/a/000", "completed", metric=1.0, steps=20)
+    expected = "sweep 'old': its stored recipe no longer validates (search.space.lr.loguniform.1:"
+    with pytest.raises(RecipeError, match=r"^sweep 'old': its stored recipe no longer validates"):
+        api.recipe_of(store.get_sweep("old"))
+    store.close()
+    for args in (["ls"], ["show", "old"]):
+        result = runner.invoke(app, [*args, "--db", url])
+        assert result.exit_code == 0, result.output
+    for args in (["fit", "old"], ["export", "old"], ["export", "old", "--format", "nanogpt"],
+                 ["verify", "old", "--width", "64"]):
+        one_line_exit_2(runner.invoke(app, [*args, "--db", url]), expected)
+
+
+def test_verify_beyond_the_widest_bound_is_one_line() -> None:
+    from mutransfer.verify import VerifyError, verify_scale
+
+    with pytest.raises(VerifyError, match=r"^invalid size \{'width': 2097152\}: width: 2097152 is above 1048576") as e:
+        verify_scale(parse_recipe(yaml.safe_dump(GOOD)), {"width": 2**21})
+    assert "\n" not in str(e.value)
+
+
+def test_a_sweep_stored_before_a_check_on_new_sweeps_still_reads_back() -> None:
+    """Checks about starting a sweep (warmup within the run, the sweep's size) do not refuse one that ran."""
+    from mutransfer.recipe import stored_recipe
+
+    doc = json.loads(parse_recipe(yaml.safe_dump(GOOD)).model_dump_json())
+    doc["train"].update(warmup_steps=30, schedule="cosine")  # longer than the 20-step run: refused in a new recipe
+    assert stored_recipe(json.dumps(doc), "old").train.warmup_steps == 30
+    with pytest.raises(RecipeError, match="train.warmup_steps: 30 warmup steps is longer"):
+        parse_recipe(yaml.safe_dump(doc))
 
 
 @pytest.mark.parametrize(("case", "args", "expected"), CLI_ARGS, ids=[c[0] for c in CLI_ARGS])

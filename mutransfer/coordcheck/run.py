@@ -163,6 +163,7 @@ def run_coord_check(
     if widths is not None and depths is not None:
         raise CheckError(f"{option('widths')}, {option('depths')}: give one of them (a check varies one axis at a time)")
     axis = "depth" if depths is not None else "width"
+    given = widths is not None or depths is not None  # else sized from model.base_width
     blow_up = (DEPTH_BLOW_UP if axis == "depth" else BLOW_UP) if blow_up is None else blow_up
     vanish = (DEPTH_VANISH if axis == "depth" else VANISH) if vanish is None else vanish
     t0 = time.perf_counter()
@@ -185,6 +186,8 @@ def run_coord_check(
         ds.check(seq_len)
     make_cfg = _make_cfg(recipe, parametrization, ds, axis)
     family = recipe.model.family
+    device = device or _device(recipe)
+    _check_memory(recipe, make_cfg, widths, axis, given=given, device=device)
 
     def batch_fn(_cfg: Any, generator: Any) -> Any:
         return ds.get_batch("train", scale.batch_size, seq_len, generator)
@@ -206,7 +209,7 @@ def run_coord_check(
         with _mup_readout_assertion_off():
             cc = coord_check(make_cfg, widths, family, steps=steps, lr=lr, optimizer=optimizer,
                              batch_size=scale.batch_size, seeds=tuple(seeds), batch_fn=batch_fn, metric="change",
-                             device=device or _device(recipe), track_steps=track_steps, axis=axis)
+                             device=device, track_steps=track_steps, axis=axis)
     except Exception as e:
         raise CheckError(f"coordinate check: the {family} model did not train at {axis}s {widths}: "
                          f"{type(e).__name__}: {_one_line(e)}") from e
@@ -235,6 +238,34 @@ def run_coord_check(
         plain_readouts=plain_readouts, blow_up=blow_up, vanish=vanish, seconds=time.perf_counter() - t0,
         axis=axis, width=scale.width if axis == "depth" else None, depth_scaling=recipe.model.depth_scaling,
     )
+
+
+def _check_memory(recipe: Recipe, make_cfg: Any, sizes: Sequence[int], axis: str, *, given: bool,
+                  device: str) -> None:
+    """A CheckError, before anything is allocated, when the largest model of the check surely does not fit in the
+    memory free on `device` (mutransfer.coordcheck.memory); it names what sized it: model.base_width (the default
+    widths), or the widths or depths given."""
+    from mutransfer.coordcheck.memory import free_bytes, gigabytes, needed_bytes
+    from mutransfer.parametrization import count_params
+
+    largest = max(sizes)
+    try:
+        params = count_params(make_cfg(largest), recipe.model.family)
+    except Exception:
+        return  # a model that cannot be built on meta: the check itself will say why
+    need, free = needed_bytes(params, recipe.train.optimizer), free_bytes(device)
+    if free is None or need <= free:
+        return
+    if given:
+        field = option(axis + "s")
+        fix = f"give smaller {field}" + (" or a narrower scales.base.width (the check's width)" if axis == "depth" else "")
+    else:
+        field = "model.base_width"
+        fix = (f"lower model.base_width (the check trains base_width x {', '.join(str(w // sizes[0]) for w in sizes)})"
+               f", or give the coordinate check smaller {option('widths')}")
+    raise CheckError(f"{field}: the coordinate check's largest model ({axis} {largest}, {params:,} parameters) needs "
+                     f"at least {gigabytes(need)} for its weights, gradients and optimizer state, more than the "
+                     f"{gigabytes(free)} free on {device}: {fix}")
 
 
 def is_stream(name: str) -> bool:

@@ -6,10 +6,11 @@ parts of it. This package stays light: no torch, ray or sqlalchemy.
 The parts: `recipe` (`Recipe`: the whole, its checks across sections, its hash), `sections` (model, data, train,
 scales, target, resources), `space` (the search space and its distributions), `validation` (the strict base and
 errors that name the field path), `loading` (`parse_recipe`, `load_recipe`: YAML in, then the data paths and a
-user's builder checked).
+user's builder checked; `stored_recipe`: a sweep's recipe read back from the store), `yaml_text` (YAML to values,
+refusing duplicate keys and alias bombs), `bounds` (the largest values a recipe may ask for, and why).
 """
 
-from mutransfer.recipe.loading import load_recipe, parse_recipe, resolve_entrypoint
+from mutransfer.recipe.loading import load_recipe, parse_recipe, resolve_entrypoint, stored_recipe
 from mutransfer.recipe.recipe import Recipe
 from mutransfer.recipe.sections import (
     AXES,
@@ -48,4 +49,5 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "resolve_entrypoint",
+    "stored_recipe",
 ]

@@ -8,22 +8,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from mutransfer.recipe.recipe import Recipe
+from mutransfer.recipe.recipe import STORED, Recipe
 from mutransfer.recipe.validation import RecipeError, format_error
+from mutransfer.recipe.yaml_text import read_yaml
 
 
 def parse_recipe(text: str, *, default_name: str = "sweep", source: str = "recipe") -> Recipe:
     """Validate recipe YAML text. Raises RecipeError with a one-line `field.path: problem` message."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from e
+    raw = read_yaml(text, source)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping with model, train, search, scales and target")
     raw.setdefault("name", default_name)
@@ -40,10 +34,24 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{p}: cannot read recipe: {getattr(e, 'strerror', None) or e}") from e
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{p}: cannot read recipe: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start}): a recipe is YAML saved as UTF-8") from e
+    except OSError as e:
+        raise RecipeError(f"{p}: cannot read recipe: {e.strerror or e}") from e
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in p.stem) or "sweep"
     return parse_recipe(text, default_name=name, source=str(p))
+
+
+def stored_recipe(recipe_json: str, sweep: str) -> Recipe:
+    """The recipe stored with sweep `sweep`, validated again (less the checks that are about starting a sweep: it
+    ran); a RecipeError naming the sweep and the field when it no longer validates (e.g. stored by a version that
+    let `inf` through, which JSON keeps as null)."""
+    try:
+        return Recipe.model_validate_json(recipe_json, context={STORED: True})
+    except ValidationError as e:
+        raise RecipeError(f"sweep {sweep!r}: its stored recipe no longer validates ({format_error(e)}): run a new "
+                          "sweep from a corrected recipe") from e
 
 
 def _check_environment(recipe: Recipe, source: str) -> None:

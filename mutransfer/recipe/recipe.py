@@ -6,13 +6,16 @@ import hashlib
 import json
 import math
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mutransfer.gpt_shape import options_problem
+from mutransfer.recipe.bounds import MAX_TRIALS
 from mutransfer.recipe.sections import KNOWN_HPARAMS, Data, Model, Resources, Scale, Scales, Target, Train
 from mutransfer.recipe.space import Search
 from mutransfer.recipe.validation import Strict, at
 
+# The validation context of a recipe read back from the store (mutransfer.recipe.loading.stored_recipe).
+STORED = "stored"
 # Model keys added after recipes were first stored: left out of the hash while at their default, so a recipe that
 # does not use them keeps the hash (and the resumable sweep) it had.
 _NEW_MODEL_DEFAULTS = {"depth_scaling": "none", "base_depth": None, "residual": False, "eps_scaling": "none"}
@@ -37,7 +40,12 @@ class Recipe(Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> Recipe:
+    def _consistent(self, info: ValidationInfo) -> Recipe:
+        # A recipe read back from the store (context STORED) ran already: the checks added since that are about
+        # starting a sweep (its size, its warmup) do not refuse it, or a sweep of an earlier version would not read.
+        new = not (info.context or {}).get(STORED)
+        if new:
+            self._bounded()  # before scales.points() enumerates a grid that may have no end
         m, d = self.model, self.data
         if m.family == "mlp" and d.kind != "digits":
             raise at("data.kind", f"the mlp family trains on digits, not {d.kind!r} (use family: gpt)")
@@ -91,7 +99,37 @@ class Recipe(Strict):
             problem = options_problem(m.options, sizes)
             if problem is not None:
                 raise at(*problem)
+        if new:
+            self._warmup_fits()
         return self
+
+    def _bounded(self) -> None:
+        """The sweep's size within MAX_TRIALS, counted without enumerating it."""
+        vary = self.scales.vary
+        if self.scales.mode == "grid" and vary:
+            points = 1 + math.prod(len(v) for v in vary.values())  # an upper bound: the base may be in the grid
+            if points > MAX_TRIALS:
+                raise at("scales.vary", f"a grid of {points - 1} scale points is more than a sweep may have "
+                                        f"({MAX_TRIALS} trials, mutransfer.recipe.bounds.MAX_TRIALS)")
+        points = len(self.scales.points())
+        s = self.search
+        trials = len(self.model.parametrizations) * points * s.samples * s.repeats
+        if trials > MAX_TRIALS:
+            raise at("search.samples", f"{s.samples} samples x {s.repeats} repeats x {points} scale points x "
+                                       f"{len(self.model.parametrizations)} parametrizations is {trials} trials, more "
+                                       f"than a sweep may have ({MAX_TRIALS}, mutransfer.recipe.bounds.MAX_TRIALS)")
+
+    def _warmup_fits(self) -> None:
+        """Warmup no longer than the shortest proxy's run: past it the trial would never reach its LR."""
+        warm = self.train.warmup_steps
+        if not warm:
+            return
+        points = self.scales.points()
+        shortest = min(points, key=self.steps_at)
+        steps = self.steps_at(shortest)
+        if warm > steps:
+            which = f" (proxy {shortest.tag()})" if len({self.steps_at(p) for p in points}) > 1 else ""
+            raise at("train.warmup_steps", f"{warm} warmup steps is longer than the run: {steps} steps{which}")
 
     def hash(self) -> str:
         """Identity of the sweep: the same validated recipe (whatever its comments or key order) gives the same hash."""

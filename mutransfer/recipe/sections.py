@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sysconfig
 from pathlib import Path
@@ -10,7 +11,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mutransfer.recipe.validation import PositiveFloat, PositiveInt, Strict, at
+from mutransfer.recipe.validation import (
+    SIZE_CHECKS,
+    BatchSize,
+    Depth,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SeqLen,
+    Strict,
+    VocabSize,
+    Width,
+    at,
+)
 
 AXES = ("width", "depth", "batch_size", "seq_len")
 BUILTIN_FAMILIES = ("mlp", "gpt")
@@ -41,12 +54,12 @@ class Model(Strict):
     # One parametrization, or both to compare them side by side in one sweep.
     parametrization: Literal["mup", "sp"] | list[Literal["mup", "sp"]] = "mup"
     # The width at which µP and SP coincide; mup's width multiplier is width / base_width.
-    base_width: PositiveInt = 64
+    base_width: Width = 64
     # Fixed sizes. GPT: give head_dim (heads grow with width) or n_heads (head size grows with width).
     head_dim: PositiveInt | None = None
     n_heads: PositiveInt | None = None
     ffn_ratio: PositiveFloat = 4.0
-    vocab_size: PositiveInt | None = None  # tokens data: taken from meta.pkl or the data when not given
+    vocab_size: VocabSize | None = None  # tokens data: taken from meta.pkl or the data when not given
     # Base values of the µP multipliers; a search space entry of the same name overrides them per trial.
     init_std: PositiveFloat | None = None  # std of hidden weights at base width; None: the family's default
     output_mult: PositiveFloat = 1.0
@@ -57,7 +70,7 @@ class Model(Strict):
     # alpha 1 (Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep transformers", Table 1).
     # none: the residual stream is a plain sum and the optimal LR drifts with depth. See mutransfer.parametrization.
     depth_scaling: Literal["none", "depth-mup", "completep"] = "none"
-    base_depth: PositiveInt | None = None  # the depth at which the depth multipliers are 1 (needed by depth_scaling)
+    base_depth: Depth | None = None  # the depth at which the depth multipliers are 1 (needed by depth_scaling)
     # mlp only: hidden layers as residual blocks h + m·W·relu(h) (what depth scaling acts on) instead of a plain stack.
     residual: bool = False
     # Adam's epsilon: `width` divides it by width_mult (and, with depth scaling, by (depth / base_depth) ** alpha
@@ -85,6 +98,21 @@ class Model(Strict):
             raise ValueError(
                 f"unknown family {v!r}: use one of {', '.join(BUILTIN_FAMILIES)} or a builder 'package.module:function'"
             )
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Free-form, so pydantic's finite-float rule does not reach here: an inf would be stored as JSON null.
+        stack: list[tuple[str, Any]] = [(f"model.options.{k}", x) for k, x in v.items()]
+        while stack:
+            path, x = stack.pop()
+            if isinstance(x, float) and not math.isfinite(x):
+                raise at(path, f"{x} is not a finite number")
+            if isinstance(x, dict):
+                stack.extend((f"{path}.{k}", y) for k, y in x.items())
+            elif isinstance(x, (list, tuple)):
+                stack.extend((f"{path}.{i}", y) for i, y in enumerate(x))
         return v
 
     @field_validator("parametrization")
@@ -147,7 +175,7 @@ class Train(Strict):
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
     adam_eps: PositiveFloat = 1e-8
     schedule: Literal["constant", "cosine", "linear", "warmup"] = "constant"
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    warmup_steps: NonNegativeInt = 0
     min_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.1  # cosine/linear decay to this fraction of the LR
     grad_clip: PositiveFloat | None = 1.0
     eval_interval: PositiveInt = 50
@@ -173,10 +201,10 @@ class Train(Strict):
 
 
 class Scale(Strict):
-    width: PositiveInt
-    depth: PositiveInt = 2
-    batch_size: PositiveInt = 32
-    seq_len: PositiveInt = 1  # tokens per example (gpt); 1 for the mlp
+    width: Width
+    depth: Depth = 2
+    batch_size: BatchSize = 32
+    seq_len: SeqLen = 1  # tokens per example (gpt); 1 for the mlp
     # Training length as a scale axis (the token horizon): optimizer steps of this proxy; None: train.steps/tokens.
     steps: PositiveInt | None = None
 
@@ -201,6 +229,11 @@ class Scales(Strict):
                 raise at(f"scales.vary.{axis}", "give at least one value")
             if len(set(values)) != len(values):
                 raise at(f"scales.vary.{axis}", f"repeated values {values}")
+            if axis in SIZE_CHECKS:
+                try:
+                    SIZE_CHECKS[axis](max(values))
+                except ValueError as e:
+                    raise at(f"scales.vary.{axis}", str(e)) from e
         return {axis: sorted(values) for axis, values in v.items()}
 
     def points(self) -> list[Scale]:
@@ -220,10 +253,10 @@ class Scales(Strict):
 
 
 class Target(Strict):
-    width: PositiveInt
-    depth: PositiveInt
-    batch_size: PositiveInt
-    seq_len: PositiveInt = 1
+    width: Width
+    depth: Depth
+    batch_size: BatchSize
+    seq_len: SeqLen = 1
     tokens: PositiveInt | None = None  # training tokens of the target run (examples for an MLP)
 
 

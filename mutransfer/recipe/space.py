@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
 
-from mutransfer.recipe.validation import PositiveFloat, PositiveInt, Strict
+from mutransfer.recipe.bounds import MAX_REPEATS, MAX_SAMPLES
+from mutransfer.recipe.validation import PositiveFloat, PositiveInt, Strict, at_most
 
 
 class LogUniform(Strict):
@@ -32,25 +34,52 @@ class Uniform(Strict):
 
 
 class Choice(Strict):
-    choice: list[float | int | str | bool]
+    # Numbers, strings or booleans, each kept as the YAML gave it (checked here rather than by a union type, whose
+    # errors would name its branches, "float" or "str", instead of the value).
+    choice: list[Any]
 
     @field_validator("choice")
     @classmethod
-    def _nonempty(cls, v: list[Any]) -> list[Any]:
+    def _values(cls, v: list[Any]) -> list[Any]:
         if not v:
             raise ValueError("choice needs at least one value")
+        for x in v:
+            if not isinstance(x, (bool, int, float, str)):
+                raise ValueError(f"a choice is a number, a string or a boolean, not {x!r}")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"{x} is not a finite number")
         return v
 
 
 Dist = LogUniform | Uniform | Choice
+_KINDS = {"loguniform": "LogUniform", "uniform": "Uniform", "choice": "Choice"}
+
+
+def _kind(v: Any) -> str | None:
+    """Which distribution `v` is: the one whose key it has. Its errors are then that branch's alone (pydantic would
+    otherwise report the first branch: `{choice: []}` read "loguniform: required field is missing")."""
+    if isinstance(v, dict):
+        return next((tag for key, tag in _KINDS.items() if key in v), None)
+    return type(v).__name__ if isinstance(v, (LogUniform, Uniform, Choice)) else None
+
+
+# The tags are the class names: format_error leaves capitalized names out of the path, as it reads in the YAML.
+Distribution = Annotated[
+    Annotated[LogUniform, Tag("LogUniform")] | Annotated[Uniform, Tag("Uniform")] | Annotated[Choice, Tag("Choice")],
+    Discriminator(_kind, custom_error_type="distribution",
+                  custom_error_message="give a distribution: {loguniform: [low, high]}, {uniform: [low, high]} or "
+                                       "{choice: [values]}"),
+]
 
 
 class Search(Strict):
     method: Literal["random", "optuna"] = "random"
-    samples: PositiveInt = 8  # configurations per scale point (and parametrization)
-    repeats: PositiveInt = 1  # seeds per configuration
+    # configurations per scale point (and parametrization)
+    samples: Annotated[PositiveInt, AfterValidator(at_most(MAX_SAMPLES, "the most samples a recipe may ask for"))] = 8
+    # seeds per configuration
+    repeats: Annotated[PositiveInt, AfterValidator(at_most(MAX_REPEATS, "the most repeats a recipe may ask for"))] = 1
     seed: Annotated[int, Field(ge=-(10**15), le=10**15)] = 0  # a trial's seed, seed * 1000 + repeat, is 64-bit
-    space: dict[str, Dist]
+    space: dict[str, Distribution]
 
     @field_validator("space")
     @classmethod

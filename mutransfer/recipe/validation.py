@@ -3,11 +3,13 @@ types, and errors that name the field path (`RecipeError`, `at`, `format_error`)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mutransfer.errors import MutransferError
+from mutransfer.recipe.bounds import INT64_MAX, MAX_BATCH_SIZE, MAX_DEPTH, MAX_SEQ_LEN, MAX_VOCAB, MAX_WIDTH
 
 
 class RecipeError(MutransferError, ValueError):
@@ -15,13 +17,40 @@ class RecipeError(MutransferError, ValueError):
 
 
 class Strict(BaseModel):
-    """The base of every recipe section: unknown keys refused, values frozen."""
+    """The base of every recipe section: unknown keys refused, values frozen, every float finite (an inf would run
+    trials at lr = Infinity and be stored as JSON null, which no longer reads back)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
+def at_most(limit: int, why: str) -> Callable[[int], int]:
+    """A validator refusing integers above `limit` (a bound of mutransfer.recipe.bounds), saying `why`."""
+
+    def check(v: int) -> int:
+        if v > limit:
+            raise ValueError(f"{v} is above {limit}, {why} (mutransfer.recipe.bounds)")
+        return v
+
+    return check
+
+
+_STORABLE = AfterValidator(at_most(INT64_MAX, "the largest integer the store can hold (64 bits)"))
+PositiveInt = Annotated[int, Field(gt=0), _STORABLE]
+NonNegativeInt = Annotated[int, Field(ge=0), _STORABLE]
 PositiveFloat = Annotated[float, Field(gt=0)]
+# Model sizes, bounded against typos and hostile input (see mutransfer.recipe.bounds), far above real models.
+SIZE_CHECKS = {
+    "width": at_most(MAX_WIDTH, "the widest model a recipe may ask for"),
+    "depth": at_most(MAX_DEPTH, "the deepest model a recipe may ask for"),
+    "batch_size": at_most(MAX_BATCH_SIZE, "the largest batch a recipe may ask for"),
+    "seq_len": at_most(MAX_SEQ_LEN, "the longest sequence a recipe may ask for"),
+    "vocab_size": at_most(MAX_VOCAB, "the largest vocabulary a recipe may ask for"),
+}
+Width = Annotated[PositiveInt, AfterValidator(SIZE_CHECKS["width"])]
+Depth = Annotated[PositiveInt, AfterValidator(SIZE_CHECKS["depth"])]
+BatchSize = Annotated[PositiveInt, AfterValidator(SIZE_CHECKS["batch_size"])]
+SeqLen = Annotated[PositiveInt, AfterValidator(SIZE_CHECKS["seq_len"])]
+VocabSize = Annotated[PositiveInt, AfterValidator(SIZE_CHECKS["vocab_size"])]
 
 
 class FieldError(ValueError):
