@@ -96,7 +96,7 @@ RECIPES = [
     ("absurd proxy batch", mutate(scales__base={"width": 16, "batch_size": 2**30}), "scales.base.batch_size:"),
     ("absurd sequence length", mutate(target__seq_len=2**30), "target.seq_len: 1073741824 is above 16777216"),
     ("absurd vocabulary", mutate(model__vocab_size=2**40), "model.vocab_size: 1099511627776 is above 16777216"),
-    ("steps beyond int64", mutate(train__steps=10**30), "the largest integer the store can hold (64 bits)"),
+    ("steps beyond the store's column", mutate(train__steps=10**30), "train.steps: Input should be less than 2147483648"),
     ("tokens beyond int64", mutate(target__tokens=2**63), "target.tokens: 9223372036854775808 is above"),
     ("duplicate top-level key", mutate() + "name: other\n", "name: duplicate key (lines 7 and 31)"),
     ("duplicate nested key", mutate().replace("  base_width: 16\n", "  base_width: 16\n  base_width: 9999\n"),
