@@ -39,8 +39,8 @@ class TrialMap:
 
 class TrialCallback(tune.Callback):
     """Tune's events about Ray trials as events about trials: each trial starts once, reports points, then
-    finishes (from its final report) or dies (its process did, before it could report). Subclasses say what to
-    do at each of them."""
+    finishes (from its final report), dies (its Ray trial raised before it could report) or is lost (its worker
+    process died: it runs again). Subclasses say what to do at each of them."""
 
     def __init__(self, trials: TrialMap) -> None:
         self.trials = trials
@@ -54,6 +54,8 @@ class TrialCallback(tune.Callback):
     def trial_finished(self, key: str, report: TrialReport) -> None: ...
 
     def trial_died(self, key: str, error: str) -> None: ...
+
+    def trial_lost(self, key: str, error: str, started: bool) -> None: ...
 
     def _start(self, key: str) -> None:
         if key in self._started or key in self._done:
@@ -82,20 +84,57 @@ class TrialCallback(tune.Callback):
         self.trial_finished(key, report)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        # The trial's process died (killed, out of memory, lost node): the trainable could not report. Every trial
-        # of its pack that had not finished goes down with it.
+        # The Ray trial ended before every trial of its pack reported its outcome. Either its worker process died
+        # (killed, out of memory, lost node: `worker_lost`), and those trials are lost to an infrastructure fault,
+        # to run again; or the trainable itself raised outside a trial's own `try`, and they failed. The trials of
+        # the pack that finished before keep their results.
         keys = [k for k in self.trials.keys(trial) if k not in self._done]
         if not keys:
             return
-        err = None
-        try:
-            err = trial.get_error()
-        except Exception:  # the error file may be gone with the node
-            err = None
+        err = trial_error(trial)
+        lost = worker_lost(err)
         msg = str(err or "trial process died without reporting").strip()
         for key in keys:
             self._done.add(key)
-            self.trial_died(key, msg)
+            if lost:
+                self.trial_lost(key, f"{LOST} {msg}", started=key in self._started)
+            else:
+                self.trial_died(key, msg)
+
+
+# How a lost trial's error begins, while it waits (pending) to run again: `show` and the dashboard tell why.
+LOST = "worker process died, to run again:"
+
+
+def trial_error(trial: Any) -> BaseException | None:
+    """The exception Tune recorded for a Ray trial, None if it recorded none. Tune writes it to the trial's folder on
+    the driver (`pickled_error_file`) at once; its own readers look in the storage folder, synced later."""
+    from ray import cloudpickle
+
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception:  # no such file, or an error that does not unpickle here
+        pass
+    try:
+        return trial.get_error()  # the text, as a TuneError
+    except Exception:
+        return None
+
+
+def worker_lost(err: BaseException | None) -> bool:
+    """Whether a Ray trial ended by an infrastructure fault (its worker process or node died: no exception of the
+    trial's own), not by an exception its code raised (a RayTaskError)."""
+    from ray import exceptions as rx
+
+    if err is None:  # no error at all: the process went without a word
+        return True
+    if isinstance(err, rx.RayTaskError):
+        return False
+    if isinstance(err, rx.RayActorError):
+        return not err.actor_init_failed  # an actor that could not start fails the same way every time
+    return isinstance(err, (rx.WorkerCrashedError, rx.NodeDiedError, rx.OutOfMemoryError, rx.LocalRayletDiedError,
+                            rx.ObjectLostError))
 
 
 class StoreCallback(TrialCallback):
@@ -136,6 +175,10 @@ class StoreCallback(TrialCallback):
 
     def trial_died(self, key: str, error: str) -> None:
         self.store.finish_trial(self.sweep_id, key, "failed", error=error[-4000:], points=self._points.pop(key, None))
+
+    def trial_lost(self, key: str, error: str, started: bool) -> None:
+        self._points.pop(key, None)
+        self.store.requeue_trial(self.sweep_id, key, error[:4000])
 
     def _flush(self, key: str) -> None:
         points = self._points.pop(key, None)
@@ -218,6 +261,13 @@ class Progress:
                   file=sys.stderr, flush=True)
         self.refresh()
 
+    def lost(self, key: str, started: bool) -> None:
+        """Trial `key` lost its worker process: not done, it runs again."""
+        self.running = max(0, self.running - int(started))
+        if self.enabled and not self.tty:
+            print(f"[{self.done}/{self.total}] {key} lost its worker process: it runs again", file=sys.stderr, flush=True)
+        self.refresh()
+
 
 class ProgressCallback(TrialCallback):
     """Shows each trial's start and outcome on a `Progress` (one display for every Tune run of a sweep)."""
@@ -235,6 +285,9 @@ class ProgressCallback(TrialCallback):
 
     def trial_died(self, key: str, error: str) -> None:
         self.progress.finished(key, "failed", None)
+
+    def trial_lost(self, key: str, error: str, started: bool) -> None:
+        self.progress.lost(key, started)
 
 
 def group_order(group: str) -> tuple[Any, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -14,6 +15,7 @@ import typer
 import typer.core
 
 from mutransfer.errors import MutransferError, UsageError
+from mutransfer.interruption import Interrupted
 from mutransfer.recipe import load_recipe
 
 # Typer ships its own copy of click; its UsageError is the base of the public typer.BadParameter.
@@ -79,6 +81,10 @@ def _user_errors(fn: F) -> F:
             text = e.render(flag).strip()
             typer.echo(f"error: {text.splitlines()[0] if text else type(e).__name__}", err=True)
             raise typer.Exit(2) from None
+        except Interrupted as e:  # SIGINT or SIGTERM of a sweep: the same command resumes it
+            command = shlex.join(["mutransfer", *sys.argv[1:]])
+            typer.echo(f"interrupted by {e.signal_name}: {e}; resume with: {command}", err=True)
+            raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -195,6 +201,7 @@ def sweep(
     First, for a µP recipe, the coordinate check (`mutransfer coord-check`): a model that fails it is refused.
     """
     from mutransfer import api
+    from mutransfer.sweep import WORKER_RETRIES
     from mutransfer.tables import best_trials_table
 
     summary = api.sweep(recipe, db=db, name=name, address=address, progress=not quiet, check=not skip_check,
@@ -206,6 +213,10 @@ def sweep(
             f"{summary.wall_time:.0f}s")
     if summary.best:
         c.print(best_trials_table(summary))
+    if summary.left:
+        typer.echo(f"error: {summary.left} trial(s) not finished: their worker process died {1 + WORKER_RETRIES} "
+                   f"times; run the same command again to retry them", err=True)
+        raise typer.Exit(1)
     c.print(f"next: mutransfer fit {summary.name}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -26,7 +27,17 @@ TUNE_ENVIRONMENT = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "0",
     "TUNE_MAX_PENDING_TRIALS_PG": "8",
+    # Tune's own SIGINT handler ends the run as if it had finished (and points to a restore folder nobody uses):
+    # the sweep's (mutransfer.interruption) stops it instead, marks the sweep interrupted and exits 130.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
+# The scratch folders of sweeps (scratch_dir): this prefix, and a file in each naming the process that owns it.
+SCRATCH_PREFIX = "mutransfer-ray-"
+SCRATCH_OWNER = "owner"
+
+# Whether init_ray connected this process to Ray (started it here, or joined a cluster), not whoever called
+# ray.init before: stop_ray ends only what init_ray began.
+_initialized_here = False
 
 
 class SweepError(MutransferError, RuntimeError):
@@ -48,6 +59,7 @@ def set_tune_environment() -> None:
 
 def init_ray(recipe: Recipe, address: str | None) -> None:
     """Join a cluster at `address`, or start Ray in this process on the local machine."""
+    global _initialized_here
     if address and address.startswith("ray://"):
         # Under Ray Client, Tune's driver loop (and so the StoreCallback) would run on the head node, not here:
         # results would not come back to this process's database.
@@ -57,6 +69,7 @@ def init_ray(recipe: Recipe, address: str | None) -> None:
     set_tune_environment()
     if ray.is_initialized():
         return
+    _initialized_here = True  # before ray.init: an interrupt inside it still ends what it began
     # Tune reads back per-trial result files that we keep off (the database has the results), and a local
     # in-process cluster's token auth is on by default: neither is news to a user.
     for noisy in ("ray.tune.analysis.experiment_analysis", "ray._private.authentication.authentication_token_setup"):
@@ -112,6 +125,15 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def stop_ray() -> None:
+    """End this driver's Ray: the processes of a Ray it started here (raylet, workers, ...) stop; a cluster it
+    joined keeps running (its workers for this job are ended by the disconnect)."""
+    global _initialized_here
+    if _initialized_here and ray.is_initialized():
+        ray.shutdown()
+    _initialized_here = False
+
+
 def _has_cuda() -> bool:
     try:
         import torch
@@ -157,8 +179,42 @@ def cluster_slots(recipe: Recipe) -> int:
 def scratch_dir(storage_dir: str | None) -> Path:
     """Tune's experiment folder holds nothing the database lacks (resume comes from the store): a scratch folder,
     for the caller to remove at the end, under `storage_dir` or $MUTRANSFER_RAY_DIR if the user wants it elsewhere
-    than the temp dir."""
+    than the temp dir.
+
+    A driver killed outright (SIGKILL, a lost machine) cannot remove its folder: each folder names its owner (host
+    and process id), and the next run removes the folders there whose owner on this host is gone."""
     base = storage_dir or os.environ.get("MUTRANSFER_RAY_DIR")
     if base:
         Path(base).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="mutransfer-ray-", dir=base))
+    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base))
+    (folder / SCRATCH_OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    remove_dead_scratch(folder.parent)
+    return folder
+
+
+def remove_dead_scratch(base: Path) -> list[Path]:
+    """Remove the scratch folders under `base` left by a driver of this host that is no longer running. Returns them.
+
+    Folders of other hosts (a shared file system) and of live processes are left alone; so is any folder without
+    an owner file (an earlier version's, or one not ours)."""
+    host, removed = socket.gethostname(), []
+    for folder in base.glob(SCRATCH_PREFIX + "*"):
+        try:
+            owner_host, pid = (folder / SCRATCH_OWNER).read_text().split()
+            alive = owner_host != host or _alive(int(pid))
+        except (OSError, ValueError):
+            continue
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -23,10 +23,11 @@ from typing import Any
 
 from ray import tune
 
-from mutransfer.callbacks import Progress, ProgressCallback, StoreCallback, TrialMap
+from mutransfer.callbacks import LOST, Progress, ProgressCallback, StoreCallback, TrialMap
 from mutransfer.errors import MutransferError, option
+from mutransfer.interruption import Interrupted, as_interrupted, handlers_kept, interruptible
 from mutransfer.plan import TrialSpec, groups, plan, spec_for
-from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir
+from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir, stop_ray
 from mutransfer.recipe import Choice, LogUniform, Recipe, Uniform
 from mutransfer.storage import (
     FINISHED_STATUSES,
@@ -43,6 +44,9 @@ log = logging.getLogger("mutransfer.sweep")
 
 # At most this many trials run one after another in one Ray trial (see packs_for).
 TRIALS_PER_TASK = 16
+# Trials whose worker process died (killed, out of memory, lost node) run again in the same run, at most this many
+# more times; any still lost after that stay pending, for the next run.
+WORKER_RETRIES = 2
 
 
 @dataclass
@@ -56,12 +60,21 @@ class SweepSummary:
     wall_time: float
     skipped: int = 0
 
+    @property
+    def left(self) -> int:
+        """Trials not finished: pending ones lost their worker process more than WORKER_RETRIES times."""
+        return self.counts.get("pending", 0) + self.counts.get("running", 0)
 
+
+@interruptible()
 def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | None = None,
               storage_dir: str | None = None, progress: bool = True,
               checks: list[CheckRecord] | None = None) -> SweepSummary:
-    """Run (or resume) the sweep of `recipe`. Returns when every planned trial is finished.
+    """Run (or resume) the sweep of `recipe`. Returns when every planned trial is finished, or lost its worker
+    process more than WORKER_RETRIES times (those are left pending: `SweepSummary.left`).
 
+    SIGINT and SIGTERM raise `Interrupted` (mutransfer.interruption): the sweep is left `interrupted`, its running
+    trials pending, Ray's processes ended and the scratch folder removed; the same call resumes it.
     `checks` (e.g. the coordinate check that gated this run) are stored with the sweep once its row exists.
     """
     t0 = time.time()
@@ -96,9 +109,13 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
         try:
             ran = run_trials(recipe, store, sweep.id, specs, role="sweep", address=address, storage_dir=storage_dir,
                              progress=progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             store.set_sweep_status(sweep.id, "interrupted")
-            raise
+            stop_ray()
+            done = len(specs) - len(_unfinished(store, sweep.id, specs))
+            ran = e.ran if isinstance(e, Interrupted) else 0
+            raise as_interrupted(e, f"sweep {name!r} (id {sweep.id}) stopped with {done} of {len(specs)} trials "
+                                    f"finished, {ran} of them in this run", ran) from None
         left = len(_unfinished(store, sweep.id, specs))
         store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
     return _summary(store, sweep.id, name, len(specs), ran, t0)
@@ -119,13 +136,16 @@ def _create(store: Store, recipe: Recipe, name: str, recipe_text: str, specs: li
         return found
 
 
+@interruptible()
 def run_trials(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpec], *, role: str,
                address: str | None = None, storage_dir: str | None = None, progress: bool = True) -> int:
     """Run the trials `specs` of a sweep (role "sweep"), or trials of another role whose values are fixed (e.g.
     "verify": verification trials) into an existing sweep; resumable: those finished before are skipped.
 
     Stores the trials that are not stored yet. With an Optuna search the sweep's trials get their values as they
-    start; all others run in packs. Returns how many ran now. Holds the sweep's lease (unless its caller does).
+    start; all others run in packs. Trials whose worker process died run again (WORKER_RETRIES). Returns how many
+    finished now. Holds the sweep's lease (unless its caller does). SIGINT and SIGTERM raise `Interrupted` once the
+    running trials are back to pending, Ray is stopped and the scratch folder removed.
     """
     if not store.holds_lease(sweep_id):
         with DriverLease(store, sweep_id):
@@ -144,6 +164,9 @@ def run_trials(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpe
     todo = _unfinished(store, sweep_id, specs)
     if not todo:
         return 0
+    lost = _lost(store, sweep_id, todo)
+    if lost:
+        log.warning("%d trial(s) lost their worker process in an earlier run: running them again", lost)
     keys = {s.key for s in specs}
     counts = {status: len(keys & store.trial_keys(sweep_id, statuses=status)) for status in FINISHED_STATUSES}
     storage = scratch_dir(storage_dir)
@@ -151,21 +174,51 @@ def run_trials(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpe
     resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
     threads = max(1, int(res.cpus))
     name = f"{role}-{sweep_id}"
-    with Progress(len(specs), len(specs) - len(todo), counts, recipe.train.metric, enabled=progress) as prog:
+    done_before = len(specs) - len(todo)
+
+    def ran() -> int:
+        return len(specs) - len(_unfinished(store, sweep_id, specs)) - done_before
+
+    with Progress(len(specs), done_before, counts, recipe.train.metric, enabled=progress) as prog:
         try:
-            # Only the sweep's own trials are searched for; any others come with their values.
-            if role == "sweep" and recipe.search.method == "optuna":
-                _run_optuna(recipe, store, sweep_id, todo, resources, threads, storage, name, prog)
-            else:
-                _run_packed(recipe, store, sweep_id, todo, resources, threads, storage, name, prog)
+            for attempt in range(1 + WORKER_RETRIES):
+                if attempt:
+                    store.reset_unfinished(sweep_id)  # nothing runs between two Tune runs
+                    todo = _unfinished(store, sweep_id, specs)
+                    if not todo:
+                        break
+                    log.warning("%d trial(s) lost their worker process: running them again (retry %d of %d)",
+                                len(todo), attempt, WORKER_RETRIES)
+                run = name if attempt == 0 else f"{name}-retry{attempt}"
+                # Only the sweep's own trials are searched for; any others come with their values.
+                if role == "sweep" and recipe.search.method == "optuna":
+                    _run_optuna(recipe, store, sweep_id, todo, resources, threads, storage, run, prog)
+                else:
+                    _run_packed(recipe, store, sweep_id, todo, resources, threads, storage, run, prog)
+        except KeyboardInterrupt as e:
+            # Ray first: a worker still running could write into the scratch folder after it is removed.
+            stop_ray()
+            store.reset_unfinished(sweep_id)
+            done = len(specs) - len(_unfinished(store, sweep_id, specs))
+            raise as_interrupted(e, f"{done} of {len(specs)} {role} trials finished, {ran()} of them in this run",
+                                 ran()) from None
         finally:
             shutil.rmtree(storage, ignore_errors=True)
-    return len(todo)
+    return ran()
 
 
 def _join_ray(recipe: Recipe, address: str | None) -> None:
-    init_ray(recipe, address)
+    with handlers_kept():  # ray.init sets a SIGTERM handler of its own (sys.exit): the sweep's stays
+        init_ray(recipe, address)
     check_resources(recipe)
+
+
+def _lost(store: Store, sweep_id: int, todo: list[TrialSpec]) -> int:
+    """How many of the trials `todo` wait to run again because their worker process died (see callbacks.LOST)."""
+    frame = store.trials_frame(sweep_id)
+    keys = {s.key for s in todo}
+    return int(sum(1 for key, error in zip(frame["key"], frame["error"], strict=True)
+                   if key in keys and isinstance(error, str) and error.startswith(LOST)))
 
 
 def _unfinished(store: Store, sweep_id: int | None, specs: list[TrialSpec]) -> list[TrialSpec]:

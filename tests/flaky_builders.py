@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import mup
 import torch
 from torch import nn
@@ -28,3 +31,21 @@ class Boom(nn.Module):
 
 def boom(cfg: BuildConfig) -> nn.Module:
     return Boom(cfg)
+
+
+class Dies(Boom):
+    """The same MLP, whose forward kills its own process, as the kernel's OOM killer would, when the trial's `die`
+    hyperparameter says so: the trial never reports, its worker process is gone."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__(cfg)
+        self.die = bool(cfg.hparams.get("die", 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
+
+
+def dies(cfg: BuildConfig) -> nn.Module:
+    return Dies(cfg)

@@ -451,6 +451,19 @@ class Store(Outputs):
 
         return self._run("reset unfinished trials", fn)
 
+    def requeue_trial(self, sweep_id: int, key: str, error: str) -> None:
+        """A trial whose worker process died back to pending, without its partial curve, to run again; `error`
+        (why) stays with it until it starts. A finished trial is left as it is."""
+
+        def fn(s: Session) -> None:
+            row = self._trial_row(s, sweep_id, key)
+            if row.status not in FINISHED_STATUSES:
+                s.execute(delete(MetricPoint).where(MetricPoint.trial_id == row.id))
+                row.status, row.error = TrialStatus.PENDING.value, error
+                row.started_at = row.finished_at = row.node = None
+
+        self._run("requeue trial", fn)
+
     def trial_keys(self, sweep_id: int, statuses: Iterable[str] | None = None) -> set[str]:
         """Keys of the sweep's trials, optionally only those in `statuses`."""
         wanted = (statuses,) if isinstance(statuses, str) else None if statuses is None else tuple(statuses)
