@@ -19,6 +19,7 @@ from mutransfer.interruption import Interrupted, interruptible
 from mutransfer.ray_setup import SCRATCH_OWNER, SCRATCH_PREFIX, remove_dead_scratch
 from mutransfer.storage import Store
 from mutransfer.testing.recipes import tiny_sweep_recipe
+from mutransfer.testing.waiting import wait_for
 
 RECIPE = tiny_sweep_recipe(name="long", train__steps=500, train__eval_interval=20, search__seed=5)
 FINISHED = ("completed", "diverged")
@@ -116,14 +117,6 @@ def _counts(store: Store) -> dict[str, int]:
     return {str(k): int(v) for k, v in store.trials_frame(sweep.id)["status"].value_counts().items()}
 
 
-def _wait_for(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _descendants(pid: int) -> list[int]:
     import psutil
@@ -156,7 +149,7 @@ def _interrupt(tmp: Path, url: str, store: Store, signum: int, *, group: bool) -
     Returns how many trials are finished."""
     before = sum(_counts(store).get(s, 0) for s in FINISHED)
     proc = _start(tmp, url)
-    _wait_for(lambda: sum(_counts(store).get(s, 0) for s in FINISHED) > before and _counts(store).get("running", 0),
+    wait_for(lambda: sum(_counts(store).get(s, 0) for s in FINISHED) > before and _counts(store).get("running", 0),
               300, "a trial finished and one running")
     ray_procs = _descendants(proc.pid)
     assert ray_procs  # Ray runs in the driver's process tree

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from sqlalchemy import text
 
 from mutransfer.storage import Store
 from mutransfer.testing.recipes import tiny_sweep_recipe
+from mutransfer.testing.waiting import wait_for
 
 TESTS = Path(__file__).resolve().parent
 STEPS, EVERY = 1500, 50
@@ -24,14 +24,6 @@ RECIPE = tiny_sweep_recipe(name="race", train__steps=STEPS, train__eval_interval
 def command(tmp: Path) -> list[str]:
     return [sys.executable, "-m", "mutransfer.cli", "sweep", "race.yaml", "-q", "--skip-check"]
 
-
-def wait_for(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def counts(store: Store) -> dict[str, int]:

@@ -7,12 +7,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mutransfer.testing.recipes import edit, tiny_sweep_recipe
+from mutransfer.testing.waiting import wait_for
 
 TESTS = Path(__file__).resolve().parent
 
@@ -38,14 +38,6 @@ def statuses(db: Path) -> dict[str, int]:
     except sqlite3.OperationalError:  # schema not made yet
         return {}
 
-
-def wait_for(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
