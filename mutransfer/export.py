@@ -420,6 +420,13 @@ def extrapolation_problem(recipe: Recipe, fit: FitResult, parametrization: str) 
             return (f"{field}: the transferred {t.hparam} {t.value:.3g} lies outside the searched range "
                     f"[{bounds[0]:.3g}, {bounds[1]:.3g}]{' (' + beyond + ')' if beyond else ''}: widen the range, "
                     "or add a larger proxy to scales.vary")
+        if bounds is not None and any(math.isclose(v, b, rel_tol=1e-9) for v in (t.value, t.base_value)
+                                      if isinstance(v, (int, float)) for b in bounds):
+            # The joint model keeps the base optimum inside the searched range (fit.model.clip): one that sits on
+            # a bound says only "this far or further", not where the optimum is.
+            return (f"{field}: the fitted optimum of {t.hparam} sits at the edge of the searched range "
+                    f"[{bounds[0]:.3g}, {bounds[1]:.3g}], so it may lie beyond it: widen the range and run the sweep "
+                    "again")
         if t.lo is None or t.hi is None:
             continue
         if t.kind == "log":

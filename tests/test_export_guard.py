@@ -90,3 +90,15 @@ def test_an_output_in_a_missing_folder_is_refused_before_anything_is_stored(tmp_
         assert counts(path) == (0, 0)
     assert "the folder" in CliRunner().invoke(app, ["export", "g", "-o", str(tmp_path / "no" / "t.yaml"),
                                                     "--db", url]).output
+
+
+def test_an_optimum_on_the_edge_of_the_range_is_refused(tmp_path: Path) -> None:
+    # The optimum 2^-7 = 0.0078 lies just above a range ending at 0.006: the fit keeps the base optimum inside the
+    # range, on its bound, which says "this far or further", not where the optimum is.
+    path = tmp_path / "g.db"
+    url = make(path, 1e-4, 6e-3)
+    res = CliRunner().invoke(app, ["export", "g", "--format", "yaml", "--db", url])
+    lines = [x for x in res.output.strip().splitlines() if x.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "search.space.lr" in lines[0] and "sits at the edge of the searched range" in lines[0]
+    assert "--allow-extrapolation" in lines[0] and counts(path) == (0, 0)
