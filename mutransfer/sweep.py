@@ -94,13 +94,15 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     if recipe.search.method == "optuna":
         specs = [replace(s, hparams={}) for s in specs]
     owner = LeaseOwner.here()
-    if sweep is None or empty:
+    joined = sweep is None or empty
+    if joined:
         _join_ray(recipe, address)  # before anything is written (see run_trials)
         sweep = _create(store, recipe, name, recipe_text, specs, owner, replace_empty=empty)
-    # The lease before anything of the sweep is touched: a second driver is refused here, having changed nothing.
+    # The lease before anything of the sweep is touched: a second driver is refused here, having changed nothing
+    # (and before it joins Ray, which takes seconds).
     with DriverLease(store, sweep.id, owner):
         todo = _unfinished(store, sweep.id, specs)
-        if todo:
+        if todo and not joined:
             _join_ray(recipe, address)
         for check in checks or ():
             store.save_check(sweep.id, check.kind, check.parametrization, check.passed, check.summary, check.result)

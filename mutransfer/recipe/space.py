@@ -11,26 +11,18 @@ from mutransfer.recipe.bounds import MAX_REPEATS, MAX_SAMPLES
 from mutransfer.recipe.validation import PositiveFloat, PositiveInt, Strict, at_most
 
 
-class LogUniform(Strict):
-    loguniform: tuple[PositiveFloat, PositiveFloat]
+def _ordered(v: tuple[float, float]) -> tuple[float, float]:
+    if not v[0] < v[1]:
+        raise ValueError(f"low must be below high, got [{v[0]}, {v[1]}]")
+    return v
 
-    @field_validator("loguniform")
-    @classmethod
-    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not v[0] < v[1]:
-            raise ValueError(f"low must be below high, got [{v[0]}, {v[1]}]")
-        return v
+
+class LogUniform(Strict):
+    loguniform: Annotated[tuple[PositiveFloat, PositiveFloat], AfterValidator(_ordered)]
 
 
 class Uniform(Strict):
-    uniform: tuple[float, float]
-
-    @field_validator("uniform")
-    @classmethod
-    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not v[0] < v[1]:
-            raise ValueError(f"low must be below high, got [{v[0]}, {v[1]}]")
-        return v
+    uniform: Annotated[tuple[float, float], AfterValidator(_ordered)]
 
 
 class Choice(Strict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,22 +106,24 @@ def upgrade(target: Engine | str | URL, revision: str = "head") -> None:
     """Create the schema or bring it to `revision`; a database already there is left alone."""
     from alembic import command
 
-    with _engine_for(target) as engine, engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-        check_known(_current(conn), engine.url)
-        command.upgrade(alembic_config(conn), revision)
+    _migrate(target, command.upgrade, revision)
 
 
 def downgrade(target: Engine | str | URL, revision: str = "base") -> None:
     """Undo migrations down to `revision` (`base`: drop every table). For tests and recovery."""
     from alembic import command
 
+    _migrate(target, command.downgrade, revision)
+
+
+def _migrate(target: Engine | str | URL, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run an Alembic command in one transaction, under PostgreSQL's migration lock (two drivers starting at
+    once must not both create the schema), on a database whose revision this mutransfer knows."""
     with _engine_for(target) as engine, engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         check_known(_current(conn), engine.url)
-        command.downgrade(alembic_config(conn), revision)
+        step(alembic_config(conn), revision)
 
 
 def ensure_head(engine: Engine, *, migrate: bool) -> None:
