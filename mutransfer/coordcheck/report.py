@@ -36,8 +36,30 @@ DEPTH_VANISH = -0.65
 # Roles of a layer, from which of its parameters' dimensions grow with width.
 ROLE_WORDS = {
     "readout": "readout", "hidden": "hidden", "input": "input", "vector": "norm/bias", "other": "no weights",
-    "output": "model output", "stream": "residual stream",
+    "output": "model output", "stream": "residual stream", "attention": "attention logits",
 }
+ATTENTION_SUFFIX = "attn_logits"  # an attention call's row: "<module>.attn_logits" (mutransfer.coordcheck.attention)
+
+
+def is_attention(name: str) -> bool:
+    """Whether a measured layer's name is an attention call's ("h.0.attn.attn_logits", "...attn_logits#2")."""
+    return name.rsplit(".", 1)[-1].split("#", 1)[0] == ATTENTION_SUFFIX
+
+
+def site_of(name: str) -> str:
+    """The module an attention call ran in ("" at the model's top level)."""
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def log_slope(widths: Sequence[float], values: Sequence[float]) -> float:
+    """The least-squares slope of log(value) against log(width); inf when a value is not finite."""
+    if not all(math.isfinite(v) for v in values):
+        return float("inf")
+    xs = [math.log(w) for w in widths]
+    ys = [math.log(max(v, 1e-30)) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +67,7 @@ class LayerCheck:
     """One layer of a check: its change per width (or depth), the slope of that in log-log, and the verdict."""
 
     name: str  # module name (as `named_modules` gives it), or "logits" for the model's output
-    role: str  # readout | hidden | input | vector | other | output | stream (over depth)
+    role: str  # readout | hidden | input | vector | other | output | stream (over depth) | attention
     module: str  # the module's class name
     slope: float  # of log(value) vs log(width)
     values: list[float]  # per width, mean over seeds
@@ -60,7 +82,9 @@ class LayerCheck:
 
     @property
     def has_weights(self) -> bool:
-        return self.role in ("readout", "hidden", "input", "vector", "output")
+        """A layer with weights of its own, or the attention logits (what q, k and the scale make): the names a
+        one-line message gives before containers and activations."""
+        return self.role in ("readout", "hidden", "input", "vector", "output", "attention")
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,10 @@ class CoordCheckReport:
     axis: str = "width"  # width | depth
     width: int | None = None  # depth: the width every depth is built at
     depth_scaling: str = "none"  # the recipe's model.depth_scaling
+    # µP only, and stored checks from before these have none: plain readouts tied to an embedding (readout ->
+    # embedding), and hidden weights whose init std does not shrink like 1/sqrt(fan_in) ("param: in words").
+    tied_readouts: dict[str, str] = field(default_factory=dict)
+    init_problems: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------------------------------ verdicts
 
@@ -109,7 +137,8 @@ class CoordCheckReport:
     @property
     def stable(self) -> bool:
         """No judged layer blows up, vanishes or turns non-finite, and (µP) the model's structure is µP's."""
-        return not any(layer.bad for layer in self.layers) and not self.shape_problems and not self.plain_readouts
+        return (not any(layer.bad for layer in self.layers) and not self.shape_problems and not self.plain_readouts
+                and not self.init_problems)
 
     @property
     def passed(self) -> bool:
@@ -127,6 +156,7 @@ class CoordCheckReport:
         (else any failing layer)."""
         names = list(self.plain_readouts)
         names += [p.split(" ", 1)[0].rsplit(".", 1)[0] for p in self.shape_problems]
+        names += [p.split(":", 1)[0].rsplit(".", 1)[0] for p in self.init_problems]
         bad = self.offending()
         names += [x.name for x in ([x for x in bad if x.has_weights] or bad)]
         return list(dict.fromkeys(names))[:limit]
@@ -141,9 +171,18 @@ class CoordCheckReport:
         readouts = [x for x in up if x.role == "readout" and x.name not in self.plain_readouts]
         logits = [x for x in up if x.role == "output"]
         inputs = [x for x in up if x.role == "input"]
+        attention = [x for x in up if x.role == "attention"]
         slope = {x.name: x.slope for x in self.layers}
         for name in self.plain_readouts:
             measured = f" (slope {slope[name]:+.2f} here)" if name in slope else ""
+            embedding = self.tied_readouts.get(name)
+            if embedding is not None:
+                out.append((f"the readout layer {name!r} is a plain nn.Linear sharing the embedding {embedding!r}'s "
+                            "weight, not a mup.MuSharedReadout",
+                            f"without MuSharedReadout's 1/width its output grows with width{measured}, and mup's "
+                            "set_base_shapes refuses such a layer, so every trial would fail; tie it with "
+                            f"mup.MuSharedReadout({embedding}.weight), or untie it as a mup.MuReadout"))
+                continue
             out.append((f"the readout layer {name!r} is a plain nn.Linear, not a mup.MuReadout",
                         f"without MuReadout's 1/width its output grows with width{measured}, and mup's "
                         "set_base_shapes refuses such a layer, so every trial would fail; use mup.MuReadout for the "
@@ -154,18 +193,37 @@ class CoordCheckReport:
                         "the base and delta models (built at base_width and 2 x base_width) have the same size "
                         "there, so mup does not scale that weight's learning rate; make every width dimension "
                         "differ between them: " + "; ".join(self.shape_problems[:4])))
-        if hidden and not self.shape_problems:
+        if self.init_problems:
+            out.append((f"hidden weights' init does not shrink like 1/sqrt(fan_in) ({self.init_problems[0]}"
+                        + (f" and {len(self.init_problems) - 1} more" if len(self.init_problems) > 1 else "") + ")",
+                        "under µP a hidden weight starts at N(0, σ² · base_fan_in / fan_in): σ at the base width, "
+                        "shrinking like 1/sqrt(fan_in) as nn.Linear's default init does; a fixed std (nanoGPT's "
+                        "0.02) makes every layer's output grow like sqrt(width) as the model widens: "
+                        + "; ".join(self.init_problems[:4])))
+        structural = bool(self.shape_problems or self.init_problems)
+        if hidden and not structural:
+            also = (" (the attention logits grow with them: queries and keys are these layers' outputs)"
+                    if attention else "")
             out.append((f"hidden weights ({_names(hidden)}) blow up: their learning rate is not divided by the "
                         "width multiplier",
                         "train them with mup's optimizer (MuAdam, MuAdamW, MuSGD) after set_base_shapes, make the "
                         "base and delta models differ in every width dimension, and let their init shrink like "
-                        "1/sqrt(fan_in)"))
+                        f"1/sqrt(fan_in){also}"))
+        if attention and not hidden and not structural:
+            out.append((f"the attention logits ({_names(attention)}) grow with width: the attention scale is "
+                        "1/sqrt(head_dim); µP needs 1/head_dim",
+                        "once training aligns q and k, q·kᵀ grows like head_dim, and with a head size that grows "
+                        "with width a 1/sqrt(head_dim) scale (scaled_dot_product_attention's default, nanoGPT's) "
+                        "lets the logits grow like sqrt(head_dim) (slope +0.5 with a fixed head count); pass "
+                        "scale=attn_mult * sqrt(base_head_dim) / head_dim to scaled_dot_product_attention (µP's "
+                        "1/head_dim, equal to 1/sqrt(head_dim) at the base width), or divide q·kᵀ by head_dim "
+                        "instead of its square root"))
         if (readouts or logits) and not hidden and not self.plain_readouts:
             for r in readouts:
                 out.append((f"the readout layer {r.name!r} ({r.module}) is not scaled by 1/width",
                             "it grows with width while the layers before it do not: a MuReadout whose forward is "
                             "overridden, or whose output is multiplied back up by the width"))
-            if not readouts:
+            if not readouts and not attention:
                 out.append(("the output layer is not scaled by 1/width",
                             "the logits grow with width while no layer before them does: use mup.MuReadout for the "
                             "output layer"))

@@ -9,7 +9,11 @@ anyway, a user's model sees exactly the input it will train on (dtype, token ran
 
 Before training, `run_coord_check` reads the model's structure on the meta device: each module's role (which of
 its weights' dimensions grow with width) and, under µP, what set_base_shapes would get wrong (a plain nn.Linear
-readout, a width dimension that the base and delta models keep fixed). Each of those fails the check by itself.
+readout, tied to the embedding or not; a width dimension that the base and delta models keep fixed). From the
+models the check trains it also reads each hidden weight's std at init: under µP it shrinks like 1/sqrt(fan_in)
+(slope -0.5 against width), and one that does not (nanoGPT's fixed N(0, 0.02)) is named. Each of those fails the
+check by itself. The attention logits are measured by `mutransfer.coordcheck.attention`, named "<module>.attn_logits"
+with role "attention".
 
 This module imports torch and mup only inside functions: parsing flags or catching CheckError is cheap.
 """
@@ -20,6 +24,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mutransfer.coordcheck.report import (
@@ -29,11 +34,15 @@ from mutransfer.coordcheck.report import (
     VANISH,
     CoordCheckReport,
     LayerCheck,
+    is_attention,
+    log_slope,
+    site_of,
     verdict,
 )
 from mutransfer.errors import MutransferError, option
 
 if TYPE_CHECKING:
+    from mutransfer.coordcheck.measure import OptimizerFactory
     from mutransfer.data import Dataset
     from mutransfer.recipe import Recipe
 
@@ -43,6 +52,7 @@ N_WIDTHS = 4  # base_width x 1, 2, 4, 8
 MIN_WIDTHS = 3  # the FLOP budget may drop the widest, never below this many
 FLOP_BUDGET = 1.5e11  # estimated training FLOPs of the whole check: a few seconds on a laptop CPU
 SEEDS = (0, 1)
+INIT_TOLERANCE = 0.25  # |slope| of a hidden weight's init std x sqrt(fan_in) against width beyond which it is named
 
 
 class CheckError(MutransferError, ValueError):
@@ -139,6 +149,7 @@ def run_coord_check(
     blow_up: float | None = None,
     vanish: float | None = None,
     threads: int = 1,
+    make_optimizer: OptimizerFactory | None = None,
 ) -> CoordCheckReport:
     """mup's coordinate check on the recipe's model (built-in or the user's builder), with the recipe's optimizer.
 
@@ -151,6 +162,9 @@ def run_coord_check(
 
     `depths` instead of `widths`: the check over depth, at the base scale point's width (see `mutransfer.coordcheck`;
     `CoordCheckReport.axis` is "depth" and its `widths` hold the depths).
+
+    `make_optimizer(params, lr)`: train with this optimizer instead of the recipe's (MuAdam & co. under µP), to
+    check a training loop of your own that the exported config goes into (the sweep's gate never passes one).
     """
     import torch
 
@@ -193,13 +207,14 @@ def run_coord_check(
         return ds.get_batch("train", scale.batch_size, seq_len, generator)
 
     if axis == "width":
-        roles, shape_problems, plain_readouts = _inspect(make_cfg, family, widths, parametrization)
+        st = _inspect(make_cfg, family, widths, parametrization)
     else:
         # Roles still come from which dimensions grow with width (base width and twice it, at the base depth).
         # µP's structural problems are the width check's business: a depth check reports the depth rule alone.
-        roles, _, _ = _inspect(_make_cfg(recipe, parametrization, ds), family, [scale.width, 2 * scale.width],
-                               parametrization)
-        shape_problems, plain_readouts = [], []
+        st = _inspect(_make_cfg(recipe, parametrization, ds), family, [scale.width, 2 * scale.width],
+                      parametrization)
+        st = Structure(roles=st.roles)
+    roles = st.roles
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -209,18 +224,21 @@ def run_coord_check(
         with _mup_readout_assertion_off():
             cc = coord_check(make_cfg, widths, family, steps=steps, lr=lr, optimizer=optimizer,
                              batch_size=scale.batch_size, seeds=tuple(seeds), batch_fn=batch_fn, metric="change",
-                             device=device, track_steps=track_steps, axis=axis)
+                             device=device, track_steps=track_steps, axis=axis, make_optimizer=make_optimizer)
     except Exception as e:
         raise CheckError(f"coordinate check: the {family} model did not train at {axis}s {widths}: "
                          f"{type(e).__name__}: {_one_line(e)}") from e
     finally:
         torch.set_num_threads(before)
+    mup = parametrization == "mup"
     top = max((max(v) for v in cc.values.values() if v and all(math.isfinite(x) for x in v)), default=0.0)
     floor = 1e-9 * top
 
     def role(name: str) -> tuple[str, str]:
         if axis == "depth" and is_stream(name):
             return "stream", roles.get(f"{name[:-len('.last')]}.0", ("other", "?"))[1]
+        if is_attention(name):
+            return "attention", roles.get(site_of(name), ("other", "?"))[1]
         return roles.get(name, ("other", "?"))
 
     layers = [
@@ -234,10 +252,29 @@ def run_coord_check(
     return CoordCheckReport(
         recipe=recipe.name or "recipe", family=family, parametrization=parametrization, optimizer=optimizer, lr=lr,
         steps=steps, widths=list(widths), depth=scale.depth, batch_size=scale.batch_size, seq_len=seq_len,
-        data=recipe.data.kind, metric=cc.metric, layers=layers, shape_problems=shape_problems,
-        plain_readouts=plain_readouts, blow_up=blow_up, vanish=vanish, seconds=time.perf_counter() - t0,
+        data=recipe.data.kind, metric=cc.metric, layers=layers, shape_problems=st.shape_problems,
+        plain_readouts=st.plain_readouts, blow_up=blow_up, vanish=vanish, seconds=time.perf_counter() - t0,
         axis=axis, width=scale.width if axis == "depth" else None, depth_scaling=recipe.model.depth_scaling,
+        tied_readouts=st.tied_readouts,
+        init_problems=(_init_problems(cc.widths, cc.init_std, cc.fan_in, st.hidden_params)
+                       if axis == "width" and mup else []),
     )
+
+
+def _init_problems(widths: Sequence[int], init_std: dict[str, list[float]], fan_in: dict[str, list[int]],
+                   hidden: Sequence[str]) -> list[str]:
+    """The hidden weights whose init std does not follow 1/sqrt(fan_in) across the check's widths, in words:
+    std x sqrt(fan_in) should stay flat (exact: no training noise, so INIT_TOLERANCE is only rounding room)."""
+    out = []
+    for name in hidden:
+        stds, fans = init_std.get(name), fan_in.get(name)
+        if not stds or not fans or min(stds) <= 0:
+            continue  # zero at some width (a zero-initialised weight): nothing to judge
+        if abs(log_slope(widths, [s * math.sqrt(f) for s, f in zip(stds, fans, strict=True)])) > INIT_TOLERANCE:
+            want = stds[0] * math.sqrt(fans[0] / fans[-1])
+            out.append(f"{name}: std {stds[0]:.3g} at width {widths[0]}, {stds[-1]:.3g} at {widths[-1]} where "
+                       f"1/sqrt(fan_in) gives {want:.3g}")
+    return out
 
 
 def _check_memory(recipe: Recipe, make_cfg: Any, sizes: Sequence[int], axis: str, *, given: bool,
@@ -291,11 +328,22 @@ def _one_line(e: BaseException) -> str:
     return text[:300] or type(e).__name__
 
 
-def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization: str
-             ) -> tuple[dict[str, tuple[str, str]], list[str], list[str]]:
+@dataclass(frozen=True)
+class Structure:
+    """What `_inspect` reads off a model's shapes, before any training."""
+
+    roles: dict[str, tuple[str, str]]  # module name -> (role, class name)
+    shape_problems: list[str] = field(default_factory=list)  # µP: width dims that base and delta keep fixed
+    plain_readouts: list[str] = field(default_factory=list)  # µP: nn.Linear readouts that are not MuReadouts
+    tied_readouts: dict[str, str] = field(default_factory=dict)  # ... of those, tied to an embedding: -> its name
+    hidden_params: list[str] = field(default_factory=list)  # weights whose two dimensions grow with width
+
+
+def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization: str) -> Structure:
     """Each module's role (from which of its weights' dimensions grow between the smallest and the largest check
     width) and class name; under µP, the parameter dimensions that grow with width but that set_base_shapes will
-    take for fixed, and the plain nn.Linear readouts (width to a fixed size, not a MuReadout). On the meta device."""
+    take for fixed, and the plain nn.Linear readouts (width to a fixed size, not a MuReadout), with the embedding
+    each one shares its weight with, if any. On the meta device."""
     from mup import MuReadout
     from torch import nn
 
@@ -312,10 +360,14 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
                              f"{type(e).__name__}: {_one_line(e)}") from e
 
     model, wider = build(small), build(large)
-    wide_shapes = {n: tuple(p.shape) for n, p in wider.named_parameters()}
+    # Every name of a shared parameter (a tied readout's weight is also the embedding's): judged per module.
+    wide_shapes = {n: tuple(p.shape) for n, p in wider.named_parameters(remove_duplicate=False)}
+    embeddings = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
     roles: dict[str, tuple[str, str]] = {"logits": ("output", type(model).__name__)}
     grows: dict[str, list[bool]] = {}
     plain: list[str] = []
+    tied: dict[str, str] = {}
+    hidden: list[str] = []
     for mname, module in model.named_modules():
         if not mname:
             continue
@@ -331,6 +383,7 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
                     kinds.append("input")
                 elif out_grows and in_grows:
                     kinds.append("hidden")
+                    hidden.append(full)
                 elif in_grows:
                     kinds.append("readout")
                 elif out_grows:
@@ -342,6 +395,8 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
         if (parametrization == "mup" and role == "readout" and isinstance(module, nn.Linear)
                 and not isinstance(module, MuReadout)):
             plain.append(mname)
+            if id(module.weight) in embeddings:
+                tied[mname] = embeddings[id(module.weight)]
 
     problems: list[str] = []
     if parametrization == "mup":
@@ -357,5 +412,5 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
             for i in fixed:
                 problems.append(f"{name} dim {i}: {p.shape[i]} at widths {base_cfg.width} and {2 * base_cfg.width}, "
                                 f"{wide_shapes[name][i]} at {widths[-1]}")
-    return roles, problems, plain
-
+    return Structure(roles=roles, shape_problems=problems, plain_readouts=plain, tied_readouts=tied,
+                     hidden_params=hidden)
