@@ -187,9 +187,10 @@ def _coord_gate(r: Recipe, where: str, dataset: Any, notify: Notify) -> list[Any
             raise CheckError(f"{field}: {e}") from e
         if not rep.passed:
             raise UsageError(f"{field}: {rep.headline(where)}, or pass {option('check=False')} to sweep anyway")
-        worst = max((abs(x.slope) for x in rep.layers if x.verdict == "flat"), default=0.0)
-        notify(f"coordinate check ({param}): passed, every layer flat in width (|slope| <= {worst:.2f}, "
-               f"widths {rep.widths[0]}..{rep.widths[-1]}, {rep.seconds:.1f}s)")
+        flat = [x.slope for x in rep.layers if x.verdict == "flat"] or [0.0]
+        notify(f"coordinate check ({param}): passed, every layer flat in width (slopes {min(flat):+.2f}..{max(flat):+.2f}"
+               f" within {rep.vanish:+.2f}..{rep.blow_up:+.2f}, attention logits included; widths {rep.widths[0]}.."
+               f"{rep.widths[-1]}, {rep.seconds:.1f}s)")
         records.append(CheckRecord(kind=KIND, parametrization=param, passed=rep.passed, summary=rep.summary(),
                                    result=rep.to_dict()))
     return records

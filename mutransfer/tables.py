@@ -159,9 +159,11 @@ def coord_check_table(recipe: Recipe, rep: CoordCheckReport) -> Table:
         color = VERDICT_COLORS.get(x.verdict, "white")
         shown = f"[{color}]{x.verdict}[/]" if x.judged else f"[dim]({x.verdict})[/]"
         rows.append((escape(x.name), x.role, f"{x.values[0]:.3g}", f"{x.values[-1]:.3g}", f"{x.slope:+.2f}", shown))
+    attention = ("; <module>.attn_logits: an attention call's scale·|q|·|k|, the largest logit it can make"
+                 if any(x.role == "attention" for x in rep.layers) else "")
     return table(columns, rows, title=title, caption=f"{letter}<N>: mean |change| of the layer's output per "
                                                      f"coordinate at {axis} N; slope: of log(change) against "
-                                                     f"log({axis}){judged}")
+                                                     f"log({axis}){attention}{judged}")
 
 
 def verify_table(rep: VerifyReport, metric: str) -> Table:

@@ -10,7 +10,8 @@ scale is 1/head_dim (times sqrt(base_head_dim), so it equals nanoGPT's at the ba
 the base width, shrinking like 1/sqrt(fan_in)).
 
 MISTAKES names each planted mistake. "plain_adam" builds the correct model: that mistake is in the optimizer,
-planted by the test.
+planted by the test. `model.options.attention: explicit` computes attention as nanoGPT does without flash
+attention, softmax((q @ kᵀ) * scale) under a -inf causal mask, instead of `F.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,18 @@ class Attention(nn.Module):
         base_head_dim = cfg.base_width // self.n_head
         self.scale = (1 / math.sqrt(self.head_dim) if mistake == "sqrt_attention"
                       else math.sqrt(base_head_dim) / self.head_dim)
+        self.explicit = cfg.options.get("attention", "sdpa") == "explicit"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        if self.explicit:
+            att = (q @ k.transpose(-2, -1)) * self.scale
+            att = att.masked_fill(torch.ones(t, t, device=x.device).tril() == 0, float("-inf"))
+            y = F.softmax(att, dim=-1) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
 

@@ -2,7 +2,7 @@
 µP and grow with width under SP, for the MLP and the GPT. Mutations of µP must fail it: a readout that skips
 MuReadout's 1/width multiplier (an nn.Linear readout in disguise, so mup's own shape assertion does not catch it),
 and a µP model trained with the plain optimizer (no LR / width_mult on hidden matrices). A 1/sqrt(d) attention
-scale is not visible in a few steps (q·k need to align first): test_proxy checks the scale itself.
+scale shows in the attention logits' bound (tests/test_coord_matrix.py plants it), not in these layers' outputs.
 
 Measured here (2 seeds, fixed batch, Adam lr 3e-3, 3 steps): µP max |slope| 0.04 (mlp, widths 64..1024) and 0.16
 (gpt, 64..512; finite widths pull attention a little below 0 and it flattens with width); SP logits slope +0.9

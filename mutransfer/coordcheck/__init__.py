@@ -2,7 +2,8 @@
 widens? If it does not, the learning rate found on the small proxies will not transfer to the target.
 
 mup's coordinate check (Tensor Programs V, appendix D.1): build the model at a few widths, train each a few steps
-on one fixed batch, and measure how much every layer's output moved, per coordinate (mean |h_t - h_0|). Under µP
+on one fixed batch, and measure how much every layer's output moved, per coordinate (mean |h_t - h_0|), and how
+large every attention call's logits can get (scale·|q|·|k|, found whatever the layers are called: `attention`). Under µP
 that size does not depend on width: the slope of log(change) against log(width) is about 0 in every layer. A
 layer whose slope is clearly positive "blows up" (a wider model would take larger and larger steps there, so its
 optimal learning rate would shrink with width and would not transfer); a clearly negative slope "vanishes" (the
@@ -17,8 +18,9 @@ stay flat and the check passes; without one each block adds its own Θ(1) update
 as SP's growth over width is, and not a failure. The thresholds and their calibration are in `report`.
 
 The modules, in the order a check runs: `run` (a recipe -> widths, data, the model's structure, a report),
-`measure` (the training and measurement itself; imports torch), `report` (verdicts, thresholds and their
-calibration, the report in words), `plot` (the figure). Importing this package imports neither torch nor plotly:
+`measure` (the training and measurement itself; imports torch), `attention` (the attention calls, seen through a
+TorchFunctionMode), `report` (verdicts, thresholds and their calibration, the report in words), `plot` (the
+figure). Importing this package imports neither torch nor plotly:
 the CLI catches `CheckError` and a stored report is read without them.
 """
 

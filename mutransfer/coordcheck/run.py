@@ -11,9 +11,9 @@ Before training, `run_coord_check` reads the model's structure on the meta devic
 its weights' dimensions grow with width) and, under µP, what set_base_shapes would get wrong (a plain nn.Linear
 readout, tied to the embedding or not; a width dimension that the base and delta models keep fixed). From the
 models the check trains it also reads each hidden weight's std at init: under µP it shrinks like 1/sqrt(fan_in)
-(slope -0.5 against width), and one that does not (nanoGPT's fixed N(0, 0.02)) is named. Each of those fails the
-check by itself. The attention logits are measured by `mutransfer.coordcheck.attention`, named "<module>.attn_logits"
-with role "attention".
+(std x sqrt(fan_in) flat in width), and one that does not (nanoGPT's fixed N(0, 0.02)) is named. Each of those
+fails the check by itself. The attention calls are measured by `mutransfer.coordcheck.attention`: rows named
+"<module>.attn_logits", role "attention".
 
 This module imports torch and mup only inside functions: parsing flags or catching CheckError is cheap.
 """
