@@ -134,3 +134,33 @@ def exits(cfg: BuildConfig) -> nn.Module:
     import sys
 
     sys.exit(3)
+
+
+# Forward outputs as people write them (tests/test_logits.py): the logits inside a tuple, a dict, an object.
+
+
+class Wrapped(nn.Module):
+    """TwoLayer whose forward returns its logits wrapped as `cfg.options["output"]` says."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        self.inner = TwoLayer(cfg)
+        self.output = cfg.options.get("output", "tuple")
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.inner(x)
+        if self.output == "tuple":
+            return logits, None  # nanoGPT's (logits, loss) without targets
+        if self.output == "dict":
+            return {"loss": None, "logits": logits}
+        if self.output == "model_output":
+            from transformers.modeling_outputs import SequenceClassifierOutput
+
+            return SequenceClassifierOutput(logits=logits)
+        if self.output == "no_logits":
+            return {"scores": logits}
+        return None
+
+
+def wrapped(cfg: BuildConfig) -> nn.Module:
+    return Wrapped(cfg)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mutransfer.logits import logits_of
 from mutransfer.parametrization import BuildConfig, build_model, optimizer_for
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def _coord_run(
         outputs.clear()
         model.eval()
         with torch.no_grad():
-            outputs["logits"] = model(x).detach().float()
+            outputs["logits"] = logits_of(model(x)).detach().float()
         model.train()
         return dict(outputs)
 
@@ -178,7 +179,7 @@ def _coord_run(
         h0 = probe()
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
-            _loss(model(x), y).backward()
+            _loss(logits_of(model(x)), y).backward()
             opt.step()
             if trace is not None and step < steps - 1:
                 trace.append(stat(probe(), h0))
