@@ -6,6 +6,8 @@ option; the mlp, which has no token embedding, refuses it in one line. Batched t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,18 @@ def test_the_tied_gpt_passes_the_coordinate_check(tmp_path: Path) -> None:
     assert roles["head"] == "readout" and roles["wte"] == "input" and "logits" in roles  # by owner, though shared
 
 
+def test_a_builder_tied_through_a_plain_linear_fails_the_check(tmp_path: Path) -> None:
+    from mutransfer.coordcheck import run_coord_check
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(Path(json.__file__).read_text() + Path(yaml.__file__).read_text())
+    options = json.dumps({**NANO_OPTIONS, "readout": "linear"})
+    r = parse_recipe(E2E.format(name="cc", family="userbuilders:nanogpt", path=corpus, head_dim="null",
+                                options=options))
+    rep = run_coord_check(r, "mup", widths=[16, 32, 64])
+    assert not rep.passed and rep.plain_readouts == ["lm_head"], rep.summary()
+
+
 # ------------------------------------------------------------------------------------------------ export
 
 
@@ -297,11 +311,16 @@ def _e2e(tmp_path: Path, name: str, family: str) -> dict[str, Any]:
                       options="{}" if builtin else json.dumps(NANO_OPTIONS))
     (tmp_path / "r.yaml").write_text(text)
     db = f"sqlite:///{tmp_path / 'mt.db'}"
-    notes: list[str] = []
-    summary = api.sweep(tmp_path / "r.yaml", db=db, notify=notes.append)
-    assert any("coordinate check (mup): passed" in n for n in notes), notes  # the gate ran on the tied model
-    assert summary.counts.get("completed", 0) >= 6, summary.counts
+    # Through the CLI: its Ray workers import the builder from tests/ (PYTHONPATH), as a user's would from theirs.
+    env = {**os.environ, "MUTRANSFER_DB": db, "MUTRANSFER_RAY_DIR": str(tmp_path / "ray"), "MUTRANSFER_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run([sys.executable, "-m", "mutransfer.cli", "sweep", "r.yaml"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "coordinate check (mup): passed" in res.stdout + res.stderr  # the gate ran on the tied model
     store = api.open_store(db)
+    trials = store.trials_frame(api.get_sweep(store, name).id)
+    assert (trials["status"] == "completed").sum() >= 6, trials[["status", "error"]].to_string()
     fitted = api.fit(store, name)
     assert fitted.result.parametrizations == ["mup"] or "mup" in fitted.result.parametrizations
     exp = api.export(store, name, allow_extrapolation=True)

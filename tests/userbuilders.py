@@ -204,7 +204,11 @@ class NanoGPT(nn.Module):
             h=nn.ModuleList(_NanoBlock(cfg, head_dim, round(ratio * w)) for _ in range(cfg.depth)),
             ln_f=nn.LayerNorm(w)))
         wte = self.transformer.wte
-        if mu and cfg.tie_embeddings:
+        if mu and cfg.tie_embeddings and cfg.options.get("readout") == "linear":
+            # µP's classic mistake, tied: nanoGPT's own line kept, so the readout has no 1/width_mult.
+            self.lm_head = nn.Linear(w, vocab, bias=False)
+            wte.weight = self.lm_head.weight
+        elif mu and cfg.tie_embeddings:
             self.lm_head: nn.Module = mup.MuSharedReadout(wte.weight, bias=False, output_mult=cfg.output_mult)
         elif mu:
             self.lm_head = mup.MuReadout(w, vocab, bias=False, readout_zero_init=True, output_mult=cfg.output_mult)
