@@ -242,15 +242,46 @@ def preflight(recipe: Recipe) -> Any:
         for point in recipe.scales.points():
             dataset.check(point.seq_len)
             cfg = build_config(spec_for(recipe, param, point, 0, 0, {}), dataset)
+            where, what = ("model", f"the {family} model") if builtin else ("model.family", "the builder")
             try:
                 construct(fn, cfg, "meta", builtin)
             except MutransferError:
                 raise
             except Exception as e:
-                where, what = ("model", f"the {family} model") if builtin else ("model.family", "the builder")
                 raise RecipeError(f"{where}: {what} cannot build the {param} model at {point.tag()}: "
                                   f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+            if point == recipe.scales.base:
+                _check_forward(cfg, family, f"{where}: {what}'s {param} model at {point.tag()}")
     return dataset
+
+
+def _check_forward(cfg: Any, family: str, where: str) -> None:
+    """One forward pass on a batch of two, on the meta device (free; base shapes set, as MuReadout needs): the
+    output must hold logits of the data's shape. A model or forward that cannot run on meta is left to the first
+    trial."""
+    import torch
+
+    from mutransfer.logits import ForwardOutputError, check_logits, logits_of
+    from mutransfer.parametrization import build_with_shapes
+
+    try:
+        model = build_with_shapes(cfg, family, "meta")[0]
+    except Exception:
+        return
+    device = next((p.device for p in model.parameters()), torch.device("meta"))
+    with torch.no_grad():
+        if cfg.input_dim is not None:
+            x = torch.zeros(2, cfg.input_dim, device=device)
+        else:
+            x = torch.zeros(2, cfg.seq_len, dtype=torch.long, device=device)
+        try:
+            out = model(x)
+        except Exception:
+            return
+        try:
+            check_logits(logits_of(out), x, cfg.num_classes)
+        except ForwardOutputError as e:
+            raise RecipeError(f"{where}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------ fit

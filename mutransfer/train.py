@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mutransfer.data import Dataset, load_dataset
+from mutransfer.logits import logits_of
 from mutransfer.parametrization import build, count_params, make_optimizer
 from mutransfer.plan import TrialSpec
 from mutransfer.recipe import Train
@@ -130,14 +131,14 @@ def train(
     @torch.no_grad()
     def evaluate() -> float:
         model.eval()
-        total = sum(float(_loss(model(x), y)) for x, y in val_batches)
+        total = sum(float(_loss(logits_of(model(x)), y)) for x, y in val_batches)
         model.train()
         return total / len(val_batches)
 
     model.train()
     for step in range(1, spec.steps + 1):
         x, y = (t.to(device, non_blocking=True) for t in dataset.get_batch("train", batch_size, seq_len, gen))
-        loss = _loss(model(x), y)
+        loss = _loss(logits_of(model(x)), y)
         # One sync per step: the divergence test needs the value, and on CPU it costs nothing.
         lv = loss.item()
         if log.diverges(step, lv):

@@ -3,7 +3,7 @@
 
 The correct model follows nanoGPT (Karpathy's model.py) where µP allows it: token embedding + learned positions,
 pre-LN blocks with a fused `c_attn` and causal self-attention through `F.scaled_dot_product_attention`, an MLP of
-4 x width, a final LayerNorm; n_head fixed (`model.options.n_heads`, default 4), so the head size grows with
+4 x width, a final LayerNorm, a forward returning (logits, loss); n_head fixed (`model.options.n_heads`, default 4), so the head size grows with
 width, as in nanoGPT's configs. What µP changes: the readout is a `mup.MuReadout` (zero-init, untied), the attention
 scale is 1/head_dim (times sqrt(base_head_dim), so it equals nanoGPT's at the base width), the query slice of
 `c_attn` starts at zero, and hidden weights start at N(0, 0.02 * sqrt(base_fan_in / fan_in)) (nanoGPT's 0.02 at
@@ -133,12 +133,14 @@ class NanoGPT(nn.Module):
         if isinstance(self.lm_head, nn.Linear) and not isinstance(self.lm_head, mup.MuReadout):
             nn.init.normal_(self.lm_head.weight, std=INIT_STD)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         pos = torch.arange(idx.shape[1], device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         for block in self.h:
             x = block(x)
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss  # nanoGPT's (logits, loss)
 
 
 def build(cfg: BuildConfig) -> nn.Module:

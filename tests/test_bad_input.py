@@ -137,6 +137,11 @@ RECIPES = [
     ("builder that returns no module", mutate(model__family="userbuilders:not_a_module"),
      "model.family: the builder cannot build the mup model at w16-d2-b32-s1: TypeError: the model builder "
      "returned object"),
+    ("forward without logits", mutate(model__family="userbuilders:wrapped", model__options={"output": "no_logits"}),
+     "model.family: the builder's mup model at w16-d2-b32-s1: the model's forward returned a dict with keys "
+     "['scores']; it must return the logits: a tensor, a tuple or list"),
+    ("forward returning None", mutate(model__family="userbuilders:wrapped", model__options={"output": "none"}),
+     "model.family: the builder's mup model at w16-d2-b32-s1: the model's forward returned None; it must return"),
     ("not a mapping", "- just\n- a list\n", "a recipe is a YAML mapping"),
     ("broken YAML", "model: {family: mlp\n", "not valid YAML"),
 ]

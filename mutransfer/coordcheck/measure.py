@@ -17,6 +17,7 @@ from torch import nn
 
 from mutransfer.coordcheck.attention import AttentionLogits
 from mutransfer.coordcheck.report import is_attention, log_slope
+from mutransfer.logits import logits_of
 from mutransfer.parametrization import BuildConfig, build_model, optimizer_for
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ def _coord_run(
         attention.reset()
         model.eval()
         with torch.no_grad(), attention:
-            outputs["logits"] = model(x).detach().float()
+            outputs["logits"] = logits_of(model(x)).detach().float()
         model.train()
         return dict(outputs)
 
@@ -211,7 +212,7 @@ def _coord_run(
         h0 = probe()
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
-            _loss(model(x), y).backward()
+            _loss(logits_of(model(x)), y).backward()
             opt.step()
             if trace is not None and step < steps - 1:
                 trace.append(stat(probe(), h0))

@@ -18,7 +18,8 @@ from mutransfer.recipe.validation import Strict, at
 STORED = "stored"
 # Model keys added after recipes were first stored: left out of the hash while at their default, so a recipe that
 # does not use them keeps the hash (and the resumable sweep) it had.
-_NEW_MODEL_DEFAULTS = {"depth_scaling": "none", "base_depth": None, "residual": False, "eps_scaling": "none"}
+_NEW_MODEL_DEFAULTS = {"depth_scaling": "none", "base_depth": None, "residual": False, "eps_scaling": "none",
+                       "tie_embeddings": False}
 
 
 class Recipe(Strict):
@@ -51,6 +52,8 @@ class Recipe(Strict):
             raise at("data.kind", f"the mlp family trains on digits, not {d.kind!r} (use family: gpt)")
         if m.family == "gpt" and d.kind == "digits":
             raise at("data.kind", "the gpt family needs a sequence corpus: chars or tokens")
+        if m.tie_embeddings and d.kind == "digits":
+            raise at("model.tie_embeddings", "digits data has no tokens to embed: tied embeddings need chars or tokens")
         if m.is_builtin:
             unknown = sorted(set(self.search.space) - set(KNOWN_HPARAMS))
             if unknown:
