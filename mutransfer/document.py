@@ -96,7 +96,8 @@ class DepthSection(_Section):
 
 
 class ModelSection(_Section):
-    """The architecture as the proxies had it: family (gpt, mlp or a builder 'package.module:function'), sizes."""
+    """The architecture as the proxies had it: family (gpt, hf-llama, mlp or a builder 'package.module:function'),
+    sizes."""
 
     family: str
     base_width: int
@@ -109,6 +110,7 @@ class ModelSection(_Section):
     multipliers: Multipliers
     depth: DepthSection = Field(default_factory=DepthSection)
     options: dict[str, Any] = Field(default_factory=dict)  # model.options, handed to a user's builder
+    tie_embeddings: bool = False  # the readout shares the token embedding's weight
 
 
 class ProxyBase(_Open):
@@ -133,6 +135,10 @@ class TargetSection(_Section):
     n_heads: int | None = None
     ffn_ratio: float | None = None
     vocab_size: int | None = None
+    # hf-llama's LlamaConfig at the target beyond the gpt's keys (mutransfer.hf_llama.llama_config; rope_theta and
+    # rms_norm_eps, when set, are in model.options)
+    kv_heads: int | None = None
+    intermediate_size: int | None = None
 
 
 # --------------------------------------------------------------------------------------------- training

@@ -89,8 +89,12 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[Pa
             lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
             eps_mult[id(p)] = g.get("eps", 1.0)
     groups: dict[tuple[Any, ...], ParamGroup] = {}
+    seen: set[int] = set()
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue  # a tied readout's weight: described once, with its first owner (the token embedding)
+            seen.add(id(p))
             name = f"{mname}.{pname}" if mname else pname
             ish = infshapes[name]
             kind = _kind(module, pname, ish)

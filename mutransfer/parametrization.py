@@ -11,12 +11,15 @@ Parametrizations
   ``attn_mult / sqrt(head_dim)``, plain ``torch.optim`` optimizers.
 - Init (both): ``init_std`` (σ) is the std of hidden weight matrices at the base width. Hidden matrices get
   N(0, σ·sqrt(base_fan_in / fan_in)); embeddings and the MLP's input layer N(0, σ); the SP readout
-  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm weights 1.
+  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm (RMSNorm) weights
+  1. A readout tied to the token embedding (``tie_embeddings``) is that embedding: N(0, σ), never zero.
   σ defaults to ``mutransfer.recipe.default_init_std`` (0.02 for the gpt, ``base_width ** -0.5`` for the mlp). The
   embedding output (the MLP's input layer output) is multiplied by ``embed_mult``. The init runs after
   ``set_base_shapes``, which rescales ``MuReadout``.
 
-The built-in families themselves (their modules, and the µP pieces of their architecture) are mutransfer.models.
+The built-in families themselves (their modules, and the µP pieces of their architecture) are mutransfer.models,
+and mutransfer.hf_llama for transformers' Llama. Every built-in is initialised here (`is_builtin`); only those with
+a stacked forward in mutransfer.batched can train several trials as one (recipe ``FamilyTraits.stacks``).
 
 Depth
 -----
@@ -120,6 +123,7 @@ class BuildConfig:
     base_depth: int | None = None  # the depth at which the depth multipliers are 1
     residual: bool = False  # mlp: residual hidden blocks
     eps_scaling: str = "none"  # none | width: Adam's epsilon over width_mult (and depth_mult ** alpha)
+    tie_embeddings: bool = False
 
     @property
     def mup(self) -> bool:
@@ -204,6 +208,7 @@ class BuildConfig:
             base_width=model.base_width,
             hparams=dict(hparams),
             options=dict(model.options),
+            tie_embeddings=getattr(model, "tie_embeddings", False),
             **depth_rule,
         )
 
@@ -229,7 +234,8 @@ def builder(family: Family) -> Builder:
 
 
 def is_builtin(family: Family) -> bool:
-    """Whether the family is one of mutransfer's own (mlp, gpt): only those are initialised here and stacked."""
+    """Whether the family is one of mutransfer's own (mlp, gpt, hf-llama): those are built and initialised here (a
+    user's builder keeps its own init). Whether its trials can be stacked is its trait `stacks`, not this."""
     return isinstance(family, str) and family in BUILTIN_FAMILIES
 
 
@@ -333,11 +339,15 @@ def init_rules(
     sigma = cfg.init_std if cfg.init_std is not None else default_init_std(family, cfg.base_width)
     assert sigma is not None
     rules: dict[str, tuple[str, float]] = {}
+    seen: set[int] = set()
     for mname, module in model.named_modules():
         role = role_of(module)
         for pname, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue  # a tied readout's weight: its first owner, the token embedding, sets its init
+            seen.add(id(p))
             name = f"{mname}.{pname}" if mname else pname
-            if isinstance(module, nn.LayerNorm):
+            if isinstance(module, nn.LayerNorm) or role == "norm":
                 rules[name] = ("ones", 0.0) if pname == "weight" else ("zeros", 0.0)
             elif pname == "bias":
                 rules[name] = ("zeros", 0.0)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from mutransfer.errors import MutransferError, option
 from mutransfer.fit import FitResult, value_at
 from mutransfer.plan import TrialSpec, spec_for
-from mutransfer.recipe import AXES, Recipe, RecipeError, Scale
+from mutransfer.recipe import AXES, Recipe, RecipeError, Scale, is_decoder
 from mutransfer.recipe.validation import format_error
 
 DEFAULT_FACTORS = (0.5, 1.0, 2.0)
@@ -42,7 +42,7 @@ def verify_scale(recipe: Recipe, sizes: dict[str, int]) -> Scale:
         Scale.model_validate(scale.model_dump())
     except ValidationError as e:  # pydantic's own text spans lines: the one-line form names the field
         raise VerifyError(f"invalid size {sizes}: {format_error(e)}") from e
-    if recipe.model.family == "gpt":
+    if is_decoder(recipe.model.family):
         div = recipe.model.head_dim or recipe.model.n_heads or 1
         if scale.width % div:
             raise VerifyError(f"{option('width')} {scale.width} is not a multiple of the model's head size/count {div}")
