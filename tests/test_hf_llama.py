@@ -129,6 +129,22 @@ def test_tied_embeddings_share_one_parameter(parametrization: str) -> None:
     assert emb.grad is not None and emb.grad.abs().sum() > 0
 
 
+def test_depth_scaling_multiplies_the_branches_and_the_block_lr() -> None:
+    from mutransfer.param_groups import describe_groups
+
+    cfg = cfg_at(64, depth_scaling="depth-mup", base_depth=1)  # depth 2: branches x 2^-1/2, block LR x 2^-1/2
+    model = build_model(cfg, "hf-llama")
+    layer = model.model.layers[0]
+    assert all(len(m._forward_hooks) == 1 for m in (layer.self_attn.o_proj, layer.mlp.down_proj))
+    assert layer.mlp.up_proj.weight._mt_lr_mult == pytest.approx(2**-0.5)
+    assert layer.input_layernorm.weight._mt_lr_mult == pytest.approx(2**-0.5)
+    assert model.model.embed_tokens.weight._mt_lr_mult == 1.0 and model.lm_head.weight._mt_lr_mult == 1.0
+    groups = {g.name: g for g in describe_groups(cfg, "hf-llama", "adamw")}
+    assert groups["model.layers.*.mlp.down_proj.weight"].forward_mult == pytest.approx(2**-0.5)
+    assert groups["model.layers.*.mlp.up_proj.weight"].forward_mult == 1.0
+    assert groups["lm_head.weight"].forward_mult == pytest.approx(2.0 / 2)  # output_mult / width_mult
+
+
 def test_builds_on_meta_at_a_large_width() -> None:
     model = build_model(cfg_at(4096, head_dim=64, base_width=256, options={"kv_heads": 1}), "hf-llama", "meta")
     # 1 KV head for the 4 heads at the base width: 16 for the 64 at width 4096.
@@ -162,6 +178,15 @@ def test_recipe_mistakes_are_one_line_naming_the_field(corpus: Path, changes: di
         parse_recipe(llama_recipe(corpus, **changes))
     assert f": {field}" in str(e.value) or str(e.value).startswith(field), str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_verify_refuses_a_width_whose_heads_the_kv_heads_do_not_group(corpus: Path) -> None:
+    from mutransfer.verify import VerifyError, verify_scale
+
+    r = parse_recipe(llama_recipe(corpus))
+    assert verify_scale(r, {"width": 512}).width == 512
+    with pytest.raises(VerifyError, match="width 136 has 17 heads, not a multiple of the 2 query heads per KV head"):
+        verify_scale(r, {"width": 136})
 
 
 def test_without_transformers_the_family_is_one_line(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
