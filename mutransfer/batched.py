@@ -16,7 +16,7 @@ Each trial keeps everything that makes it a different trial:
   the books `train.train` keeps.
 
 The losses equal `train.train`'s up to floating-point reassociation (tests/test_batched.py checks both families,
-µP and SP, Adam, AdamW and SGD). Only the built-in families can be stacked: their forward is written here in batched
+µP and SP, Adam, AdamW and SGD, and the gpt with tied embeddings, whose readout is the stacked token embedding). Only the built-in families can be stacked: their forward is written here in batched
 form, reading their parameters by the names `models.STACK_LAYOUTS` declares. A user's builder runs one trial at a
 time (`batchable`).
 """
@@ -193,7 +193,7 @@ def _forward_mlp(st: _Stack, x: torch.Tensor, top: dict[str, str], layers: list[
 
 
 def _forward_gpt(st: _Stack, idx: torch.Tensor, top: dict[str, str], layers: list[dict[str, str]], n_heads: int,
-                 head_dim: int, shared_scale: float | None) -> torch.Tensor:
+                 head_dim: int, shared_scale: float | None, tied: bool = False) -> torch.Tensor:
     p, m = st.params, st.mults
     k, b, t = idx.shape
     rows = torch.arange(k, device=idx.device).view(k, 1, 1)
@@ -215,6 +215,11 @@ def _forward_gpt(st: _Stack, idx: torch.Tensor, top: dict[str, str], layers: lis
         h = _layer_norm(x, p[layer["ln2.weight"]], p[layer["ln2.bias"]])
         x = x + _linear(F.gelu(_linear(h, p[layer["fc"]])), p[layer["mlp.proj"]])
     h = _layer_norm(x, p[top["ln_f.weight"]], p[top["ln_f.bias"]])
+    if tied:
+        # The readout is the token embedding, stored (K, vocab, width) as a lookup: its transpose is the (in, out)
+        # matmul weight. MuSharedReadout's output_mult / width_mult is m["readout"], as for an untied MuReadout;
+        # autograd adds the readout's gradient to the lookup's in the one tensor.
+        return _linear(h * _col(m["readout"], 4), p[top["tokens"]].transpose(1, 2)) * _col(m["logit"], 4)
     return _linear(h * _col(m["readout"], 4), p[top["readout.weight"]]) * _col(m["logit"], 4)
 
 
@@ -305,7 +310,11 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
     n_params = count_params(models[0])
     family = first.model.family
     layout = STACK_LAYOUTS[family]
-    top, layers = dict(layout.top), layout.layers(first.scale.depth)  # names resolved once, not at every step
+    tied = bool(getattr(first.model, "tie_embeddings", False))
+    if tied and layout.tied_to is None:
+        raise ValueError(f"train_batch: the {family} family has no tied readout to stack")
+    # names resolved once, not at every step
+    top, layers = layout.top_roles(tied), layout.layers(first.scale.depth)
     st = _stack_models(models, specs, layout, device)
     if layout.attention is not None:
         attn = _attention(models[0], layout, 0)
@@ -317,7 +326,7 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
     def forward(x: torch.Tensor) -> torch.Tensor:
         if family == "mlp":
             return _forward_mlp(st, x, top, layers)
-        return _forward_gpt(st, x, top, layers, n_heads, head_dim, shared)
+        return _forward_gpt(st, x, top, layers, n_heads, head_dim, shared, tied)
 
     factor = lr_factor(cfg, first.steps)
     tokens_per_step = batch_size * seq_len

@@ -109,8 +109,9 @@ class ModelSection(_Section):
     num_classes: int | None = None
     multipliers: Multipliers
     depth: DepthSection = Field(default_factory=DepthSection)
+    # The readout shares the token embedding's weight (recipe model.tie_embeddings); exports before it have none.
+    tie_embeddings: bool = False
     options: dict[str, Any] = Field(default_factory=dict)  # model.options, handed to a user's builder
-    tie_embeddings: bool = False  # the readout shares the token embedding's weight
 
 
 class ProxyBase(_Open):
@@ -206,7 +207,7 @@ class FixedRule(_Section):
 
 
 class ReadoutRule(_Section):
-    init: str = "zeros"
+    init: str = "zeros"  # "tied": the readout is the token embedding's weight, with its init
     output_multiplier: float  # output_mult / width_mult
     formula: str | None = None
 

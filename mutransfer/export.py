@@ -71,6 +71,10 @@ _RULES_MUP = {
     "embed_mult": "unchanged with width: the embedding output times embed_mult",
     "attn_mult": "attention scale attn_mult * sqrt(base_head_dim) / head_dim (the 1/d rule)",
 }
+_RULES_MUP_TIED = {**_RULES_MUP,
+                   "init_std": "the std of hidden matrices at the base width: N(0, init_std * sqrt(base_fan_in / "
+                               "fan_in)) at the target; embeddings, and the readout tied to the token embedding, "
+                               "N(0, init_std); query zero"}
 _RULE_SP = "used as it is: SP has no width rule (its optimum moves with width; the laws above moved it)"
 
 
@@ -80,6 +84,7 @@ def _hyperparameters(
     """The `hyperparameters` section and the value of each one (fitted, else the recipe's)."""
     section: dict[str, dict[str, Any]] = {}
     values: dict[str, Any] = {}
+    tied = recipe.model.tie_embeddings
     for name in fit.hparams:
         try:
             t = fit.transfer(parametrization, name)
@@ -98,7 +103,7 @@ def _hyperparameters(
             entry["laws"] = {s.axis: _law_entry(fit, t, s.axis) for s in t.steps}
         else:
             entry["laws"] = {s.axis: {"swept": False, "note": s.note} for s in t.steps}
-        rule = _RULES_MUP.get(name) if parametrization == "mup" else _RULE_SP
+        rule = (_RULES_MUP_TIED if tied else _RULES_MUP).get(name) if parametrization == "mup" else _RULE_SP
         if rule is not None:
             entry["rule"] = rule
         if t.unstable:
@@ -169,10 +174,9 @@ def _model(recipe: Recipe, values: dict[str, Any], data_sizes: dict[str, int | N
         "attn_mult": values.get("attn_mult", m.attn_mult),
     }
     out["depth"] = depth_section(recipe)  # residual scaling and its factors: mutransfer.target rebuilds from it
+    out["tie_embeddings"] = m.tie_embeddings
     if m.options:
         out["options"] = dict(m.options)
-    if getattr(m, "tie_embeddings", False):
-        out["tie_embeddings"] = True
     return out
 
 
@@ -253,6 +257,12 @@ def mup_section(recipe: Recipe, values: dict[str, Any], param_groups: list[dict[
             "init": "zeros",
             "output_multiplier": output_mult / wm,
             "formula": "logits = readout(h) * output_mult / width_mult",
+        } if not m.tie_embeddings else {
+            # One tensor: it cannot start at zero without zeroing the embedding (mutransfer.parametrization.init_rules).
+            "init": "tied",
+            "output_multiplier": output_mult / wm,
+            "formula": "logits = (h @ embedding.weight^T) * output_mult / width_mult: the readout is the token "
+                       "embedding's weight (one vector-like parameter, N(0, init_std), the embedding's LR)",
         },
         "embedding": {"multiplier": embed_mult, "formula": "x = embedding(tokens) * embed_mult"},
     }

@@ -5,8 +5,11 @@
   ``residual: true`` the hidden layers are residual blocks ``h + m · W relu(h)`` (Tensor Programs VI's network).
 - ``gpt``: a nanoGPT-like decoder: token + learned position embeddings, ``depth`` pre-LN blocks (causal
   self-attention through ``F.scaled_dot_product_attention(..., is_causal=True, scale=...)`` and a GELU MLP of width
-  ``ffn_ratio * width``), a final LayerNorm and a readout to the vocabulary; no weight tying, no Linear biases.
-  Heads: ``width // head_dim`` when ``head_dim`` is given (heads grow with width), else ``n_heads`` fixed.
+  ``ffn_ratio * width``), a final LayerNorm and a readout to the vocabulary; no Linear biases. With
+  ``tie_embeddings`` the readout is the token embedding's weight (nanoGPT's tying): ``mup.MuSharedReadout`` under
+  µP, a bias-free ``nn.Linear`` whose weight is ``wte.weight`` under SP; ``named_parameters()`` then lists it once,
+  as ``wte.weight``. Heads: ``width // head_dim`` when ``head_dim`` is given (heads grow with width), else
+  ``n_heads`` fixed.
 
 - ``hf-llama``: transformers' own ``LlamaForCausalLM`` (RMSNorm, rotary embeddings, SwiGLU, grouped-query
   attention) made µP in mutransfer.hf_llama; transformers is imported only when this family is built.
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from mup import MuReadout
+from mup import MuReadout, MuSharedReadout
 from torch import nn
 
 if TYPE_CHECKING:
@@ -97,6 +100,17 @@ def _readout(cfg: BuildConfig, out: int, bias: bool) -> nn.Module:
     if cfg.mup:
         return _role(MuReadout(cfg.width, out, bias=bias, readout_zero_init=True, output_mult=cfg.output_mult), "readout")
     return _role(nn.Linear(cfg.width, out, bias=bias), "readout")
+
+
+def _tied_readout(cfg: BuildConfig, embedding: nn.Embedding) -> nn.Module:
+    """A bias-free readout whose weight is the embedding's own (vocab, width) tensor, one parameter for both."""
+    if cfg.mup:
+        # MuSharedReadout: MuReadout's output_mult / width_mult on the embedding's weight. No bias: its bias would
+        # be sized by the weight's second dimension (the width), not the vocabulary.
+        return _role(MuSharedReadout(embedding.weight, bias=False, output_mult=cfg.output_mult), "readout")
+    head = nn.Linear(cfg.width, embedding.num_embeddings, bias=False)
+    head.weight = embedding.weight  # nanoGPT's `wte.weight = lm_head.weight`, the other way round: named wte.weight
+    return _role(head, "readout")
 
 
 class MLP(nn.Module):
@@ -212,7 +226,13 @@ class GPT(nn.Module):
         self.wpe = _role(nn.Embedding(cfg.seq_len, cfg.width), "input")
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.ln_f = nn.LayerNorm(cfg.width)
-        self.head = _readout(cfg, cfg.num_classes, bias=False)
+        if cfg.tie_embeddings:
+            if cfg.num_classes != cfg.vocab_size:
+                raise ValueError(f"tied embeddings need num_classes == vocab_size, got {cfg.num_classes} and "
+                                 f"{cfg.vocab_size}")
+            self.head = _tied_readout(cfg, self.wte)
+        else:
+            self.head = _readout(cfg, cfg.num_classes, bias=False)
         self.embed_mult = cfg.embed_mult
         self.logit_mult = 1.0 if cfg.mup else cfg.output_mult
 
@@ -251,14 +271,19 @@ class StackLayout:
     readout: str = ""  # the readout module (a MuReadout carries output_mult / width_mult)
     lookups: tuple[str, ...] = ()  # roles read by row (embeddings): not stacked as matmul weights
     attention: str | None = None  # layer i's attention module ("{i}"): its scale, n_heads and head_dim
+    tied_to: str | None = None  # tie_embeddings: the role whose tensor the readout shares (no readout.weight then)
 
     def layers(self, depth: int) -> list[dict[str, str]]:
         """Role -> parameter name of each of `depth` layers."""
         return [{role: name.format(i=i) for role, name in self.layer.items()} for i in range(depth)]
 
-    def names(self, depth: int) -> set[str]:
-        """Every parameter name of the family's model at `depth`."""
-        return set(self.top.values()) | {n for layer in self.layers(depth) for n in layer.values()}
+    def top_roles(self, tied: bool = False) -> dict[str, str]:
+        """Role -> parameter name, once per model; a tied model has no readout weight of its own."""
+        return {r: n for r, n in self.top.items() if not (tied and r == "readout.weight")}
+
+    def names(self, depth: int, tied: bool = False) -> set[str]:
+        """Every parameter name of the family's model at `depth` (`tied`: with model.tie_embeddings)."""
+        return set(self.top_roles(tied).values()) | {n for layer in self.layers(depth) for n in layer.values()}
 
     def lookup_names(self) -> set[str]:
         return {self.top[role] for role in self.lookups}
@@ -283,5 +308,6 @@ STACK_LAYOUTS: dict[str, StackLayout] = {
         readout="head",
         lookups=("tokens", "positions"),
         attention="blocks.{i}.attn",
+        tied_to="tokens",
     ),
 }

@@ -54,10 +54,15 @@ class ParamGroup:
     forward_mult: float
     init: str | None  # normal | zeros | ones; None for a user's builder
     init_std: float | None
+    tied_to: str | None = None  # the readout that shares this weight (model.tie_embeddings): one parameter, one group
 
     def to_dict(self) -> dict[str, Any]:
-        """As the export's `mup.param_groups` entry (shape a list): plain YAML/JSON values."""
-        return {**asdict(self), "shape": list(self.shape)}
+        """As the export's `mup.param_groups` entry (shape a list): plain YAML/JSON values; `tied_to` only when
+        tied (exports of untied models stay as they were)."""
+        out = {**asdict(self), "shape": list(self.shape)}
+        if out["tied_to"] is None:
+            del out["tied_to"]
+        return out
 
 
 def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[ParamGroup]:
@@ -71,8 +76,10 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[Pa
     the readout's output_mult / width_mult under µP, output_mult under SP; a residual branch's last layer the
     branch multiplier (L / L_base) ** -alpha; 1 elsewhere), init ("normal" | "zeros" | "ones", None for a user's builder)
     and init_std (the std this code's init uses at this size; 0 for zero-init; a user's builder: the std of the
-    built tensor when it could not be built on meta, else None). Built on the meta device: a 4096-wide, 32-layer
-    target costs no memory.
+    built tensor when it could not be built on meta, else None) and, for a tied weight, tied_to (the readout that
+    shares it: the group is the embedding's, vector-like with its LR and init; the readout's output_mult /
+    width_mult is in the export's mup.rules.readout). Built on the meta device: a 4096-wide, 32-layer target costs
+    no memory.
     """
     builtin = is_builtin(family)
     model, shapes = build_with_shapes(cfg, family, "meta", shapes=True)
@@ -88,14 +95,23 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[Pa
         for p in g["params"]:
             lr_mult[id(p)], wd_mult[id(p)] = g["lr"], g["weight_decay"]
             eps_mult[id(p)] = g.get("eps", 1.0)
-    groups: dict[tuple[Any, ...], ParamGroup] = {}
-    seen: set[int] = set()
+    # A tied weight is one parameter under its first name (the embedding's): the readout that shares it is named
+    # in its group's `tied_to`, and gets no group of its own (the optimizer has one entry for it).
+    first: dict[int, str] = {}
+    tied: dict[int, str] = {}
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue  # a tied readout's weight: described once, with its first owner (the token embedding)
-            seen.add(id(p))
             name = f"{mname}.{pname}" if mname else pname
+            if id(p) in first:
+                tied[id(p)] = _pattern(name)
+            else:
+                first[id(p)] = name
+    groups: dict[tuple[Any, ...], ParamGroup] = {}
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            name = f"{mname}.{pname}" if mname else pname
+            if first[id(p)] != name:
+                continue
             ish = infshapes[name]
             kind = _kind(module, pname, ish)
             if builtin:
@@ -119,6 +135,7 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[Pa
                 forward_mult=forward_mult,
                 init=init,
                 init_std=std,
+                tied_to=tied.get(id(p)),
             )
             # Tensors that agree on everything but count (the std to 12 digits) are one group.
             key = (replace(group, init_std=None), None if std is None else round(std, 12))

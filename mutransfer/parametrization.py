@@ -2,7 +2,8 @@
 
 Parametrizations
 ----------------
-- µP (``mup``): readout ``mup.MuReadout(width, out, readout_zero_init=True, output_mult=output_mult)``, query
+- µP (``mup``): readout ``mup.MuReadout(width, out, readout_zero_init=True, output_mult=output_mult)`` (tied:
+  ``mup.MuSharedReadout(wte.weight, bias=False, output_mult=output_mult)``), query
   projection zero-initialised, attention scale ``attn_mult * sqrt(base_head_dim) / head_dim`` (the 1/d rule, equal
   to SP's at the base width), ``mup.set_base_shapes(model, base, delta=delta)`` with base and delta models built by
   the same builder at ``base_width`` and ``2 * base_width`` on the meta device, optimizers ``MuAdam``/``MuAdamW``/
@@ -11,8 +12,9 @@ Parametrizations
   ``attn_mult / sqrt(head_dim)``, plain ``torch.optim`` optimizers.
 - Init (both): ``init_std`` (σ) is the std of hidden weight matrices at the base width. Hidden matrices get
   N(0, σ·sqrt(base_fan_in / fan_in)); embeddings and the MLP's input layer N(0, σ); the SP readout
-  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm (RMSNorm) weights
-  1. A readout tied to the token embedding (``tie_embeddings``) is that embedding: N(0, σ), never zero.
+  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm (and hf-llama's
+  RMSNorm) weights 1. A tied readout (``model.tie_embeddings``) is the embedding's weight and keeps its N(0, σ) under
+  both (see `init_rules`).
   σ defaults to ``mutransfer.recipe.default_init_std`` (0.02 for the gpt, ``base_width ** -0.5`` for the mlp). The
   embedding output (the MLP's input layer output) is multiplied by ``embed_mult``. The init runs after
   ``set_base_shapes``, which rescales ``MuReadout``.
@@ -46,6 +48,10 @@ that holds when ``set_base_shapes`` rescales it. mutransfer calls the builder th
 set base shapes, at ``base_width`` and ``2 * base_width`` (under a ``torch.device("meta")`` context, falling back to
 CPU if the builder fails there); every width dimension must change between the last two. The builder's own init is
 kept: mutransfer only initialises the built-in families. ``mark_block`` (mutransfer.models) marks a residual block.
+With ``model.tie_embeddings`` (``cfg.tie_embeddings``) the builder ties its readout to its token embedding, under µP
+as ``mup.MuSharedReadout(wte.weight, bias=False, output_mult=cfg.output_mult)``; the shared weight keeps the
+embedding's init (``_set_base_shapes`` undoes mup's MuReadout rescale of it), so it is one vector-like parameter
+with the embedding's LR. The forward may return nanoGPT's ``(logits, loss)`` (mutransfer.logits).
 """
 
 from __future__ import annotations
@@ -123,7 +129,7 @@ class BuildConfig:
     base_depth: int | None = None  # the depth at which the depth multipliers are 1
     residual: bool = False  # mlp: residual hidden blocks
     eps_scaling: str = "none"  # none | width: Adam's epsilon over width_mult (and depth_mult ** alpha)
-    tie_embeddings: bool = False
+    tie_embeddings: bool = False  # the readout shares the token embedding's weight (mup.MuSharedReadout under µP)
 
     @property
     def mup(self) -> bool:
@@ -208,7 +214,7 @@ class BuildConfig:
             base_width=model.base_width,
             hparams=dict(hparams),
             options=dict(model.options),
-            tie_embeddings=getattr(model, "tie_embeddings", False),
+            tie_embeddings=getattr(model, "tie_embeddings", False),  # exports written before the field have none
             **depth_rule,
         )
 
@@ -290,10 +296,31 @@ def build_with_shapes(
         return model, {}  # a user's SP model: nothing to rescale, no reason to call the builder twice more
     base, delta = _base_and_delta(fn, cfg, builtin)
     if cfg.mup:
-        mup.set_base_shapes(model, base, delta=delta)
+        _set_base_shapes(model, base, delta)
     if builtin:
         init_builtin(model, cfg, family, base_shapes=mup.get_shapes(base))
     return model, {"base": mup.get_shapes(base), "delta": mup.get_shapes(delta)}
+
+
+def _set_base_shapes(model: nn.Module, base: nn.Module, delta: nn.Module) -> None:
+    """mup.set_base_shapes, keeping the values of the weights a MuReadout shares with another module.
+
+    set_base_shapes multiplies every MuReadout's weight by sqrt(width_mult): right for a weight that nn.Linear's
+    default init drew with variance 1/fan_in (it becomes 1/base_fan_in, the same at every width), wrong for a tied
+    one (mup.MuSharedReadout), which is the embedding's weight, drawn N(0, σ) at every width: the rescale would make
+    the token embedding grow like sqrt(width_mult). A shared weight keeps the values its owner's init gave it.
+    """
+    shared = [m.weight for m in model.modules() if isinstance(m, mup.MuReadout) and _is_shared(model, m.weight)]
+    kept = [w.detach().clone() for w in shared]
+    mup.set_base_shapes(model, base, delta=delta)
+    with torch.no_grad():
+        for w, v in zip(shared, kept, strict=True):
+            w.copy_(v)
+
+
+def _is_shared(model: nn.Module, p: nn.Parameter) -> bool:
+    """Whether more than one module of the model holds `p` as its own parameter (tied weights)."""
+    return sum(any(q is p for q in m.parameters(recurse=False)) for m in model.modules()) > 1
 
 
 def tag_params(model: nn.Module, cfg: BuildConfig) -> None:
@@ -343,11 +370,17 @@ def init_rules(
     for mname, module in model.named_modules():
         role = role_of(module)
         for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue  # a tied readout's weight: its first owner, the token embedding, sets its init
-            seen.add(id(p))
             name = f"{mname}.{pname}" if mname else pname
-            if isinstance(module, nn.LayerNorm) or role == "norm":
+            if id(p) in seen:
+                # A tied readout (model.tie_embeddings): its weight is the embedding's, which came first in
+                # named_modules() and keeps the embedding's N(0, σ). It cannot be zero-initialised as µP's readout
+                # is: that would zero the token embedding too, and the first steps would see no token at all. mup's
+                # own Transformer example does the same (init_weights zeros the decoder only when it is untied).
+                # µP still holds: MuSharedReadout divides the logits by width_mult, so at init they shrink like
+                # 1/sqrt(width_mult) (a sum of width random terms over width_mult) instead of starting at 0.
+                continue
+            seen.add(id(p))
+            if isinstance(module, nn.LayerNorm) or role == "norm":  # "norm": hf-llama's RMSNorms
                 rules[name] = ("ones", 0.0) if pname == "weight" else ("zeros", 0.0)
             elif pname == "bias":
                 rules[name] = ("zeros", 0.0)

@@ -31,10 +31,10 @@ target: {{width: 1024, depth: 2, batch_size: 256}}
 """
 
 
-def gpt(path: Path, param: str, opt: str) -> str:
+def gpt(path: Path, param: str, opt: str, tied: bool = False) -> str:
     return f"""
 name: g
-model: {{family: gpt, parametrization: {param}, base_width: 16, head_dim: 8}}
+model: {{family: gpt, parametrization: {param}, base_width: 16, head_dim: 8, tie_embeddings: {str(tied).lower()}}}
 data: {{kind: chars, path: {path}}}
 train: {{steps: 8, eval_interval: 4, eval_batches: 2, optimizer: {opt}, weight_decay: 0.01}}
 search:
@@ -94,31 +94,41 @@ def test_mlp_batch_equals_one_by_one(param: str, opt: str) -> None:
     assert len({r.metric for r in got}) == 3  # three different trials, not one trained three times
 
 
-@pytest.mark.parametrize(("param", "opt"), [("mup", "adam"), ("sp", "adamw")])
-def test_gpt_batch_equals_one_by_one(tmp_path: Path, param: str, opt: str) -> None:
+@pytest.mark.parametrize(("param", "opt", "tied"), [("mup", "adam", False), ("sp", "adamw", False),
+                                                    ("mup", "adamw", True), ("sp", "adam", True)])
+def test_gpt_batch_equals_one_by_one(tmp_path: Path, param: str, opt: str, tied: bool) -> None:
+    # Tied: the stacked readout is the stacked token embedding (its lookup and its logits share one tensor).
     f = tmp_path / "t.txt"
     f.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    specs = plan(parse_recipe(gpt(f, param, opt)))
+    specs = plan(parse_recipe(gpt(f, param, opt, tied)))
     got = _same(specs)
     assert all(r.status == "completed" for r in got)
 
 
+@pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("parametrization", ["mup", "sp"])
 @pytest.mark.parametrize(("width", "depth"), [(32, 1), (64, 3)])
-def test_stack_layouts_name_every_parameter_of_the_models(parametrization: str, width: int, depth: int) -> None:
+def test_stack_layouts_name_every_parameter_of_the_models(parametrization: str, width: int, depth: int,
+                                                          tied: bool) -> None:
     # batched.py's forward reads the built-in models' parameters by the names in STACK_LAYOUTS: a renamed
     # attribute in mutransfer.models must fail here, not silently in a batched sweep.
     sizes = {"mlp": {"input_dim": 64}, "gpt": {"vocab_size": 50, "num_classes": 50, "seq_len": 8, "head_dim": 8}}
     # The families the recipe says stack (its trait, which train.batch_trials checks) are those batched.py can read.
     assert set(STACK_LAYOUTS) == {f for f, traits in BUILTINS.items() if traits.stacks} and set(STACK_LAYOUTS) < set(FAMILIES)
     for family, layout in STACK_LAYOUTS.items():
-        cfg = BuildConfig(width=width, depth=depth, parametrization=parametrization, base_width=32, **sizes[family])
+        if tied and layout.tied_to is None:
+            continue  # the mlp has no token embedding to tie (model.tie_embeddings is refused for it)
+        cfg = BuildConfig(width=width, depth=depth, parametrization=parametrization, base_width=32,
+                          tie_embeddings=tied, **sizes[family])
         model = build_model(cfg, family, "meta")
         names = [n for n, _ in model.named_parameters()]
-        assert set(names) == layout.names(depth) and len(names) == len(layout.names(depth)), family
+        want = layout.names(depth, tied)
+        assert set(names) == want and len(names) == len(want), family
         assert layout.lookup_names() <= set(names)
         readout = model.get_submodule(layout.readout)
         assert readout.weight.shape == (cfg.num_classes, width)
+        if tied:
+            assert readout.weight is model.get_parameter(layout.top[layout.tied_to])
         assert hasattr(readout, "output_mult") == (parametrization == "mup")
         if layout.attention is not None:
             for i in range(depth):

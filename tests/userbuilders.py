@@ -164,3 +164,76 @@ class Wrapped(nn.Module):
 
 def wrapped(cfg: BuildConfig) -> nn.Module:
     return Wrapped(cfg)
+
+
+# A nanoGPT-style model (tests/test_tied.py): nanoGPT's module names, fused c_attn, forward(idx, targets=None)
+# returning (logits, loss), and nanoGPT's weight tying when the recipe asks for model.tie_embeddings.
+
+
+class _NanoBlock(nn.Module):
+    def __init__(self, cfg: BuildConfig, head_dim: int, d_ffn: int) -> None:
+        super().__init__()
+        w = cfg.width
+        self.n_head, self.head_dim = w // head_dim, head_dim
+        # Heads grow with width at a fixed head_dim, so µP's 1/d rule (sqrt(base_head_dim) / head_dim) is SP's.
+        self.scale = cfg.attn_mult / head_dim**0.5
+        self.ln_1, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w)
+        self.c_attn = nn.Linear(w, 3 * w, bias=False)
+        self.attn_proj = nn.Linear(w, w, bias=False)
+        self.c_fc = nn.Linear(w, d_ffn, bias=False)
+        self.c_proj = nn.Linear(d_ffn, w, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+                   for z in self.c_attn(self.ln_1(x)).split(c, dim=2))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        x = x + self.attn_proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.c_proj(nn.functional.gelu(self.c_fc(self.ln_2(x))))
+
+
+class NanoGPT(nn.Module):
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__()
+        assert cfg.vocab_size is not None
+        head_dim, ratio = int(cfg.options["head_dim"]), float(cfg.options["ffn_ratio"])
+        mu = cfg.parametrization == "mup"
+        w, vocab = cfg.width, cfg.vocab_size
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab, w), wpe=nn.Embedding(cfg.seq_len, w),
+            h=nn.ModuleList(_NanoBlock(cfg, head_dim, round(ratio * w)) for _ in range(cfg.depth)),
+            ln_f=nn.LayerNorm(w)))
+        wte = self.transformer.wte
+        if mu and cfg.tie_embeddings and cfg.options.get("readout") == "linear":
+            # µP's classic mistake, tied: nanoGPT's own line kept, so the readout has no 1/width_mult.
+            self.lm_head = nn.Linear(w, vocab, bias=False)
+            wte.weight = self.lm_head.weight
+        elif mu and cfg.tie_embeddings:
+            self.lm_head: nn.Module = mup.MuSharedReadout(wte.weight, bias=False, output_mult=cfg.output_mult)
+        elif mu:
+            self.lm_head = mup.MuReadout(w, vocab, bias=False, readout_zero_init=True, output_mult=cfg.output_mult)
+        else:
+            self.lm_head = nn.Linear(w, vocab, bias=False)
+            if cfg.tie_embeddings:
+                wte.weight = self.lm_head.weight  # nanoGPT's line
+        self.logit_mult = 1.0 if mu else cfg.output_mult
+        std = 0.02 * ((cfg.base_width / w) ** 0.5 if mu else 1.0)  # hidden matrices: 1 / sqrt(fan_in) under µP
+        with torch.no_grad():
+            for name, p in self.named_parameters():  # a tied weight once, as transformer.wte.weight
+                if "wte" in name or "wpe" in name or (name.startswith("lm_head") and not mu):
+                    p.normal_(0.0, 0.02)  # the embeddings (tied: the readout too) N(0, 0.02) at every width
+                elif p.dim() == 2 and not name.startswith("lm_head"):  # µP's untied MuReadout stays zero
+                    p.normal_(0.0, std)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        t = self.transformer
+        x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for block in t.h:
+            x = block(x)
+        logits = self.lm_head(t.ln_f(x)) * self.logit_mult
+        loss = None if targets is None else nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+def nanogpt(cfg: BuildConfig) -> nn.Module:
+    return NanoGPT(cfg)

@@ -312,7 +312,9 @@ def _inspect(make_cfg: Any, family: str, widths: Sequence[int], parametrization:
                              f"{type(e).__name__}: {_one_line(e)}") from e
 
     model, wider = build(small), build(large)
-    wide_shapes = {n: tuple(p.shape) for n, p in wider.named_parameters()}
+    # By owner, not named_parameters(): a tied readout's weight is listed there once, under the embedding's name.
+    wide_shapes = {f"{mn}.{pn}" if mn else pn: tuple(p.shape) for mn, m in wider.named_modules()
+                   for pn, p in m.named_parameters(recurse=False)}
     roles: dict[str, tuple[str, str]] = {"logits": ("output", type(model).__name__)}
     grows: dict[str, list[bool]] = {}
     plain: list[str] = []

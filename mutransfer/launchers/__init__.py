@@ -42,6 +42,7 @@ from mutransfer.launchers.common import (
     mup_extras,
     mup_notes,
     nanogpt_keys,
+    nanogpt_tying_note,
     provenance,
     resolve_target,
     schedule_note,
@@ -69,7 +70,7 @@ def nanogpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = No
         keys["vocab_size"] = tg.vocab_size  # nanoGPT reads it from meta.pkl; stated for a script that wants it
     keys.update(mup_extras(tg, doc))
     head = comment_lines(doc, keys)
-    head += ["# " + x for x in mup_notes(tg, "nanoGPT")]
+    head += ["# " + x for x in [*mup_notes(tg, "nanoGPT"), *nanogpt_tying_note(tg)]]
     note = schedule_note(tg, "nanoGPT")
     if note:
         head.append("# " + note)
@@ -156,7 +157,7 @@ def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
-        "tie_word_embeddings": False,  # the proxies' readout is separate from the embedding
+        "tie_word_embeddings": tg.tie_embeddings,  # GPT2LMHeadModel: lm_head.weight is wte.weight when true
         "bos_token_id": None,
         "eos_token_id": None,
     }
@@ -189,7 +190,7 @@ def torchrun(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     tg = resolve_target(doc, "torchrun", nproc=nproc, micro_batch_size=micro_batch_size)
     keys = nanogpt_keys(tg)
     head = comment_lines(doc, keys)
-    head += ["# " + x for x in mup_notes(tg, "nanoGPT's train.py")]
+    head += ["# " + x for x in [*mup_notes(tg, "nanoGPT's train.py"), *nanogpt_tying_note(tg)]]
     if tg.mup is not None:
         extras = mup_extras(tg, doc)
         extras.pop("mup_param_groups", None)
@@ -248,7 +249,7 @@ def litgpt(config: Config, *, nproc: int = 1, micro_batch_size: int | None = Non
             "lr_warmup_steps": tg.warmup_steps,
             "max_tokens": int(tg.tokens),
             "max_seq_length": tg.seq_len,
-            "tie_embeddings": False,
+            "tie_embeddings": tg.tie_embeddings,  # litgpt's TrainArgs: lm_head.weight is wte.weight when true
             "max_norm": float(tg.grad_clip) if tg.grad_clip is not None else None,
             "min_lr": tg.min_lr,
         },

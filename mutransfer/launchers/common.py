@@ -67,6 +67,7 @@ class Target:
     embed_mult: float
     attn_mult: float
     depth_rule: DepthSection  # the export's model.depth (mutransfer.conventions.depth_section)
+    tie_embeddings: bool = False  # the readout is the token embedding's weight (the export's model.tie_embeddings)
 
     @property
     def attention(self) -> AttentionRule:
@@ -195,6 +196,7 @@ def resolve_target(config: Config, fmt: str, *, nproc: int = 1, micro_batch_size
         embed_mult=m.multipliers.embed_mult,
         attn_mult=m.multipliers.attn_mult,
         depth_rule=m.depth,
+        tie_embeddings=m.tie_embeddings,
     )
 
 
@@ -280,12 +282,24 @@ def mup_notes(tg: Target, launcher: str = "This launcher") -> list[str]:
     return [
         f"µP: width_mult = {m.width_mult:g} (base width {m.base_width}). {launcher} applies none of µP's "
         "rules itself: it gives learning_rate to every parameter, which is NOT the tuned model.",
-        f"µP needs: hidden-matrix LR learning_rate x {m.rules.hidden.lr_scale:.6g}, readout zero-init "
+        f"µP needs: hidden-matrix LR learning_rate x {m.rules.hidden.lr_scale:.6g}, "
+        f"{'the readout tied to the token embedding (its init and LR)' if tg.tie_embeddings else 'readout zero-init'} "
         f"with logits x {m.rules.readout.output_multiplier:.6g}, attention scale "
         f"{att.scale if att is not None else float('nan'):.6g} (1/d); the mup_* keys or the YAML "
         "export's mup section give a µP-aware script all of it.",
         *depth_note(tg, launcher),
     ]
+
+
+def nanogpt_tying_note(tg: Target, launcher: str = "nanoGPT") -> list[str]:
+    """nanoGPT's model.py ties lm_head to wte with no option to untie: a note for an untied export, none for a tied
+    one (the proxies had nanoGPT's tying)."""
+    if tg.tie_embeddings:
+        return []
+    zero = " and zero lm_head.weight (the proxies' µP readout started at zero)" if tg.mup is not None else ""
+    return [f"{launcher} ties lm_head to wte always (model.py's `self.transformer.wte.weight = self.lm_head.weight`, "
+            f"no config key); the proxies' readout was separate (model.tie_embeddings: false): for the tuned model "
+            f"delete that line{zero}."]
 
 
 def depth_note(tg: Target, launcher: str) -> list[str]:

@@ -144,11 +144,17 @@ def _mup_notes_megatron(tg: Target, spelling: str, eps: float | None) -> list[st
         notes.append(f"Adam epsilon: Megatron multiplies the hidden matrices' eps by {fh:.6g}; --adam-eps {eps:.6g} gives "
                      f"them the proxies' {ours:.6g}" + (f"; {others} instead (no flag sets them apart)." if off
                                                          else "."))
-    cannot = [
-        "zero init of the readout and the query (the proxies' µP start): Megatron draws output_layer from "
-        "N(0, init_method_std) and the query rows of linear_qkv like the keys; for the tuned model zero both after the "
-        "model is built (in the model provider)",
-    ]
+    if tg.tie_embeddings:  # the output layer is the word embedding: its N(0, init_method_std) and base LR, as tied
+        cannot = [
+            "zero init of the query (the proxies' µP start): Megatron draws the query rows of linear_qkv like the "
+            "keys; for the tuned model zero them after the model is built (in the model provider)",
+        ]
+    else:
+        cannot = [
+            "zero init of the readout and the query (the proxies' µP start): Megatron draws output_layer from "
+            "N(0, init_method_std) and the query rows of linear_qkv like the keys; for the tuned model zero both "
+            "after the model is built (in the model provider)",
+        ]
     L, Lb = tg.depth, int(d.base_depth or tg.depth)
     shrink = 1 / math.sqrt(2 * Lb) if depth_mup else 1 / math.sqrt(2 * L)
     layers = f"{Lb} base layers" if depth_mup else f"{L} layers"
@@ -221,7 +227,8 @@ def megatron(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
     if tg.vocab_size is not None:
         pairs.append(("--vocab-size", tg.vocab_size))
     lines = [f"{flag} {shlex.quote(str(v))}" for flag, v in pairs]
-    lines += ["--disable-bias-linear", "--untie-embeddings-and-output-weights"]
+    # Megatron shares the word embedding with the output layer unless told otherwise: the proxies' choice.
+    lines += ["--disable-bias-linear"] + ([] if tg.tie_embeddings else ["--untie-embeddings-and-output-weights"])
     lines += [f if v is None else f"{f} {shlex.quote(str(v))}" for f, v in flags]
     keys = {"learning_rate": tg.lr, "min_lr": tg.min_lr, "weight_decay": tg.weight_decay}
     notes = _mup_notes_megatron(tg, spelling, mup_eps) if tg.mup is not None else mup_notes(tg)

@@ -111,10 +111,12 @@ def _notes(tg: Target) -> list[str]:
                       f"1/sqrt(head_dim); the nearer to the proxies' attn_mult x sqrt(base_head_dim) / head_dim = "
                       f"{ours:.6g}, {scale}, is set, the proxies' is {off:.6g}x it: for the tuned model set "
                       f"attention_scale = {ours!r} in model.py's CausalSelfAttention.forward")
+    if not tg.tie_embeddings:  # a tied export is nanoGPT-mup's own tying: lm_head is wte, N(0, init_std), its LR
+        cannot.append(
+            "an untied readout: its lm_head is wte (weight tying), N(0, init_std); the proxies' readout is separate "
+            "and zero-initialised: for the tuned model delete model.py's `self.transformer.wte.weight = "
+            "self.lm_head.weight` and zero lm_head.weight")
     cannot += [
-        "an untied readout: its lm_head is wte (weight tying), N(0, init_std); the proxies' readout is separate and "
-        "zero-initialised: for the tuned model delete model.py's `self.transformer.wte.weight = self.lm_head.weight` "
-        "and zero lm_head.weight",
         "the query's zero init: c_attn draws q like k and v (zero its first n_embd rows for the tuned model)",
         "LayerNorm biases: bias = False (the proxies' Linear layers have none) drops the LayerNorms' biases too",
     ]

@@ -62,6 +62,8 @@ class Recipe(Strict):
             raise at("data.kind", f"the mlp family trains on digits, not {d.kind!r} (use family: gpt)")
         if is_decoder(m.family) and d.kind == "digits":
             raise at("data.kind", f"the {m.family} family needs a sequence corpus: chars or tokens")
+        if m.tie_embeddings and d.kind == "digits":
+            raise at("model.tie_embeddings", "digits data has no tokens to embed: tied embeddings need chars or tokens")
         if m.is_builtin:
             unknown = sorted(set(self.search.space) - set(KNOWN_HPARAMS))
             if unknown:

@@ -105,10 +105,11 @@ class Model(Strict):
     # Adam's epsilon: `width` divides it by width_mult (and, with depth scaling, by (depth / base_depth) ** alpha
     # too, CompleteP's rule) so that it stays below the shrinking µP gradients of a wide (and deep) target.
     eps_scaling: Literal["none", "width"] = "none"
+    # The readout shares the token embedding's weight: mup.MuSharedReadout under µP; gpt, hf-llama and sequence
+    # builders only.
+    tie_embeddings: bool = False
     # Free-form options handed to a user's builder; hf-llama's: kv_heads, rope_theta, rms_norm_eps.
     options: dict[str, Any] = Field(default_factory=dict)
-    # The readout shares the token embedding's weight: mup.MuSharedReadout under µP; gpt and sequence builders only.
-    tie_embeddings: bool = False
 
     @property
     def parametrizations(self) -> tuple[str, ...]:
@@ -172,6 +173,8 @@ class Model(Strict):
             raise at("model.residual", "depth scaling acts on residual branches: the mlp needs residual: true")
         if self.residual and is_decoder(self.family):
             raise at("model.residual", f"the {self.family} is residual already; residual applies to the mlp")
+        if self.tie_embeddings and self.family == "mlp":
+            raise at("model.tie_embeddings", "the mlp has no token embedding to share with its readout: use false")
         return self
 
     @property
