@@ -371,7 +371,7 @@ class Export:
 def check_format(sweep: SweepInfo, fmt: str) -> None:
     """A UsageError, before any work, for a format that does not exist or cannot describe the sweep's model."""
     from mutransfer.gpt_shape import missing_options, refusal
-    from mutransfer.launchers import FORMATS
+    from mutransfer.launchers import FORMATS, format_problem
 
     if fmt not in FORMATS:
         raise UsageError(f"{option('fmt')}: {fmt!r} is not a format: use {', '.join(FORMATS)}")
@@ -381,6 +381,9 @@ def check_format(sweep: SweepInfo, fmt: str) -> None:
     if model.family == "mlp":
         raise UsageError(f"{option('fmt')}: {fmt} describes a GPT, and sweep {sweep.name!r} is a {model.family!r} model: "
                          f"use {option('fmt')} yaml or json")
+    problem = format_problem(fmt, model.family)
+    if problem is not None:
+        raise UsageError(f"{option('fmt')}: sweep {sweep.name!r} is an {model.family!r} model: {problem}")
     missing = missing_options(model.options) if not model.is_builtin else []
     if missing:  # a user's builder that does not declare its GPT shape (mutransfer.gpt_shape)
         raise UsageError(refusal(fmt, model.family, missing, sweep=sweep.name))

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mutransfer.recipe import is_decoder
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -151,7 +153,7 @@ def compute_report(
         share = sweep_flops / target_flops
         share_v = (sweep_flops + verify_flops) / target_flops
         note = "the proxies' FLOPs include attention, 6·N·D does not: the share errs high" if \
-            recipe.model.family == "gpt" else ""
+            is_decoder(recipe.model.family) else ""
     return ComputeReport(
         sweep_flops=sweep_flops,
         sweep_trials=int((known & is_sweep).sum()),

@@ -96,7 +96,8 @@ class DepthSection(_Section):
 
 
 class ModelSection(_Section):
-    """The architecture as the proxies had it: family (gpt, mlp or a builder 'package.module:function'), sizes."""
+    """The architecture as the proxies had it: family (gpt, hf-llama, mlp or a builder 'package.module:function'),
+    sizes."""
 
     family: str
     base_width: int
@@ -135,6 +136,10 @@ class TargetSection(_Section):
     n_heads: int | None = None
     ffn_ratio: float | None = None
     vocab_size: int | None = None
+    # hf-llama's LlamaConfig at the target beyond the gpt's keys (mutransfer.hf_llama.llama_config; rope_theta and
+    # rms_norm_eps, when set, are in model.options)
+    kv_heads: int | None = None
+    intermediate_size: int | None = None
 
 
 # --------------------------------------------------------------------------------------------- training

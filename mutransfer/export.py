@@ -143,6 +143,8 @@ def _target(recipe: Recipe, data_sizes: dict[str, int | None] | None) -> dict[st
     if shape is not None:
         hd, nh = shape.heads_at(t.width)
         out.update(head_dim=hd, n_heads=nh, ffn_ratio=shape.ffn_ratio)
+        if m.family == "hf-llama":  # what its LlamaConfig needs besides (mutransfer.hf_llama.llama_config)
+            out.update(kv_heads=shape.kv_heads_at(t.width, m.base_width), intermediate_size=shape.d_ffn(t.width))
         vocab = m.vocab_size if m.vocab_size is not None else (data_sizes or {}).get("vocab_size")
         if vocab is not None:
             out["vocab_size"] = int(vocab)

@@ -16,7 +16,13 @@ The width is the model's width (`n_embd`), the depth its number of blocks (`n_la
 `model.vocab_size`), as for the built-in gpt. With both declared the export's `model` and `target` sections carry
 them, its µP rules the attention rule at the target's head size, and the launcher formats (nanogpt, hf, megatron,
 ...) describe the target with them; without, those formats are refused naming what is missing. The recipe checks
-the declared values (`options_problem`). Pure: no torch, and no import of mutransfer.recipe.
+the declared values (`options_problem`).
+
+The hf-llama family (mutransfer.hf_llama) has the gpt's keys plus its own `model.options` (`LLAMA_OPTIONS`, checked
+by `llama_options_problem`): `kv_heads`, the key/value heads at the base width (grouped-query attention; default:
+one per query head). Each KV head serves a fixed number of query heads at every width, so when the heads grow with
+width (head_dim given) the KV heads grow with them: the key and value projections keep a width dimension, as µP
+needs of a hidden matrix. Pure: no torch, and no import of mutransfer.recipe.
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ from typing import Any
 
 from mutransfer.errors import option
 
-__all__ = ["OPTION_KEYS", "GptShape", "gpt_shape", "missing_options", "options_problem", "refusal"]
+__all__ = ["LLAMA_OPTIONS", "OPTION_KEYS", "GptShape", "gpt_shape", "kv_heads_at", "llama_options_problem",
+           "missing_options", "options_problem", "refusal"]
 
 OPTION_KEYS = ("head_dim", "n_heads", "ffn_ratio")
+# hf-llama's model.options: KV heads at the base width, RoPE's base, RMSNorm's epsilon (LlamaConfig's names).
+LLAMA_OPTIONS = ("kv_heads", "rope_theta", "rms_norm_eps")
 DOCS = 'see README "Your own model"'
 
 
@@ -39,6 +48,7 @@ class GptShape:
     head_dim: int | None  # fixed head size (heads grow with width)
     n_heads: int | None  # fixed head count (head size grows with width)
     ffn_ratio: float
+    kv_heads: int | None = None  # hf-llama: KV heads at the base width; None: one per query head
 
     def heads_at(self, width: int) -> tuple[int, int]:
         """(head_dim, n_heads) at `width`."""
@@ -46,6 +56,22 @@ class GptShape:
             return self.head_dim, width // self.head_dim
         assert self.n_heads is not None
         return width // self.n_heads, self.n_heads
+
+    def d_ffn(self, width: int) -> int:
+        """The FFN's hidden width at `width`: round(ffn_ratio x width) (the gpt's, hf-llama's intermediate_size)."""
+        return max(1, round(self.ffn_ratio * width))
+
+    def kv_heads_at(self, width: int, base_width: int) -> int:
+        """The KV heads at `width` (`kv_heads_at`)."""
+        return kv_heads_at(self.kv_heads, self.heads_at(width)[1], self.heads_at(base_width)[1])
+
+
+def kv_heads_at(kv_heads: int | None, heads: int, base_heads: int) -> int:
+    """The KV heads of a model with `heads` query heads, when it has `kv_heads` at the base width's `base_heads`:
+    the query heads per KV head stay fixed (every head its own without `kv_heads`)."""
+    if kv_heads is None:
+        return heads
+    return heads // (base_heads // kv_heads)
 
 
 def missing_options(options: Mapping[str, Any]) -> list[str]:
@@ -63,6 +89,8 @@ def gpt_shape(model: Any) -> GptShape | None:
     or None (the mlp; a builder that does not declare all of it)."""
     if model.family == "gpt":
         return GptShape(model.head_dim, model.n_heads, float(model.ffn_ratio))
+    if model.family == "hf-llama":
+        return GptShape(model.head_dim, model.n_heads, float(model.ffn_ratio), model.options.get("kv_heads"))
     if model.family == "mlp" or missing_options(model.options):
         return None
     o = model.options
@@ -90,6 +118,35 @@ def options_problem(options: Mapping[str, Any], widths: Iterable[tuple[str, int]
         for where, width in widths:
             if width % size:
                 return where, f"{width} is not a multiple of model.options.{key} {size}"
+    return None
+
+
+def llama_options_problem(options: Mapping[str, Any], head_dim: int | None, n_heads: int | None,
+                          widths: Iterable[tuple[str, int]]) -> tuple[str, str] | None:
+    """(field path, what is wrong) with hf-llama's `model.options`, or None. `widths`: (field, width) of the base
+    width first, then each proxy and the target, all multiples of the head size or count (checked before)."""
+    for key, v in options.items():
+        if key not in LLAMA_OPTIONS:
+            return f"model.options.{key}", f"not an option of the hf-llama family: use {', '.join(LLAMA_OPTIONS)}"
+        if key == "kv_heads" and not _positive_int(v):
+            return f"model.options.{key}", f"{v!r} is not a positive integer"
+        if key != "kv_heads" and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not (math.isfinite(v) and v > 0)):
+            return f"model.options.{key}", f"{v!r} is not a positive number"
+    kv = options.get("kv_heads")
+    if kv is None:
+        return None
+    (_, base_width), *rest = list(widths)
+    shape = GptShape(head_dim, n_heads, 1.0)
+    base_heads = shape.heads_at(base_width)[1]
+    if base_heads % kv:
+        return "model.options.kv_heads", f"{kv} does not divide the {base_heads} heads at model.base_width {base_width}"
+    group = base_heads // kv
+    for where, width in rest:
+        heads = shape.heads_at(width)[1]
+        if heads % group:
+            return where, (f"{width} has {heads} heads, not a multiple of the {group} query heads per KV head that "
+                           f"model.options.kv_heads {kv} gives at the base width")
     return None
 
 

@@ -11,12 +11,16 @@
   as ``wte.weight``. Heads: ``width // head_dim`` when ``head_dim`` is given (heads grow with width), else
   ``n_heads`` fixed.
 
+- ``hf-llama``: transformers' own ``LlamaForCausalLM`` (RMSNorm, rotary embeddings, SwiGLU, grouped-query
+  attention) made µP in mutransfer.hf_llama; transformers is imported only when this family is built.
+
 The modules read their sizes and multipliers off a ``BuildConfig``; the µP pieces that live in the architecture
 itself (the ``MuReadout`` readout, the 1/d attention scale) are chosen here from ``cfg.mup``. Each weight is tagged
 with its role (``role_of``), residual blocks and branch outputs likewise (``is_block``, ``is_branch_out``): the init
 and the per-group description read the tags, so one place decides what each weight is.
 
-``STACK_LAYOUTS`` names the parameters mutransfer.batched reads to run K trials of a family as one stacked model.
+``STACK_LAYOUTS`` names the parameters mutransfer.batched reads to run K trials of a family as one stacked model: the
+families whose recipe trait ``stacks`` is true (mlp and gpt; not hf-llama).
 """
 
 from __future__ import annotations
@@ -63,8 +67,19 @@ def mark_block(module: nn.Module) -> nn.Module:
     return _block(module)
 
 
+def mark_branch_out(module: nn.Module) -> nn.Module:
+    """The module is the last layer of a residual branch (mutransfer.hf_llama tags transformers' modules so)."""
+    return _branch_out(module)
+
+
+def set_role(module: nn.Module, role: str) -> nn.Module:
+    """Tag a built-in family's module with its weights' role (see `role_of`): what its init follows."""
+    return _role(module, role)
+
+
 def role_of(module: nn.Module) -> str | None:
-    """The role `_role` gave a built-in module's weights: input | hidden | query | readout; None if untagged."""
+    """The role `_role` gave a built-in module's weights: input | hidden | query | readout | norm; None if
+    untagged."""
     return getattr(module, "_mt_role", None)
 
 
@@ -143,21 +158,27 @@ def gpt_heads(cfg: BuildConfig) -> tuple[int, int, int]:
     raise ValueError("the gpt family needs head_dim or n_heads")
 
 
+def attention_scale(cfg: BuildConfig) -> float:
+    """The softmax scale of q·k at cfg.width: µP's attn_mult · sqrt(base_head_dim) / head_dim, SP's
+    attn_mult / sqrt(head_dim)."""
+    _, head_dim, base_head_dim = gpt_heads(cfg)
+    if cfg.mup:
+        # 1/d: q·k grows like d once q and k correlate in training; sqrt(base) makes it equal SP at base width.
+        return cfg.attn_mult * math.sqrt(base_head_dim) / head_dim
+    return cfg.attn_mult / math.sqrt(head_dim)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: BuildConfig) -> None:
         super().__init__()
         w = cfg.width
-        self.n_heads, self.head_dim, base_head_dim = gpt_heads(cfg)
+        self.n_heads, self.head_dim, _ = gpt_heads(cfg)
         # Separate q, k, v (not one fused c_attn) so the query alone can be zero-initialised under µP.
         self.q = _role(nn.Linear(w, w, bias=False), "query")
         self.k = _role(nn.Linear(w, w, bias=False), "hidden")
         self.v = _role(nn.Linear(w, w, bias=False), "hidden")
         self.proj = _branch_out(_role(nn.Linear(w, w, bias=False), "hidden"))
-        if cfg.mup:
-            # 1/d: q·k grows like d once q and k correlate in training; sqrt(base) makes it equal SP at base width.
-            self.scale = cfg.attn_mult * math.sqrt(base_head_dim) / self.head_dim
-        else:
-            self.scale = cfg.attn_mult / math.sqrt(self.head_dim)
+        self.scale = attention_scale(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -223,7 +244,14 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x)) * self.logit_mult
 
 
-FAMILIES: dict[str, Callable[[BuildConfig], nn.Module]] = {"mlp": MLP, "gpt": GPT}
+def _hf_llama(cfg: BuildConfig) -> nn.Module:
+    # Imported here: mutransfer.hf_llama builds on this module's tags, and transformers loads only for this family.
+    from mutransfer.hf_llama import build_hf_llama
+
+    return build_hf_llama(cfg)
+
+
+FAMILIES: dict[str, Callable[[BuildConfig], nn.Module]] = {"mlp": MLP, "gpt": GPT, "hf-llama": _hf_llama}
 
 
 # --------------------------------------------------------------------------------------------- stacked layout

@@ -12,13 +12,16 @@ Parametrizations
   ``attn_mult / sqrt(head_dim)``, plain ``torch.optim`` optimizers.
 - Init (both): ``init_std`` (σ) is the std of hidden weight matrices at the base width. Hidden matrices get
   N(0, σ·sqrt(base_fan_in / fan_in)); embeddings and the MLP's input layer N(0, σ); the SP readout
-  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm weights 1. A tied
-  readout (``model.tie_embeddings``) is the embedding's weight and keeps its N(0, σ) under both (see `init_rules`).
+  N(0, σ·sqrt(base_width / width)); the µP readout (and the µP query) zero; biases 0; LayerNorm (and hf-llama's
+  RMSNorm) weights 1. A tied readout (``model.tie_embeddings``) is the embedding's weight and keeps its N(0, σ) under
+  both (see `init_rules`).
   σ defaults to ``mutransfer.recipe.default_init_std`` (0.02 for the gpt, ``base_width ** -0.5`` for the mlp). The
   embedding output (the MLP's input layer output) is multiplied by ``embed_mult``. The init runs after
   ``set_base_shapes``, which rescales ``MuReadout``.
 
-The built-in families themselves (their modules, and the µP pieces of their architecture) are mutransfer.models.
+The built-in families themselves (their modules, and the µP pieces of their architecture) are mutransfer.models,
+and mutransfer.hf_llama for transformers' Llama. Every built-in is initialised here (`is_builtin`); only those with
+a stacked forward in mutransfer.batched can train several trials as one (recipe ``FamilyTraits.stacks``).
 
 Depth
 -----
@@ -237,7 +240,8 @@ def builder(family: Family) -> Builder:
 
 
 def is_builtin(family: Family) -> bool:
-    """Whether the family is one of mutransfer's own (mlp, gpt): only those are initialised here and stacked."""
+    """Whether the family is one of mutransfer's own (mlp, gpt, hf-llama): those are built and initialised here (a
+    user's builder keeps its own init). Whether its trials can be stacked is its trait `stacks`, not this."""
     return isinstance(family, str) and family in BUILTIN_FAMILIES
 
 
@@ -376,7 +380,7 @@ def init_rules(
                 # 1/sqrt(width_mult) (a sum of width random terms over width_mult) instead of starting at 0.
                 continue
             seen.add(id(p))
-            if isinstance(module, nn.LayerNorm):
+            if isinstance(module, nn.LayerNorm) or role == "norm":  # "norm": hf-llama's RMSNorms
                 rules[name] = ("ones", 0.0) if pname == "weight" else ("zeros", 0.0)
             elif pname == "bias":
                 rules[name] = ("zeros", 0.0)

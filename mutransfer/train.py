@@ -15,7 +15,7 @@ from mutransfer.data import Dataset, load_dataset
 from mutransfer.logits import logits_of
 from mutransfer.parametrization import build, count_params, make_optimizer
 from mutransfer.plan import TrialSpec
-from mutransfer.recipe import Train
+from mutransfer.recipe import Train, is_decoder
 from mutransfer.trial import TrialLog, TrialResult
 
 THREADS_ENV = "MUTRANSFER_THREADS"
@@ -42,9 +42,9 @@ def validation_batches(spec: TrialSpec, dataset: Dataset, seq_len: int,
 
 def train_flops_per_token(spec: TrialSpec, n_params: int, seq_len: int) -> float:
     """Training FLOPs per token: 6·N, plus attention scores and values for the gpt (PaLM's estimate:
-    12 · layers · context · width per token, forward and backward)."""
+    12 · layers · context · width per token, forward and backward; hf-llama likewise)."""
     flops = 6.0 * n_params
-    if spec.model.family == "gpt":
+    if is_decoder(spec.model.family):
         flops += 12.0 * spec.scale.depth * seq_len * spec.scale.width
     return flops
 

@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from mutransfer.errors import MutransferError, option
 from mutransfer.fit import FitResult, value_at
+from mutransfer.gpt_shape import llama_options_problem
 from mutransfer.plan import TrialSpec, spec_for
-from mutransfer.recipe import AXES, Recipe, RecipeError, Scale
+from mutransfer.recipe import AXES, Recipe, RecipeError, Scale, is_decoder
 from mutransfer.recipe.validation import format_error
 
 DEFAULT_FACTORS = (0.5, 1.0, 2.0)
@@ -42,10 +43,16 @@ def verify_scale(recipe: Recipe, sizes: dict[str, int]) -> Scale:
         Scale.model_validate(scale.model_dump())
     except ValidationError as e:  # pydantic's own text spans lines: the one-line form names the field
         raise VerifyError(f"invalid size {sizes}: {format_error(e)}") from e
-    if recipe.model.family == "gpt":
+    if is_decoder(recipe.model.family):
         div = recipe.model.head_dim or recipe.model.n_heads or 1
         if scale.width % div:
             raise VerifyError(f"{option('width')} {scale.width} is not a multiple of the model's head size/count {div}")
+    m = recipe.model
+    if m.family == "hf-llama":  # its KV heads must group the heads at this width too
+        problem = llama_options_problem(m.options, m.head_dim, m.n_heads,
+                                        [("model.base_width", m.base_width), ("width", scale.width)])
+        if problem is not None:
+            raise VerifyError(f"{option('width')} {problem[1]}")
     return scale
 
 

@@ -8,7 +8,9 @@ fit, with its interval, or the recipe's) and the compute share.
 
 The launcher formats describe a GPT (a decoder with `n_embd`, `n_layer`, `n_head`): the built-in gpt, or a user's
 builder that declares its heads and FFN ratio in `model.options` (mutransfer.gpt_shape). An mlp is refused with a
-`LauncherError` naming `model.family`, a builder that does not declare them with one naming the missing options. nanoGPT, Hugging Face, torchrun and LitGPT apply no µP
+`LauncherError` naming `model.family`, a builder that does not declare them with one naming the missing options.
+The hf-llama family exports `hf` only: its config.json is transformers' own LlamaConfig; the other formats write a
+GPT-2-shaped model and refuse it in one line (`format_problem`). nanoGPT, Hugging Face, torchrun and LitGPT apply no µP
 rule by themselves: the µP values a µP-aware training script needs (base width, multipliers, per-group learning
 rates) travel as `mup_*` extras where the format allows unknown keys (nanoGPT's config file, a Hugging Face
 config.json) and as comments elsewhere; the `mup` section of the YAML/JSON export has the full rules. Megatron-LM
@@ -26,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from mutransfer.errors import option
+from mutransfer.document import AGAIN, ExportDocument
+from mutransfer.errors import MutransferError, option
 from mutransfer.export import render
 from mutransfer.launchers.common import (
     Config,
@@ -35,6 +38,7 @@ from mutransfer.launchers.common import (
     builder_note,
     comment_lines,
     document,
+    format_problem,
     mup_extras,
     mup_notes,
     nanogpt_keys,
@@ -45,8 +49,9 @@ from mutransfer.launchers.common import (
 )
 from mutransfer.launchers.megatron import megatron
 from mutransfer.launchers.nanogpt_mup import nanogpt_mup
+from mutransfer.recipe import BUILTIN_FAMILIES
 
-__all__ = ["FORMATS", "LAUNCHER_FORMATS", "LauncherError", "hf_files", "megatron", "nanogpt", "nanogpt_mup",
+__all__ = ["FORMATS", "LAUNCHER_FORMATS", "LauncherError", "format_problem", "hf_files", "megatron", "nanogpt", "nanogpt_mup",
            "provenance", "render_format"]
 
 LAUNCHER_FORMATS = ("nanogpt", "nanogpt-mup", "hf", "torchrun", "litgpt", "megatron")
@@ -89,8 +94,29 @@ def _hf_scheduler(tg: Target) -> tuple[str, dict[str, Any] | None]:
     return "constant", None
 
 
+def _llama_config(doc: ExportDocument, tg: Target) -> dict[str, Any]:
+    """The target's LlamaConfig as transformers writes it (`to_dict()`: model_type llama, LlamaForCausalLM), made by
+    the function that made the proxies' (mutransfer.hf_llama.llama_config). Imports transformers."""
+    from mutransfer.hf_llama import llama_config
+
+    t, m = doc.target, doc.model
+    if t.kv_heads is None or t.intermediate_size is None:
+        raise LauncherError(f"target.{'kv_heads' if t.kv_heads is None else 'intermediate_size'}: missing from the "
+                            f"export ({AGAIN})")
+    assert tg.vocab_size is not None  # checked by hf_files
+    try:
+        config = llama_config(width=tg.width, depth=tg.depth, n_heads=tg.n_heads, head_dim=tg.head_dim,
+                              kv_heads=t.kv_heads, intermediate_size=t.intermediate_size, vocab_size=tg.vocab_size,
+                              seq_len=tg.seq_len, options=m.options, tie_embeddings=m.tie_embeddings,
+                              init_std=tg.init_std)
+    except MutransferError as e:  # transformers not installed: the same line, as this module's error
+        raise LauncherError(str(e)) from e
+    return config.to_dict()
+
+
 def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = None) -> dict[str, Any]:
-    """{"training_args.json": TrainingArguments kwargs, "config.json": a GPT-2 model config}."""
+    """{"training_args.json": TrainingArguments kwargs, "config.json": the model config}: a GPT-2 config for the
+    gpt and a builder's GPT, transformers' own LlamaConfig for hf-llama; each with the µP values as mup_* keys."""
     doc = document(config)
     tg = resolve_target(doc, "hf", nproc=nproc, micro_batch_size=micro_batch_size)
     if tg.vocab_size is None:
@@ -118,7 +144,7 @@ def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
         args["lr_scheduler_kwargs"] = sched_kwargs
     if tg.optimizer == "sgd" and tg.momentum is not None:
         args["optim_args"] = f"momentum={tg.momentum}"
-    model: dict[str, Any] = {
+    model: dict[str, Any] = _llama_config(doc, tg) if tg.family == "hf-llama" else {
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
         "n_embd": tg.width,
@@ -135,11 +161,15 @@ def hf_files(config: Config, *, nproc: int = 1, micro_batch_size: int | None = N
         "bos_token_id": None,
         "eos_token_id": None,
     }
-    if tg.init_std is not None:
+    if tg.init_std is not None and tg.family != "hf-llama":  # llama_config sets it where LlamaConfig allows it
         model["initializer_range"] = tg.init_std
     model.update(mup_extras(tg, doc))
     notes = [*mup_notes(tg, "Hugging Face's Trainer")]
-    if tg.family != "gpt":
+    if tg.family == "hf-llama" and tg.mup is not None:
+        notes.append("LlamaForCausalLM(LlamaConfig(**config)) is the proxies' model; mutransfer.runtime.prepare(model, "
+                     "this folder) gives it µP's init, readout multiplier and LlamaAttention.scaling, "
+                     "mutransfer.runtime.MuTrainer (or hf_optimizer) its optimizer.")
+    if tg.family not in BUILTIN_FAMILIES:
         notes.append(builder_note(tg.family))
     if tg.optimizer == "adam" and tg.weight_decay:
         notes.append("The recipe's optimizer is Adam (L2 weight decay); adamw_torch decouples it.")

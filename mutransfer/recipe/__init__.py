@@ -10,32 +10,43 @@ user's builder checked; `stored_recipe`: a sweep's recipe read back from the sto
 refusing duplicate keys and alias bombs), `bounds` (the largest values a recipe may ask for, and why).
 """
 
-from mutransfer.recipe.loading import load_recipe, parse_recipe, resolve_entrypoint, stored_recipe
+from mutransfer.recipe.loading import (
+    load_recipe,
+    missing_extra,
+    parse_recipe,
+    resolve_entrypoint,
+    stored_recipe,
+)
 from mutransfer.recipe.recipe import Recipe
 from mutransfer.recipe.sections import (
     AXES,
     BUILTIN_FAMILIES,
+    BUILTINS,
     DEPTH_ALPHA,
     KNOWN_HPARAMS,
     Data,
+    FamilyTraits,
     Model,
     Resources,
     Scale,
     Target,
     Train,
     default_init_std,
+    is_decoder,
 )
 from mutransfer.recipe.space import Choice, Dist, LogUniform, Uniform
 from mutransfer.recipe.validation import RecipeError
 
 __all__ = [
     "AXES",
+    "BUILTINS",
     "BUILTIN_FAMILIES",
     "DEPTH_ALPHA",
     "KNOWN_HPARAMS",
     "Choice",
     "Data",
     "Dist",
+    "FamilyTraits",
     "LogUniform",
     "Model",
     "Recipe",
@@ -46,7 +57,9 @@ __all__ = [
     "Train",
     "Uniform",
     "default_init_std",
+    "is_decoder",
     "load_recipe",
+    "missing_extra",
     "parse_recipe",
     "resolve_entrypoint",
     "stored_recipe",

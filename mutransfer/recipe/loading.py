@@ -4,6 +4,7 @@ that need the file system or an import (data paths, a user's builder: `resolve_e
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mutransfer.recipe.recipe import STORED, Recipe
+from mutransfer.recipe.sections import BUILTINS
 from mutransfer.recipe.validation import RecipeError, format_error
 from mutransfer.recipe.yaml_text import read_yaml
 
@@ -74,6 +76,19 @@ def _check_environment(recipe: Recipe, source: str) -> None:
             resolve_entrypoint(recipe.model.family)
         except RecipeError as e:
             raise RecipeError(f"{source}: model.family: {e}") from e
+    problem = missing_extra(recipe.model.family)
+    if problem is not None:
+        raise RecipeError(f"{source}: model.family: {problem}")
+
+
+def missing_extra(family: str) -> str | None:
+    """Why a built-in family cannot be built here (the module it needs is not installed), or None. Finds the module
+    without importing it: transformers takes seconds to import, and the family's builder imports it anyway."""
+    traits = BUILTINS.get(family)
+    if traits is None or traits.requires is None or importlib.util.find_spec(traits.requires) is not None:
+        return None
+    return (f"the {family} family needs {traits.requires}, which is not installed: "
+            f"pip install 'mutransfer[{traits.extra}]'")
 
 
 def resolve_entrypoint(spec: str) -> Any:

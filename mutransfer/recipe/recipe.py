@@ -8,9 +8,19 @@ import math
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from mutransfer.gpt_shape import options_problem
+from mutransfer.gpt_shape import llama_options_problem, options_problem
 from mutransfer.recipe.bounds import MAX_TRIALS
-from mutransfer.recipe.sections import KNOWN_HPARAMS, Data, Model, Resources, Scale, Scales, Target, Train
+from mutransfer.recipe.sections import (
+    KNOWN_HPARAMS,
+    Data,
+    Model,
+    Resources,
+    Scale,
+    Scales,
+    Target,
+    Train,
+    is_decoder,
+)
 from mutransfer.recipe.space import Search
 from mutransfer.recipe.validation import Strict, at
 
@@ -50,8 +60,8 @@ class Recipe(Strict):
         m, d = self.model, self.data
         if m.family == "mlp" and d.kind != "digits":
             raise at("data.kind", f"the mlp family trains on digits, not {d.kind!r} (use family: gpt)")
-        if m.family == "gpt" and d.kind == "digits":
-            raise at("data.kind", "the gpt family needs a sequence corpus: chars or tokens")
+        if is_decoder(m.family) and d.kind == "digits":
+            raise at("data.kind", f"the {m.family} family needs a sequence corpus: chars or tokens")
         if m.tie_embeddings and d.kind == "digits":
             raise at("model.tie_embeddings", "digits data has no tokens to embed: tied embeddings need chars or tokens")
         if m.is_builtin:
@@ -74,6 +84,8 @@ class Recipe(Strict):
         if getattr(self.train, "batch_trials", 1) > 1 and (m.depth_scaling != "none" or m.residual):
             # mutransfer.batched writes the forward of the plain families; it has no residual multiplier yet.
             raise at("train.batch_trials", "batched trials do not support depth scaling or a residual mlp yet: use 1")
+        if getattr(self.train, "batch_trials", 1) > 1 and m.traits is not None and not m.traits.stacks:
+            raise at("train.batch_trials", f"the {m.family} family has no stacked forward (mutransfer.batched): use 1")
         if self.train.optimizer != "sgd" and "momentum" in self.search.space:
             raise at("search.space.momentum", f"momentum applies to sgd, not {self.train.optimizer}")
         widths = [p.width for p in self.scales.points()]
@@ -82,7 +94,7 @@ class Recipe(Strict):
             raise at("target.width", f"{self.target.width} is smaller than the widest proxy ({max(widths)})")
         if self.target.depth < max(depths):
             raise at("target.depth", f"{self.target.depth} is smaller than the deepest proxy ({max(depths)})")
-        if m.family == "gpt":
+        if is_decoder(m.family):
             hd, nh = m.head_dim, m.n_heads
             for p in [*self.scales.points(), self.target]:
                 where = "scales" if p is not self.target else "target"
@@ -91,11 +103,17 @@ class Recipe(Strict):
                 if nh is not None and p.width % nh:
                     raise at(f"{where}.width", f"{p.width} is not a multiple of model.n_heads {nh}")
             if self.scales.base.seq_len < 2:
-                raise at("scales.base.seq_len", "the gpt family needs the proxy's sequence length (2 or more)")
+                raise at("scales.base.seq_len", f"the {m.family} family needs the proxy's sequence length (2 or more)")
             if hd is None and nh is None:
-                raise at("model.head_dim", "the gpt family needs head_dim (or n_heads)")
+                raise at("model.head_dim", f"the {m.family} family needs head_dim (or n_heads)")
             if m.base_width % (hd or nh or 1):
                 raise at("model.base_width", f"{m.base_width} is not a multiple of the head size/count")
+            if m.family == "hf-llama":
+                sizes = [("model.base_width", m.base_width), *(("scales.width", p.width) for p in self.scales.points()),
+                         ("target.width", self.target.width)]
+                problem = llama_options_problem(m.options, hd, nh, sizes)
+                if problem is not None:
+                    raise at(*problem)
         elif not m.is_builtin:  # a builder's declared GPT shape (mutransfer.gpt_shape)
             sizes = [("model.base_width", m.base_width), *(("scales.width", p.width) for p in self.scales.points()),
                      ("target.width", self.target.width)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,35 @@ from mutransfer.recipe.validation import (
 )
 
 AXES = ("width", "depth", "batch_size", "seq_len")
-BUILTIN_FAMILIES = ("mlp", "gpt")
+
+
+@dataclass(frozen=True)
+class FamilyTraits:
+    """What the rest of mutransfer needs to know about a built-in family, said once here rather than by testing
+    its name in each place. Every built-in is built and initialised by mutransfer (mutransfer.parametrization);
+    whether its trials can also be stacked is a trait of its own (`stacks`)."""
+
+    decoder: bool  # a causal LM on chars/tokens: heads, an FFN, attention FLOPs, the launcher formats (else the mlp)
+    stacks: bool  # mutransfer.batched has its forward in stacked form: train.batch_trials > 1 batches its trials
+    requires: str | None = None  # a module outside the core dependencies that building it imports
+    extra: str | None = None  # the pip extra that installs `requires`
+
+
+BUILTINS: dict[str, FamilyTraits] = {
+    "mlp": FamilyTraits(decoder=False, stacks=True),
+    "gpt": FamilyTraits(decoder=True, stacks=True),
+    # transformers' own LlamaForCausalLM in µP (mutransfer.hf_llama); batched.py has no stacked Llama forward.
+    "hf-llama": FamilyTraits(decoder=True, stacks=False, requires="transformers", extra="hf"),
+}
+BUILTIN_FAMILIES = tuple(BUILTINS)
+
+
+def is_decoder(family: object) -> bool:
+    """Whether `family` is a built-in causal LM (gpt, hf-llama)."""
+    traits = BUILTINS.get(family) if isinstance(family, str) else None
+    return traits is not None and traits.decoder
+
+
 # Hyperparameters that the built-in trainer knows how to apply. A user's own builder may add names of its own:
 # they reach the builder in `BuildConfig.hparams`.
 TRAIN_HPARAMS = ("lr", "weight_decay", "momentum", "adam_eps")
@@ -41,7 +70,7 @@ def default_init_std(family: object, base_width: int) -> float | None:
     and nanoGPT's (Radford et al. 2019); MLP: base_width ** -0.5, LeCun's 1/sqrt(fan_in). Both are starting points:
     the shipped GPT recipes sweep init_std with the LR, as Tensor Programs V tunes it. None for a user's builder,
     which keeps its own init."""
-    if family == "gpt":
+    if is_decoder(family):
         return 0.02
     if family == "mlp":
         return base_width**-0.5
@@ -49,13 +78,13 @@ def default_init_std(family: object, base_width: int) -> float | None:
 
 
 class Model(Strict):
-    # `mlp`, `gpt`, or a user's builder as `package.module:function` (see mutransfer.parametrization.BuildConfig).
+    # `mlp`, `gpt`, `hf-llama` (transformers' LlamaForCausalLM, see mutransfer.hf_llama), or a user's builder as `package.module:function` (see mutransfer.parametrization.BuildConfig).
     family: str = "mlp"
     # One parametrization, or both to compare them side by side in one sweep.
     parametrization: Literal["mup", "sp"] | list[Literal["mup", "sp"]] = "mup"
     # The width at which µP and SP coincide; mup's width multiplier is width / base_width.
     base_width: Width = 64
-    # Fixed sizes. GPT: give head_dim (heads grow with width) or n_heads (head size grows with width).
+    # Fixed sizes. GPT and hf-llama: give head_dim (heads grow with width) or n_heads (head size grows with width).
     head_dim: PositiveInt | None = None
     n_heads: PositiveInt | None = None
     ffn_ratio: PositiveFloat = 4.0
@@ -76,9 +105,10 @@ class Model(Strict):
     # Adam's epsilon: `width` divides it by width_mult (and, with depth scaling, by (depth / base_depth) ** alpha
     # too, CompleteP's rule) so that it stays below the shrinking µP gradients of a wide (and deep) target.
     eps_scaling: Literal["none", "width"] = "none"
-    # The readout shares the token embedding's weight: mup.MuSharedReadout under µP; gpt and sequence builders only.
+    # The readout shares the token embedding's weight: mup.MuSharedReadout under µP; gpt, hf-llama and sequence
+    # builders only.
     tie_embeddings: bool = False
-    # Free-form options handed to a user's builder.
+    # Free-form options handed to a user's builder; hf-llama's: kv_heads, rope_theta, rms_norm_eps.
     options: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -89,6 +119,11 @@ class Model(Strict):
     @property
     def is_builtin(self) -> bool:
         return self.family in BUILTIN_FAMILIES
+
+    @property
+    def traits(self) -> FamilyTraits | None:
+        """The built-in family's traits; None for a user's builder."""
+        return BUILTINS.get(self.family)
 
     @field_validator("family")
     @classmethod
@@ -136,8 +171,8 @@ class Model(Strict):
             )
         if self.depth_scaling != "none" and self.family == "mlp" and not self.residual:
             raise at("model.residual", "depth scaling acts on residual branches: the mlp needs residual: true")
-        if self.residual and self.family == "gpt":
-            raise at("model.residual", "the gpt is residual already; residual applies to the mlp")
+        if self.residual and is_decoder(self.family):
+            raise at("model.residual", f"the {self.family} is residual already; residual applies to the mlp")
         if self.tie_embeddings and self.family == "mlp":
             raise at("model.tie_embeddings", "the mlp has no token embedding to share with its readout: use false")
         return self

@@ -83,7 +83,9 @@ def _from_export(c: ExportDocument) -> Rules:
         embed_mult=r.embedding.multiplier,
         attn_scale=att.scale if att else None, head_dim=att.head_dim if att else None,
         query_zero=att is not None and att.query_init == "zeros",
-        widths=_widths(width, round((t.ffn_ratio or 0) * width), (t.n_heads or 0) * (t.head_dim or 0)),
+        # The key/value width too: a grouped-query attention's k and v projections (hf-llama) are narrower.
+        widths=_widths(width, round((t.ffn_ratio or 0) * width), (t.n_heads or 0) * (t.head_dim or 0),
+                       (t.kv_heads or 0) * (t.head_dim or 0)),
         eps_mult=eps_mult, block_lr_scale=depth.block_lr_scale, branch_mult=depth.branch_multiplier,
     )
 
@@ -108,6 +110,8 @@ def _from_hf(cfg: dict[str, Any], args: dict[str, Any] | None) -> Rules:
     a = args or {}
     optim = optim_rule(str(a.get("optim", "adamw_torch")), a.get("optim_args"), wm)
     n_head = cfg.get("n_head") or cfg.get("num_attention_heads")
+    head_dim = cfg.get("head_dim") or (width // int(n_head) if n_head else None)  # LlamaConfig states its own
+    kv_width = (cfg.get("num_key_value_heads") or 0) * (head_dim or 0)  # grouped-query attention's k and v
     return Rules(
         width=width, base_width=int(_need(cfg, "mup_base_width")), width_mult=wm, **optim,
         lr=float(a["learning_rate"]) if "learning_rate" in a
@@ -118,9 +122,9 @@ def _from_hf(cfg: dict[str, Any], args: dict[str, Any] | None) -> Rules:
         betas=(float(a.get("adam_beta1", 0.9)), float(a.get("adam_beta2", 0.999))),
         init_std=cfg.get("mup_init_std"), hidden_init_std=cfg.get("mup_hidden_init_std"),
         output_mult=float(cfg.get("mup_output_mult", 1.0)), embed_mult=float(cfg.get("mup_embed_mult", 1.0)),
-        attn_scale=cfg.get("mup_attn_scale"), head_dim=width // int(n_head) if n_head else None,
+        attn_scale=cfg.get("mup_attn_scale"), head_dim=head_dim,
         query_zero=cfg.get("mup_query_init", "zeros") == "zeros",  # the export's rule; the hf files omit it
-        widths=_widths(width, cfg.get("n_inner") or cfg.get("intermediate_size") or 4 * width),
+        widths=_widths(width, cfg.get("n_inner") or cfg.get("intermediate_size") or 4 * width, kv_width),
         eps_mult=float(cfg.get("mup_eps_mult", 1.0)), block_lr_scale=float(cfg.get("mup_block_lr_scale", 1.0)),
         branch_mult=float(cfg.get("mup_branch_mult", 1.0)),
     )
