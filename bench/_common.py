@@ -149,9 +149,10 @@ def _train_at_width(job: dict[str, Any]) -> dict[str, Any]:
     scale = recipe.scales.base.model_copy(update={"width": job["width"]})
     spec = replace(spec_for(recipe, job["param"], scale, 0, 0, job["hp"]), seed=job["seed"], key=job["key"])
     t = time.perf_counter()
-    res = train(spec, lambda _point: None, threads=1)
+    curve: list[dict[str, float]] = []  # every evaluation, kept so the noise of the metric can be read afterwards
+    res = train(spec, lambda p: curve.append({k: p[k] for k in ("step", "train_loss", "val_loss")}), threads=1)
     return {"key": job["key"], "param": job["param"], "hp": job["hp"], "seed": job["seed"], "status": res.status,
-            "metric": res.metric, "flops": res.flops, "wall_s": time.perf_counter() - t}
+            "metric": res.metric, "flops": res.flops, "wall_s": time.perf_counter() - t, "curve": curve}
 
 
 def train_at_width(jobs: list[tuple[str, dict[str, float]]], *, recipe: Path, width: int, seeds: tuple[int, ...],

@@ -96,13 +96,85 @@ def mean_metric(runs: dict[str, Any], param: str, lr: float) -> float | None:
     return sum(ms) / len(ms)
 
 
+def lr_curve(runs: dict[str, Any], param: str, n_boot: int = 2000) -> dict[str, Any] | None:
+    """A quadratic in log2(lr) through every completed width-512 run of `param` (the scan's and the evaluated
+    values', each seed its own point) plus a level per seed, and a bootstrap over learning rates (a value's seeds
+    resampled together): the direct optimum and the loss any lr gets by the curve.
+
+    Why: one run's loss varies by up to 0.15 between seeds at one lr here, more than the 1% (0.023) the goal asks
+    about, and much of that is the seed itself (its init and data order: one seed lower at every lr), which the
+    per-seed level takes out since every value is trained with the same seeds. The scan's best mean, a minimum over
+    noisy means, also reads low; the curve pools every run near the optimum. The curve's coefficients are
+    (quadratic, linear, one level per seed). None with fewer than 6 runs or a fitted curve that is not convex."""
+    import numpy as np
+
+    pts = [(math.log2(r["hp"]["lr"]), SEEDS.index(r["seed"]), r["metric"]) for r in runs.values()
+           if r["param"] == param and r["seed"] in SEEDS and r["metric"] is not None and math.isfinite(r["metric"])]
+    if len(pts) < 6:
+        return None
+    u, s, y = (np.array(c) for c in zip(*pts, strict=True))
+    s = s.astype(int)
+    lo, hi = min(math.log2(v) for v in SCAN[param]), max(math.log2(v) for v in SCAN[param])
+
+    def fit(idx: np.ndarray) -> np.ndarray:
+        X = np.column_stack([u[idx] ** 2, u[idx], np.eye(len(SEEDS))[s[idx]]])
+        return np.linalg.lstsq(X, y[idx], rcond=None)[0]
+
+    c = fit(np.arange(len(u)))
+    if c[0] <= 0:
+        return None
+    values = np.unique(u)
+    groups = [np.flatnonzero(u == v) for v in values]
+    rng = np.random.default_rng(0)
+    boots = [fit(np.concatenate([groups[i] for i in rng.integers(0, len(values), len(values))]))
+             for _ in range(n_boot)]
+    return {"coef": c, "boots": boots, "lo": lo, "hi": hi, "n": len(u)}
+
+
+def curve_at(c: Any, x: Any) -> Any:
+    """The curve's loss at log2 lr `x`, at the seeds' mean level."""
+    import numpy as np
+
+    return c[0] * np.asarray(x) ** 2 + c[1] * np.asarray(x) + float(np.mean(c[2:]))
+
+
+def curve_min(curve: dict[str, Any], c: Any) -> float:
+    """Where the curve `c` is lowest inside the scanned range (log2 lr); a replicate need not be convex."""
+    import numpy as np
+
+    grid = np.linspace(curve["lo"], curve["hi"], 401)
+    return float(grid[np.argmin(curve_at(c, grid))])
+
+
+def curve_gap(curve: dict[str, Any], lr: float) -> tuple[float, float, float] | None:
+    """The curve's loss at `lr` against its minimum, in % of that minimum: the estimate and a 95% interval over the
+    bootstrap. None outside the scanned range (a quadratic is no guide there)."""
+    import numpy as np
+
+    x = math.log2(lr)
+    if not curve["lo"] - 0.25 <= x <= curve["hi"] + 0.25:
+        return None
+
+    def gap(c: np.ndarray) -> float:
+        best = curve_at(c, curve_min(curve, c))
+        return float(100.0 * (curve_at(c, x) - best) / best)
+
+    gs = np.array([gap(b) for b in curve["boots"]])
+    return gap(curve["coef"]), float(np.percentile(gs, 2.5)), float(np.percentile(gs, 97.5))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", default="current", help="name of this run's fit code in the before/after table")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the section from what is cached under "
+                    "bench/.transfer_real/, training nothing (e.g. after a run was stopped)")
     args = ap.parse_args()
     os.environ.setdefault("MUTRANSFER_THREADS", "1")
     t0 = time.perf_counter()
+    if args.report_only:
+        report(args.label, json.loads(LABELS.read_text()), json.loads(RUNS.read_text()), None)
+        return
     path = recipe_path()
 
     mutransfer("sweep", str(path))  # resumes: finished trials are kept
@@ -136,7 +208,8 @@ def main() -> None:
     write(runs)
 
 
-def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) -> None:
+def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float | None) -> None:
+    """Rewrite the section; `t0` None: re-rendered from the cache (the wall time is then the runs' own)."""
     from mutransfer.storage import Store
 
     store = Store.open(DB)
@@ -158,6 +231,7 @@ def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) 
     rows = []
     summary = []
     for p in ("mup", "sp"):
+        curve = lr_curve(runs, p)
         scan = [(lr, mean_metric(runs, p, lr)) for lr in SCAN[p]]
         done = [(lr, m) for lr, m in scan if m is not None and not math.isnan(m)]
         best_lr, best = min(done, key=lambda x: x[1]) if done else (None, None)
@@ -166,6 +240,12 @@ def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) 
                           for lr, m in scan)
         summary.append(f"{p}: direct best lr {best_lr:.4g} (val {best:.4f}); scan {shown}" if best is not None
                        else f"{p}: scan not run yet ({shown})")
+        if curve is not None:
+            c = curve["coef"]
+            v = curve_min(curve, c)
+            summary.append(f"{p}: the curve through its {curve['n']} width-{TARGET_WIDTH} runs: optimum lr "
+                           f"{2 ** v:.4g}, val {float(curve_at(c, v)):.4f} (the seeds' levels "
+                           f"{', '.join(f'{a:+.3f}' for a in c[2:] - c[2:].mean())} about their mean)")
         for lab, readings_l in labels.items():
             r = readings_l.get(p)
             if r is None:
@@ -180,8 +260,15 @@ def report(label: str, labels: dict[str, Any], runs: dict[str, Any], t0: float) 
                 loss = "diverged" if m is None else "not run" if math.isnan(m) else f"{m:.4f}"
                 gap = ("-" if m is None or math.isnan(m) or best is None else f"{100 * (m - best) / best:+.2f}%")
                 spread = seed_spread(runs, p, float(v)) if v is not None else "-"
+                cg = curve_gap(curve, float(v)) if curve is not None and v is not None and m is not None \
+                    and not math.isnan(m) else None
+                by_curve = "-" if cg is None else f"{cg[0]:+.2f}% [{cg[1]:+.2f}, {cg[2]:+.2f}]"
                 rows.append([lab, p, what, "-" if v is None else f"{v:.4g} {interval}".strip(), slope, loss, spread,
-                             gap])
+                             gap, by_curve])
+    worker_s = sum(r.get("wall_s", 0.0) for r in runs.values())
+    wall = (f"Wall time of this run: {time.perf_counter() - t0:.0f} s." if t0 is not None else
+            f"Re-rendered from the cache (`--report-only`); the width-{TARGET_WIDTH} runs took {worker_s:.0f} s of "
+            "worker time in all.")
     body = f"""The built-in GPT (depth 2, head size 8, batch 32 x 64 characters, 200 AdamW steps, cosine) on this Python's
 standard library source; µP and SP proxies at widths 32/64/128, 12 LR draws in [1e-4, 1e-1] x 2 seeds ({len(trials)}
 proxy trials) through `mutransfer sweep` and `mutransfer fit`; ground truth: a direct LR scan at width
@@ -193,16 +280,20 @@ a line through them; "after": the joint model).
 {chr(10).join('- ' + s for s in summary)}
 
 {table(["fit", "parametrization", "value", "lr at width 512 [95% interval]", "width slope [95%]", "val loss at 512",
-        "seeds apart", "vs direct best"], rows)}
+        "seeds apart", "vs direct best", "by the curve [95%]"], rows)}
 
 The two seeds of one value differ by up to the "seeds apart" column: a gap to the direct best smaller than that is
-within seed noise.
+within seed noise. "By the curve": a quadratic in log2(lr) plus a level per seed through every width-{TARGET_WIDTH} run of
+that parametrization, its value at the exported lr against its minimum inside the scanned range, with a 95%
+bootstrap interval over learning rates: what the goal (within 1% of the direct best) is judged on, because one
+run's noise is larger than 1% here (much of it the seed's own level, the same at every lr) and the best of the
+scan's means reads low.
 
 Compute of each route (the µTransfer route: that parametrization's proxy trials; direct: the width-{TARGET_WIDTH}
 scan, {n_scan} of {len(scan_keys)} runs done at the time of writing, the rest counted at the mean run's cost):
 {chr(10).join('- ' + c for c in compute)}
 
-Wall time of this run: {time.perf_counter() - t0:.0f} s.
+{wall}
 """
     update_section("transfer_real", "Transfer on a real task (GPT, chars, width 512)",
                    f".venv/bin/python bench/transfer_real.py --label {label}", body)

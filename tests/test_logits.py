@@ -13,10 +13,15 @@ from mutransfer.plan import plan
 from mutransfer.recipe import parse_recipe
 from mutransfer.train import train
 
-sys.modules.setdefault("torchvision", None)  # type: ignore[arg-type]  # its build does not match this torch
+
+@pytest.fixture
+def no_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers imports torchvision when it is installed; its build does not match this torch. Hidden for the
+    test only: other tests check the process still sees it (tests/test_hf_llama.py)."""
+    monkeypatch.setitem(sys.modules, "torchvision", None)
 
 
-def test_logits_of_every_form() -> None:
+def test_logits_of_every_form(no_torchvision: None) -> None:
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     t = torch.randn(2, 3, 5)
@@ -54,7 +59,7 @@ def test_shapes_are_checked_and_nanogpt_s_last_position_is_named() -> None:
 
 
 @pytest.mark.parametrize("output", ["tuple", "dict", "model_output"])
-def test_a_trial_trains_whatever_form_the_forward_returns(output: str) -> None:
+def test_a_trial_trains_whatever_form_the_forward_returns(output: str, no_torchvision: None) -> None:
     r = parse_recipe(f"""
 name: forms
 model: {{family: "userbuilders:wrapped", parametrization: mup, base_width: 16, options: {{output: {output}}}}}
