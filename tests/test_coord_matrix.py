@@ -1,6 +1,10 @@
 """The planted-mistake matrix (issue 18, item 5): `mutransfer sweep`'s coordinate-check gate refuses every µP
-mistake planted in a nanoGPT-shaped user model (tests/nanogpt_like.py), naming the right cause, and lets every
-correct model through with a margin, over seeds.
+mistake planted in a nanoGPT-shaped user model (tests/nanogpt_like.py) and in transformers' Llama, naming the right
+cause, and lets every correct model through with a margin, over seeds.
+
+The hf-llama family does µP itself, so a recipe cannot plant a mistake in it: the Llama rows plant each in a user's
+builder (tests/llama_builders.py) that starts from the family's model and undoes one µP piece, as a hand-written
+µP Llama would get it wrong; its unplanted model is a correct row beside the family's own.
 
 Each mistake row goes through `mutransfer.api.sweep` itself, which runs the gate after the recipe's preflight and
 before Ray or the database: a refused sweep raises there, so these rows never train a trial. One mistake cannot be
@@ -15,6 +19,7 @@ every judged |slope| within MARGIN x the threshold. Run with `-s` to see each ro
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +51,10 @@ class Model:
 
 
 NANOGPT = "nanogpt_like:build"
+HF_LLAMA = "hf-llama"
+LLAMA_BUILDER = "llama_builders:build"
+NEEDS_TRANSFORMERS = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                                        reason="transformers is not installed (pip install 'mutransfer[hf]')")
 
 
 def recipe_text(m: Model, corpus: Path, name: str) -> str:
@@ -64,6 +73,11 @@ target: {{width: 1024, depth: 2, batch_size: 8, seq_len: 32}}
 def mistake(name: str, attention: str = "sdpa") -> Model:
     label = name if attention == "sdpa" else f"{name}, {attention} softmax"
     return Model(NANOGPT, {"options": f"{{mistake: {name}, attention: {attention}}}"}, label)
+
+
+def llama(name: str) -> Model:
+    """A hand-made µP Llama with one mistake; a fixed head count (head size grows), as sqrt_attention needs."""
+    return Model(LLAMA_BUILDER, {"n_heads": 4, "options": f"{{mistake: {name}}}"}, f"llama {name}")
 
 
 def _plain_adamw(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -87,9 +101,19 @@ MISTAKES = [
         plant_optimizer=True),
     Row(mistake("double_readout"), ("lm_head", "stop learning as width grows")),
     Row(mistake("tied_plain"), ("'lm_head' is a plain nn.Linear sharing the embedding 'wte'", "MuSharedReadout")),
-    # hf-llama rows (issue 18, item 5) go here once that family lands: the same mistakes planted in a Llama
-    # (its readout, its attention's `scaling` left at head_dim ** -0.5, its init, its intermediate_size in the
-    # delta model), each a Row(Model("hf-llama", {...}), words).
+    # The same mistakes in transformers' Llama, as a user who made it µP by hand would get them wrong
+    # (tests/llama_builders.py); plain Adam on the hf-llama family's own µP model.
+    Row(llama("plain_readout"), ("'lm_head' is a plain nn.Linear, not a mup.MuReadout",)),
+    Row(llama("sqrt_attention"), ("model.layers.0.self_attn.attn_logits",
+                                  "attention scale is 1/sqrt(head_dim); µP needs 1/head_dim")),
+    Row(llama("fixed_init"), ("init does not shrink like 1/sqrt(fan_in)", "model.layers.0.self_attn.k_proj")),
+    Row(llama("fixed_ffn_in_delta"), ("set_base_shapes takes a width dimension for a fixed one",
+                                      "mlp.gate_proj.weight")),
+    Row(Model(HF_LLAMA, {"n_heads": 4}, "hf-llama plain_adam"),
+        ("hidden weights", "learning rate is not divided by the width multiplier"), plant_optimizer=True),
+    Row(llama("double_readout"), ("lm_head", "stop learning as width grows")),
+    Row(llama("tied_plain"), ("'lm_head' is a plain nn.Linear sharing the embedding 'model.embed_tokens'",
+                              "MuSharedReadout")),
 ]
 
 CORRECT = [
@@ -97,7 +121,9 @@ CORRECT = [
     Model(NANOGPT, {"options": "{attention: explicit}"}, "nanogpt_like, explicit softmax"),
     Model("gpt", {"head_dim": 8}, "gpt, head size fixed"),
     Model("gpt", {"n_heads": 4}, "gpt, head count fixed"),
-    # hf-llama (correct µP) goes here once that family lands.
+    Model(HF_LLAMA, {"head_dim": 8, "options": "{kv_heads: 2}"}, "hf-llama, head size fixed, grouped KV"),
+    Model(HF_LLAMA, {"n_heads": 4}, "hf-llama, head count fixed"),
+    Model(LLAMA_BUILDER, {"n_heads": 4}, "llama_builders, no mistake"),  # the mistake rows' builder, unplanted
 ]
 
 
@@ -105,7 +131,13 @@ def _judged(rep: CoordCheckReport) -> list[tuple[str, float]]:
     return [(x.name, x.slope) for x in rep.layers if x.judged and x.verdict != "unchanged"]
 
 
-@pytest.mark.parametrize("row", MISTAKES, ids=lambda r: r.model.label)
+def _cases(models: list[Model], items: list[Any]) -> list[Any]:
+    """pytest params labelled by their model, the Llama ones skipped without transformers (the hf extra)."""
+    return [pytest.param(x, id=m.label, marks=[NEEDS_TRANSFORMERS] if m.family in (HF_LLAMA, LLAMA_BUILDER) else [])
+            for m, x in zip(models, items, strict=True)]
+
+
+@pytest.mark.parametrize("row", _cases([r.model for r in MISTAKES], MISTAKES))
 def test_the_gate_refuses_each_planted_mistake_naming_its_cause(row: Row, corpus: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     text = recipe_text(row.model, corpus, row.model.label.replace(", ", "-").replace(" ", "-"))
@@ -138,7 +170,7 @@ def test_the_gate_refuses_each_planted_mistake_naming_its_cause(row: Row, corpus
     print(f"\n{row.model.label}: {caught} (thresholds {BLOW_UP:+.2f}/{VANISH:+.2f}); {line}")
 
 
-@pytest.mark.parametrize("model", CORRECT, ids=lambda m: m.label)
+@pytest.mark.parametrize("model", _cases(CORRECT, CORRECT))
 def test_correct_models_pass_the_gate_with_a_margin_over_seeds(model: Model, corpus: Path) -> None:
     r = parse_recipe(recipe_text(model, corpus, "ok"))
     notes: list[str] = []

@@ -6,18 +6,20 @@ back by `from_dict`. Plain Python: reading or printing a stored report imports n
 
 Calibration over width (3 Adam/AdamW steps at lr 3e-3, seeds (0, 1) and (2, 3), widths 32..256 from base width
 32, on digits and on two char corpora, Python source and one repeated sentence; tests/test_coord_matrix.py plants
-the nanoGPT-shaped mistakes): correct µP models' slopes were -0.21..+0.08 in every judged layer (nanoGPT-shaped with
-SDPA or an explicit softmax -0.16..+0.08, the gpt -0.18..+0.02 with its head size or its head count fixed, a
-user's gpt at PyTorch's default init -0.21, the mlp -0.06..-0.04), their attention logits (the bound
-scale·|q|·|k| of `mutransfer.coordcheck.attention`) -0.18..+0.05: finite widths pull µP a little below 0, and the
-vanishing side keeps more room for it. Mistakes: 1/sqrt(head_dim) attention with a fixed head count +0.44..+0.47
-in the attention logits (+0.37..+0.58 on one seed) while every other layer stayed flat; plain Adam on a µP model
-+0.95..+1.35 in the hidden layers; a readout that skips MuReadout's 1/width +0.72..+0.91 (logits), one that divides
-by the width twice -0.92..-1.15; SP's logits +0.8..+1.1 and hidden layers +0.5..+1.5. A plain or tied nn.Linear
-readout, a width dimension the base and delta models keep fixed and a fixed init (nanoGPT's 0.02) are caught from
-the model's structure, exactly, and blow up +0.5..+1.3 as well. SGD (lr 0.1, MuSGD): µP within 0.15, SP logits
-+0.3..+0.8. Thresholds: "blows up" above +0.3, "vanishes" below -0.4: the margins are +0.08 against +0.3 and -0.21
-against -0.4 for correct models, +0.14 beyond +0.3 for the closest mistake (1/sqrt(d) attention).
+the nanoGPT-shaped mistakes and the same ones in transformers' Llama): correct µP models' slopes were -0.21..+0.08 in
+every judged layer (nanoGPT-shaped with SDPA or an explicit softmax -0.16..+0.08, the gpt -0.18..+0.02 with its
+head size or its head count fixed, hf-llama -0.15..+0.04 with either, a user's gpt at PyTorch's default init -0.21,
+the mlp -0.06..-0.04), their attention logits (the bound scale·|q|·|k| of `mutransfer.coordcheck.attention`)
+-0.18..+0.05: finite widths pull µP a little below 0, and the vanishing side keeps more room for it. Mistakes:
+1/sqrt(head_dim) attention with a fixed head count +0.44..+0.47 in the attention logits (+0.37..+0.58 on one seed;
+a Llama's `scaling` left at head_dim ** -0.5 +0.41..+0.46 over seeds 0..5) while every other layer stayed flat;
+plain Adam on a µP model +0.95..+1.35 in the hidden layers (a Llama's +0.62..+1.44); a readout that skips
+MuReadout's 1/width +0.72..+0.91 (logits), one that divides by the width twice -0.92..-1.15; SP's logits +0.8..+1.1
+and hidden layers +0.5..+1.5. A plain or tied nn.Linear readout, a width dimension the base and delta models keep
+fixed and a fixed init (nanoGPT's 0.02) are caught from the model's structure, exactly, and blow up +0.5..+1.3 as
+well. SGD (lr 0.1, MuSGD): µP within 0.15, SP logits +0.3..+0.8. Thresholds: "blows up" above +0.3, "vanishes"
+below -0.4: the margins are +0.08 against +0.3 and -0.21 against -0.4 for correct models, +0.11 beyond +0.3 for
+the closest mistake (a Llama's 1/sqrt(d) attention).
 
 Steps, LR and widths: 4 or 6 steps instead of 3 moved neither side (1/sqrt(d) +0.39..+0.49 at each); at lr 1e-2
 finite-width effects push correct models to -0.22 and one seed's to +0.6 after 5 steps; at lr 1e-3 they sink to
