@@ -100,7 +100,7 @@ MISTAKES = [
     Row(mistake("plain_adam"), ("hidden weights", "learning rate is not divided by the width multiplier"),
         plant_optimizer=True),
     Row(mistake("double_readout"), ("lm_head", "stop learning as width grows")),
-    Row(mistake("tied_plain"), ("'lm_head' is a plain nn.Linear sharing the embedding 'wte'", "MuSharedReadout")),
+    Row(mistake("tied_plain"), ("'lm_head' is a plain nn.Linear sharing the weight of the embedding 'wte'", "MuSharedReadout")),
     # The same mistakes in transformers' Llama, as a user who made it µP by hand would get them wrong
     # (tests/llama_builders.py); plain Adam on the hf-llama family's own µP model.
     Row(llama("plain_readout"), ("'lm_head' is a plain nn.Linear, not a mup.MuReadout",)),
@@ -112,7 +112,7 @@ MISTAKES = [
     Row(Model(HF_LLAMA, {"n_heads": 4}, "hf-llama plain_adam"),
         ("hidden weights", "learning rate is not divided by the width multiplier"), plant_optimizer=True),
     Row(llama("double_readout"), ("lm_head", "stop learning as width grows")),
-    Row(llama("tied_plain"), ("'lm_head' is a plain nn.Linear sharing the embedding 'model.embed_tokens'",
+    Row(llama("tied_plain"), ("'lm_head' is a plain nn.Linear sharing the weight of the embedding 'model.embed_tokens'",
                               "MuSharedReadout")),
 ]
 

@@ -195,8 +195,8 @@ class CoordCheckReport:
             measured = f" (slope {slope[name]:+.2f} here)" if name in slope else ""
             embedding = self.tied_readouts.get(name)
             if embedding is not None:
-                out.append((f"the readout layer {name!r} is a plain nn.Linear sharing the embedding {embedding!r}'s "
-                            "weight, not a mup.MuSharedReadout",
+                out.append((f"the readout layer {name!r} is a plain nn.Linear sharing the weight of the embedding "
+                            f"{embedding!r}, not a mup.MuSharedReadout",
                             f"without MuSharedReadout's 1/width its output grows with width{measured}, and mup's "
                             "set_base_shapes refuses such a layer, so every trial would fail; tie it with "
                             f"mup.MuSharedReadout({embedding}.weight), or untie it as a mup.MuReadout"))
