@@ -284,45 +284,5 @@ def test_formats_that_cannot_write_a_llama_refuse_in_one_line(exported: dict[str
         render_format(exported["ll"], fmt)
 
 
-# --------------------------------------------------------------------------------------------- end to end
-
-
-@pytest.mark.slow
-def test_sweep_fit_export_end_to_end(corpus: Path, tmp_path: Path) -> None:
-    """A real sweep of transformers' Llama through the CLI (the coordinate check gating it, Ray in-process), its
-    fit, and its hf export loaded back into a LlamaForCausalLM that runtime's optimizer takes."""
-    from test_sweep_e2e import run
-
-    from mutransfer import runtime
-    from mutransfer.hf_llama import llama_classes
-    from mutransfer.storage import Store
-
-    recipe = llama_recipe(
-        corpus, name="tiny-llama", model__base_width=16, model__options={"kv_heads": 1},
-        train={"steps": 30, "eval_interval": 10, "optimizer": "adamw"},
-        search={"samples": 4, "seed": 3, "space": {"lr": {"loguniform": [1.0e-3, 3.0e-1]}}},
-        scales={"base": {"width": 16, "depth": 1, "batch_size": 8, "seq_len": 16}, "vary": {"width": [16, 32]}},
-        resources={"max_concurrent": 1})
-    (tmp_path / "llama.yaml").write_text(recipe)
-    db = f"sqlite:///{tmp_path / 'mt.db'}"
-    res = run(["sweep", "llama.yaml"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "coordinate check (mup): passed" in res.stdout + res.stderr
-    store = Store.open(db)
-    sweep = store.get_sweep("tiny-llama")
-    trials = store.trials_frame(sweep.id)
-    assert sweep.status == "done" and len(trials) == 8 and (trials["status"] == "completed").sum() >= 6, trials
-    assert run(["fit", "tiny-llama"], tmp_path, db).returncode == 0
-
-    res = run(["export", "tiny-llama", "--format", "hf", "-o", "hf", "--allow-extrapolation"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert cfg["model_type"] == "llama" and cfg["hidden_size"] == 256 and cfg["num_key_value_heads"] == 16
-    config_cls, model_cls = llama_classes()
-    model = model_cls(config_cls.from_dict(cfg))
-    runtime.prepare(model, tmp_path / "hf")
-    opt = runtime.hf_optimizer(model, tmp_path / "hf")
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-
-    res = run(["export", "tiny-llama", "--format", "nanogpt", "--allow-extrapolation"], tmp_path, db)
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "use hf, yaml or json" in res.stderr
+# End to end (sweep with the coordinate gate -> fit -> hf export loaded back into LlamaForCausalLM): the transfer
+# test, tests/test_transfer_hf_llama.py, whose sweep is that end-to-end run too.

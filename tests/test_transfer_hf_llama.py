@@ -1,6 +1,8 @@
 """µTransfer measured for real on transformers' Llama (the hf-llama family), as tests/test_transfer_mup_vs_sp.py
 measures it on the MLP: a tiny Llama recipe swept through the CLI under µP and SP on the same LR draws, then
-`fit --json`: µP's optimal LR stays put across widths 16, 64, 256 (four doublings), SP's drifts down.
+`fit --json`: µP's optimal LR stays put across widths 16, 64, 256 (four doublings), SP's drifts down. The same sweep
+is the family's end-to-end test: the coordinate check gates it, and its hf export loads back into transformers'
+LlamaForCausalLM, which runtime's µP optimizer takes.
 
 Sized for 2 busy CPU cores (about 3 minutes here): depth 1, batch 8 x 32 characters of the stdlib source, 120 Adam
 steps, 11 LR draws over 2^-12.5..2^-2.5 (search seed 3: draws that bracket both optima, at most 2.1 octaves apart).
@@ -13,7 +15,6 @@ If this fails, fix the family (mutransfer/hf_llama.py, mutransfer/parametrizatio
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,9 +22,6 @@ import pytest
 from test_transfer_mup_vs_sp import run
 
 pytestmark = pytest.mark.slow
-
-if importlib.util.find_spec("transformers") is None:  # the hf extra; not imported here (mutransfer.hf_llama does)
-    pytest.skip("transformers is not installed (pip install 'mutransfer[hf]')", allow_module_level=True)
 
 WIDTHS = [16, 64, 256]
 RECIPE = f"""
@@ -58,3 +56,21 @@ def test_llama_width_slope_is_flat_under_mup_and_negative_under_sp(tmp_path: Pat
     assert sp["kept"] and sp["slope_hi"] < 0.0, sp
     assert sp["slope"] < -0.5, sp
     assert sp["slope"] < mup["free_slope"] - 0.5
+
+    # The export: transformers' own config class, loaded back into a LlamaForCausalLM that µP's optimizer takes.
+    from mutransfer import runtime
+    from mutransfer.hf_llama import llama_classes
+
+    res = run(["export", "llama-width", "--parametrization", "mup", "--format", "hf", "-o", "hf", "--allow-extrapolation"],
+              tmp_path, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["model_type"] == "llama" and cfg["hidden_size"] == 1024 and cfg["num_key_value_heads"] == 64, cfg
+    config_cls, model_cls = llama_classes()
+    model = model_cls(config_cls.from_dict(cfg))
+    runtime.prepare(model, tmp_path / "hf")
+    opt = runtime.hf_optimizer(model, tmp_path / "hf")
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    res = run(["export", "llama-width", "--parametrization", "mup", "--format", "nanogpt", "--allow-extrapolation"], tmp_path,
+              db)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "use hf, yaml or json" in res.stderr
