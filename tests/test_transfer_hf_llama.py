@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_transfer_mup_vs_sp import run
+from test_transfer_mup_vs_sp import run, sweep_and_fit
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,7 @@ def test_llama_width_slope_is_flat_under_mup_and_negative_under_sp(tmp_path: Pat
     (tmp_path / "llama.yaml").write_text(RECIPE)
     db = f"sqlite:///{tmp_path / 'mt.db'}"
 
-    res = run(["sweep", "llama.yaml", "-q"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "coordinate check (mup): passed" in res.stderr
-    res = run(["fit", "llama-width", "--json"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    laws = {(law["parametrization"], law["hparam"], law["axis"]): law for law in json.loads(res.stdout)["fit"]["laws"]}
+    laws = sweep_and_fit("llama.yaml", "llama-width", tmp_path, db)
 
     mup, sp = laws[("mup", "lr", "width")], laws[("sp", "lr", "width")]
     assert list(mup["scales"]) == WIDTHS and list(sp["scales"]) == WIDTHS

@@ -26,6 +26,17 @@ def run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]
                           text=True, timeout=1800, stdin=subprocess.DEVNULL)
 
 
+def sweep_and_fit(recipe: str, name: str, cwd: Path, db: str) -> dict[tuple[str, str, str], dict]:
+    """`mutransfer sweep recipe` (the µP coordinate check gating it), then `fit --json`: the laws by
+    (parametrization, hparam, axis)."""
+    res = run(["sweep", recipe, "-q"], cwd, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "coordinate check (mup): passed" in res.stderr
+    res = run(["fit", name, "--json"], cwd, db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {(law["parametrization"], law["hparam"], law["axis"]): law for law in json.loads(res.stdout)["fit"]["laws"]}
+
+
 def test_width_slope_is_flat_under_mup_and_negative_under_sp(tmp_path: Path) -> None:
     recipe = yaml.safe_load((ROOT / "recipes" / "mlp_digits_width.yaml").read_text())
     # The shipped recipe, cheaper: three widths four doublings apart, fewer draws, fewer steps. The draws are the
@@ -36,12 +47,7 @@ def test_width_slope_is_flat_under_mup_and_negative_under_sp(tmp_path: Path) -> 
     (tmp_path / "width.yaml").write_text(yaml.safe_dump(recipe))
     db = f"sqlite:///{tmp_path / 'mt.db'}"
 
-    res = run(["sweep", "width.yaml", "-q"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "coordinate check (mup): passed" in res.stderr
-    res = run(["fit", "mlp-digits-width", "--json"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    laws = {(law["parametrization"], law["hparam"], law["axis"]): law for law in json.loads(res.stdout)["fit"]["laws"]}
+    laws = sweep_and_fit("width.yaml", "mlp-digits-width", tmp_path, db)
 
     mup, sp = laws[("mup", "lr", "width")], laws[("sp", "lr", "width")]
     assert list(mup["scales"]) == [64, 256, 1024] and list(sp["scales"]) == [64, 256, 1024]
