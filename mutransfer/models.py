@@ -96,6 +96,22 @@ def is_branch_out(module: nn.Module) -> bool:
 # --------------------------------------------------------------------------------------------- families
 
 
+def tied_names(model: nn.Module) -> dict[str, str]:
+    """The names under which a parameter appears again after its first (a tied weight: a readout sharing the token
+    embedding's), each mapped to that first name, in `named_modules()` order. `named_parameters()` lists a tied
+    weight once, under its first name; walking the modules finds the others."""
+    first: dict[int, str] = {}
+    again: dict[str, str] = {}
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            name = f"{mname}.{pname}" if mname else pname
+            if id(p) in first:
+                again[name] = first[id(p)]
+            else:
+                first[id(p)] = name
+    return again
+
+
 def _readout(cfg: BuildConfig, out: int, bias: bool) -> nn.Module:
     if cfg.mup:
         return _role(MuReadout(cfg.width, out, bias=bias, readout_zero_init=True, output_mult=cfg.output_mult), "readout")

@@ -12,7 +12,7 @@ from typing import Any
 import mup
 from torch import nn
 
-from mutransfer.models import is_branch_out
+from mutransfer.models import is_branch_out, tied_names
 from mutransfer.parametrization import (
     BuildConfig,
     Family,
@@ -97,20 +97,13 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[Pa
             eps_mult[id(p)] = g.get("eps", 1.0)
     # A tied weight is one parameter under its first name (the embedding's): the readout that shares it is named
     # in its group's `tied_to`, and gets no group of its own (the optimizer has one entry for it).
-    first: dict[int, str] = {}
-    tied: dict[int, str] = {}
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            name = f"{mname}.{pname}" if mname else pname
-            if id(p) in first:
-                tied[id(p)] = _pattern(name)
-            else:
-                first[id(p)] = name
+    again = tied_names(model)
+    tied = {first: _pattern(name) for name, first in again.items()}  # first name -> the sharing readout's
     groups: dict[tuple[Any, ...], ParamGroup] = {}
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             name = f"{mname}.{pname}" if mname else pname
-            if first[id(p)] != name:
+            if name in again:
                 continue
             ish = infshapes[name]
             kind = _kind(module, pname, ish)
@@ -135,7 +128,7 @@ def describe_groups(cfg: BuildConfig, family: Family, optimizer: str) -> list[Pa
                 forward_mult=forward_mult,
                 init=init,
                 init_std=std,
-                tied_to=tied.get(id(p)),
+                tied_to=tied.get(name),
             )
             # Tensors that agree on everything but count (the std to 12 digits) are one group.
             key = (replace(group, init_std=None), None if std is None else round(std, 12))

@@ -65,7 +65,7 @@ import mup
 import torch
 from torch import nn
 
-from mutransfer.models import FAMILIES, is_block, role_of
+from mutransfer.models import FAMILIES, is_block, role_of, tied_names
 from mutransfer.recipe import (
     BUILTIN_FAMILIES,
     DEPTH_ALPHA,
@@ -310,17 +310,15 @@ def _set_base_shapes(model: nn.Module, base: nn.Module, delta: nn.Module) -> Non
     one (mup.MuSharedReadout), which is the embedding's weight, drawn N(0, σ) at every width: the rescale would make
     the token embedding grow like sqrt(width_mult). A shared weight keeps the values its owner's init gave it.
     """
-    shared = [m.weight for m in model.modules() if isinstance(m, mup.MuReadout) and _is_shared(model, m.weight)]
+    tied = tied_names(model)
+    names = {*tied, *tied.values()}
+    shared = [m.weight for n, m in model.named_modules()
+              if isinstance(m, mup.MuReadout) and (f"{n}.weight" if n else "weight") in names]
     kept = [w.detach().clone() for w in shared]
     mup.set_base_shapes(model, base, delta=delta)
     with torch.no_grad():
         for w, v in zip(shared, kept, strict=True):
             w.copy_(v)
-
-
-def _is_shared(model: nn.Module, p: nn.Parameter) -> bool:
-    """Whether more than one module of the model holds `p` as its own parameter (tied weights)."""
-    return sum(any(q is p for q in m.parameters(recurse=False)) for m in model.modules()) > 1
 
 
 def tag_params(model: nn.Module, cfg: BuildConfig) -> None:
@@ -366,12 +364,12 @@ def init_rules(
     sigma = cfg.init_std if cfg.init_std is not None else default_init_std(family, cfg.base_width)
     assert sigma is not None
     rules: dict[str, tuple[str, float]] = {}
-    seen: set[int] = set()
+    tied = tied_names(model)
     for mname, module in model.named_modules():
         role = role_of(module)
         for pname, p in module.named_parameters(recurse=False):
             name = f"{mname}.{pname}" if mname else pname
-            if id(p) in seen:
+            if name in tied:
                 # A tied readout (model.tie_embeddings): its weight is the embedding's, which came first in
                 # named_modules() and keeps the embedding's N(0, σ). It cannot be zero-initialised as µP's readout
                 # is: that would zero the token embedding too, and the first steps would see no token at all. mup's
@@ -379,7 +377,6 @@ def init_rules(
                 # µP still holds: MuSharedReadout divides the logits by width_mult, so at init they shrink like
                 # 1/sqrt(width_mult) (a sum of width random terms over width_mult) instead of starting at 0.
                 continue
-            seen.add(id(p))
             if isinstance(module, nn.LayerNorm) or role == "norm":  # "norm": hf-llama's RMSNorms
                 rules[name] = ("ones", 0.0) if pname == "weight" else ("zeros", 0.0)
             elif pname == "bias":
