@@ -297,12 +297,15 @@ class Fitted:
 
 
 def _completed_frame(store: Store, s: SweepInfo) -> Any:
-    """The sweep's trials, or a one-line reason why there is nothing to fit."""
-    frame = store.trials_frame(s.id)
+    """The sweep's trials as the fit reads them (stopped ones with their floors), or a one-line reason why there is
+    nothing to fit."""
+    from mutransfer.fit.stopped import fit_frame
+
+    frame = fit_frame(store, s.id, s.metric_name)
     if len(frame) and (frame["status"] == "completed").any():
         return frame
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    finished = sum(counts.get(k, 0) for k in ("diverged", "failed"))
+    finished = sum(counts.get(k, 0) for k in ("diverged", "failed", "stopped"))
     if finished and finished == len(frame):
         detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         raise UsageError(f"sweep {s.name!r} has no completed trial ({detail}): lower the top of the learning-rate "

@@ -31,6 +31,8 @@ class TrialMap:
     key_of: Callable[[Any], str]
     packs: dict[str, list[str]] = field(default_factory=dict)
     batched: bool = False
+    # A scheduler may stop these Ray trials early (search.early_stop): one that ends without its outcome was stopped.
+    stoppable: bool = False
 
     def keys(self, trial: Any) -> list[str]:
         key = self.key_of(trial)
@@ -39,13 +41,15 @@ class TrialMap:
 
 class TrialCallback(tune.Callback):
     """Tune's events about Ray trials as events about trials: each trial starts once, reports points, then
-    finishes (from its final report), dies (its Ray trial raised before it could report) or is lost (its worker
-    process died: it runs again). Subclasses say what to do at each of them."""
+    finishes (from its final report), dies (its Ray trial raised before it could report), is lost (its worker
+    process died: it runs again) or is stopped (the scheduler ended it early, after its last reported point).
+    Subclasses say what to do at each of them."""
 
     def __init__(self, trials: TrialMap) -> None:
         self.trials = trials
         self._done: set[str] = set()
         self._started: set[str] = set()
+        self._last: dict[str, TrialReport] = {}  # each running trial's last evaluation: where a stopped one ended
 
     def trial_started(self, key: str) -> None: ...
 
@@ -56,6 +60,8 @@ class TrialCallback(tune.Callback):
     def trial_died(self, key: str, error: str) -> None: ...
 
     def trial_lost(self, key: str, error: str, started: bool) -> None: ...
+
+    def trial_stopped(self, key: str, last: TrialReport | None) -> None: ...
 
     def _start(self, key: str) -> None:
         if key in self._started or key in self._done:
@@ -78,10 +84,23 @@ class TrialCallback(tune.Callback):
             return
         self._start(key)
         if not report.final:
+            if self.trials.stoppable:
+                self._last[key] = report
             self.trial_point(key, report)
             return
         self._done.add(key)
+        self._last.pop(key, None)
         self.trial_finished(key, report)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # Tune ends a Ray trial as complete when its trainable returned (every trial reported its outcome before)
+        # or when the scheduler stopped it: then its trial has no outcome, and ends where its last point was.
+        if not self.trials.stoppable:
+            return
+        for key in self.trials.keys(trial):
+            if key not in self._done and key in self._started:
+                self._done.add(key)
+                self.trial_stopped(key, self._last.pop(key, None))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # The Ray trial ended before every trial of its pack reported its outcome. Either its worker process died
@@ -180,6 +199,15 @@ class StoreCallback(TrialCallback):
         self._points.pop(key, None)
         self.store.requeue_trial(self.sweep_id, key, error[:4000])
 
+    def trial_stopped(self, key: str, last: TrialReport | None) -> None:
+        # Its metric is the one at the step it reached (what the scheduler judged it on); the fit reads a stopped
+        # trial as censored evidence, never as a completed one (mutransfer.fit.stopped).
+        step = int(last.point["step"]) if last is not None else None
+        metric = finite_or_none(last.objective) if last is not None else None
+        self.store.finish_trial(self.sweep_id, key, "stopped", metric=metric, best_metric=metric, steps=step,
+                                flops=last.flops if last is not None else None,
+                                node=last.node if last is not None else None, points=self._points.pop(key, None))
+
     def _flush(self, key: str) -> None:
         points = self._points.pop(key, None)
         if points:
@@ -226,6 +254,7 @@ class Progress:
         head = Text(
             f"trials {self.done}/{self.total}  running {self.running}  completed {self.counts['completed']}  "
             f"diverged {self.counts['diverged']}  failed {self.counts['failed']}  "
+            + (f"stopped {self.counts['stopped']}  " if self.counts['stopped'] else "") +
             f"{time.time() - self._t0:.0f}s"
         )
         bar = ProgressBar(total=max(self.total, 1), completed=self.done, width=60)
@@ -246,7 +275,7 @@ class Progress:
         self.running += 1
         self.refresh()
 
-    def finished(self, key: str, status: str, metric: float | None) -> None:
+    def finished(self, key: str, status: str, metric: float | None, note: str = "") -> None:
         self.running = max(0, self.running - 1)
         self.done += 1
         self.counts[status] += 1
@@ -256,9 +285,12 @@ class Progress:
         if self.enabled and not self.tty:
             best = self.best.get(group)
             shown = f"{metric:.4f}" if metric is not None else "-"
-            print(f"[{self.done}/{self.total}] {key} {status} {self.metric}={shown}"
-                  f" (best at this scale {best[0]:.4f})" if best else f"[{self.done}/{self.total}] {key} {status}",
-                  file=sys.stderr, flush=True)
+            if status == "stopped":
+                print(f"[{self.done}/{self.total}] {key} stopped{note}", file=sys.stderr, flush=True)
+            else:
+                print(f"[{self.done}/{self.total}] {key} {status} {self.metric}={shown}"
+                      f" (best at this scale {best[0]:.4f})" if best else f"[{self.done}/{self.total}] {key} {status}",
+                      file=sys.stderr, flush=True)
         self.refresh()
 
     def lost(self, key: str, started: bool) -> None:
@@ -288,6 +320,9 @@ class ProgressCallback(TrialCallback):
 
     def trial_lost(self, key: str, error: str, started: bool) -> None:
         self.progress.lost(key, started)
+
+    def trial_stopped(self, key: str, last: TrialReport | None) -> None:
+        self.progress.finished(key, "stopped", None, note=f" at step {last.point['step']}" if last is not None else "")
 
 
 def group_order(group: str) -> tuple[Any, ...]:

@@ -1,4 +1,5 @@
-"""The trial plan: every trial a recipe asks for, deterministic from the recipe's seed."""
+"""The trial plan: every trial a recipe asks for, deterministic from the recipe's seed; and the refine rounds',
+deterministic from the recipe and the optimum they are centred on."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class TrialSpec:
     data: Data
     train: Train
     group: str = field(default="")  # "{parametrization}/{scale tag}": trials that share a proxy size
+    round: int = 0  # 0: the recipe's draws; k >= 1: refine round k (refine_specs)
 
     def hparam(self, name: str) -> Any:
         """The value of a hyperparameter in this trial: sampled, else the recipe's base value."""
@@ -64,9 +66,12 @@ def groups(recipe: Recipe) -> list[tuple[str, Scale]]:
     return [(p, s) for p in recipe.model.parametrizations for s in recipe.scales.points()]
 
 
-def spec_for(recipe: Recipe, parametrization: str, scale: Scale, i: int, r: int, hparams: dict[str, Any]) -> TrialSpec:
+def spec_for(recipe: Recipe, parametrization: str, scale: Scale, i: int, r: int, hparams: dict[str, Any],
+             round: int = 0, index: int | None = None) -> TrialSpec:
+    """Trial `i` (its sample index), repeat `r`; a refine round's trials are keyed by round and `index` within it."""
     group = f"{parametrization}/{scale.tag()}"
-    key = f"{group}/{i:03d}" + (f"-r{r}" if recipe.search.repeats > 1 else "")
+    name = f"{i:03d}" if round == 0 else f"r{round}-{(i if index is None else index):03d}"
+    key = f"{group}/{name}" + (f"-r{r}" if recipe.search.repeats > 1 else "")
     return TrialSpec(
         key=key,
         parametrization=parametrization,
@@ -81,6 +86,7 @@ def spec_for(recipe: Recipe, parametrization: str, scale: Scale, i: int, r: int,
         data=recipe.data,
         train=recipe.train,
         group=group,
+        round=round,
     )
 
 
@@ -93,3 +99,66 @@ def plan(recipe: Recipe) -> list[TrialSpec]:
         for i, cfg in enumerate(configs)
         for r in range(recipe.search.repeats)
     ]
+
+
+# A refine round's centre: per parametrization, per scale point, the fit coordinate (log2 for a loguniform
+# hyperparameter, the value for a uniform one) of each numeric hyperparameter's optimum there.
+Centres = dict[str, dict[Scale, dict[str, float]]]
+
+
+def _coord(dist: Dist) -> tuple[float, float]:
+    if isinstance(dist, LogUniform):
+        return math.log2(dist.loguniform[0]), math.log2(dist.loguniform[1])
+    assert isinstance(dist, Uniform)
+    return float(dist.uniform[0]), float(dist.uniform[1])
+
+
+def refine_draws(recipe: Recipe, round: int) -> list[dict[str, Any]]:
+    """Refine round `round`'s draws, deterministic from the recipe's seed and the round: an offset in [-1, 1] per
+    numeric hyperparameter (where in the window around the optimum), a value per choice one (drawn as in round 0).
+    The same draws serve every scale point and parametrization (common random numbers, as in sample_configs)."""
+    assert recipe.search.refine is not None
+    rng = random.Random(f"{recipe.search.seed}/refine/{round}")
+    space = recipe.search.space
+    return [{name: rng.choice(space[name].choice) if isinstance(space[name], Choice) else rng.uniform(-1.0, 1.0)
+             for name in sorted(space)} for _ in range(recipe.search.refine.samples)]
+
+
+def refine_specs(recipe: Recipe, round: int, centres: Centres) -> list[TrialSpec]:
+    """The trials of refine round `round` (1-based): refine.samples draws per scale point in a window of half-width
+    refine.span x the searched range (fit coordinate) around each point's optimum in `centres`, the window moved
+    inside the range where the optimum lies near an edge. A point or parametrization without a centre (nothing
+    fitted there) gets none. Same recipe and centres, same trials (keys, values and order)."""
+    rf = recipe.search.refine
+    assert rf is not None and round >= 1
+    space = recipe.search.space
+    draws = refine_draws(recipe, round)
+    first = recipe.search.samples + (round - 1) * rf.samples  # sample indices go on after the earlier rounds'
+    specs = []
+    for p, scale in groups(recipe):
+        centre = centres.get(p, {}).get(scale)
+        if centre is None:
+            continue
+        for i, draw in enumerate(draws):
+            hparams: dict[str, Any] = {}
+            for name in sorted(space):
+                dist = space[name]
+                if isinstance(dist, Choice):
+                    hparams[name] = draw[name]
+                    continue
+                lo, hi = _coord(dist)
+                half = rf.span * (hi - lo)
+                mid = min(max(centre.get(name, 0.5 * (lo + hi)), lo + half), hi - half)
+                u = min(max(mid + draw[name] * half, lo), hi)
+                hparams[name] = 2.0**u if isinstance(dist, LogUniform) else u
+            specs.extend(spec_for(recipe, p, scale, first + i, r, hparams, round=round, index=i)
+                         for r in range(recipe.search.repeats))
+    return specs
+
+
+def refine_total(recipe: Recipe) -> int:
+    """How many trials the refine rounds add, every point centred."""
+    rf = recipe.search.refine
+    if rf is None:
+        return 0
+    return rf.rounds * rf.samples * recipe.search.repeats * len(groups(recipe))

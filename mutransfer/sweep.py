@@ -26,7 +26,7 @@ from ray import tune
 from mutransfer.callbacks import LOST, Progress, ProgressCallback, StoreCallback, TrialMap
 from mutransfer.errors import MutransferError, option
 from mutransfer.interruption import Interrupted, as_interrupted, handlers_kept, interruptible
-from mutransfer.plan import TrialSpec, groups, plan, spec_for
+from mutransfer.plan import TrialSpec, groups, plan, refine_specs, refine_total, spec_for
 from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir, stop_ray
 from mutransfer.recipe import Choice, LogUniform, Recipe, Uniform
 from mutransfer.storage import (
@@ -93,11 +93,12 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
     specs = plan(recipe)  # for adaptive search the keys are planned, the values come at run time
     if recipe.search.method == "optuna":
         specs = [replace(s, hparams={}) for s in specs]
+    total = len(specs) + refine_total(recipe)  # the refine rounds' trials are planned as their rounds start
     owner = LeaseOwner.here()
     joined = sweep is None or empty
     if joined:
         _join_ray(recipe, address)  # before anything is written (see run_trials)
-        sweep = _create(store, recipe, name, recipe_text, specs, owner, replace_empty=empty)
+        sweep = _create(store, recipe, name, recipe_text, specs, owner, replace_empty=empty, total=total)
     # The lease before anything of the sweep is touched: a second driver is refused here, having changed nothing
     # (and before it joins Ray, which takes seconds).
     with DriverLease(store, sweep.id, owner):
@@ -108,27 +109,65 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
             store.save_check(sweep.id, check.kind, check.parametrization, check.passed, check.summary, check.result)
         if todo:
             store.set_sweep_status(sweep.id, "running")
+        ran = 0
         try:
             ran = run_trials(recipe, store, sweep.id, specs, role="sweep", address=address, storage_dir=storage_dir,
                              progress=progress)
+            # Each refine round starts once every trial before it finished: it is centred on their fit.
+            rounds = recipe.search.refine.rounds if recipe.search.refine is not None else 0
+            for k in range(1, rounds + 1):
+                if _unfinished(store, sweep.id, specs):
+                    break
+                more = refine_round(recipe, store, sweep.id, k)
+                if not more:
+                    break
+                specs = specs + more
+                if _unfinished(store, sweep.id, more):
+                    store.set_sweep_status(sweep.id, "running")
+                ran += run_trials(recipe, store, sweep.id, more, role="sweep", address=address,
+                                  storage_dir=storage_dir, progress=progress)
         except KeyboardInterrupt as e:
             store.set_sweep_status(sweep.id, "interrupted")
             stop_ray()
             done = len(specs) - len(_unfinished(store, sweep.id, specs))
-            ran = e.ran if isinstance(e, Interrupted) else 0
-            raise as_interrupted(e, f"sweep {name!r} (id {sweep.id}) stopped with {done} of {len(specs)} trials "
+            ran += e.ran if isinstance(e, Interrupted) else 0
+            raise as_interrupted(e, f"sweep {name!r} (id {sweep.id}) stopped with {done} of {total} trials "
                                     f"finished, {ran} of them in this run", ran) from None
         left = len(_unfinished(store, sweep.id, specs))
-        store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
-    return _summary(store, sweep.id, name, len(specs), ran, t0)
+        store.set_sweep_status(sweep.id, "done" if left == 0 and len(specs) >= total else "interrupted")
+    return _summary(store, sweep.id, name, total, ran, t0)
+
+
+def refine_round(recipe: Recipe, store: Store, sweep_id: int, k: int) -> list[TrialSpec]:
+    """The trials of refine round `k`: those stored (a resumed sweep), else planned now around the joint model's
+    optimum as the trials of the rounds before it place it (mutransfer.plan.refine_specs); [] when no
+    parametrization has a fitted optimum to centre on (said in a warning)."""
+    from mutransfer.fit.stopped import fit_frame
+    from mutransfer.fit.sweep import joint_optima
+
+    frame = store.trials_frame(sweep_id)
+    rows = frame[(frame["role"] == "sweep") & (frame["round"] == k)] if len(frame) else frame
+    if len(rows):
+        points = {f"{p}/{s.tag()}": (p, s) for p, s in groups(recipe)}
+        return [replace(spec_for(recipe, *points[str(r["group"])], int(r["sample"]), int(r["repeat"]),
+                                 dict(r["hparams"]), round=k), key=str(r["key"]))
+                for _, r in rows.iterrows()]
+    frame = fit_frame(store, sweep_id, recipe.train.metric)
+    frame = frame[(frame["role"] == "sweep") & (frame["round"] < k)]
+    centres = joint_optima(frame, recipe) if (frame["status"] == "completed").any() else {}
+    specs = refine_specs(recipe, k, centres)
+    if not specs:
+        log.warning("refine round %d: no parametrization has a fitted optimum to centre on (no completed trial "
+                    "with a varied hyperparameter): the sweep ends after round %d", k, k - 1)
+    return specs
 
 
 def _create(store: Store, recipe: Recipe, name: str, recipe_text: str, specs: list[TrialSpec], owner: LeaseOwner,
-            *, replace_empty: bool) -> Any:
+            *, replace_empty: bool, total: int) -> Any:
     """The sweep with its trials and `owner`'s lease, in one transaction; or the one another driver created first
     (whose lease then refuses this driver)."""
     try:
-        return store.create_sweep(name, recipe_text, recipe.model_dump_json(), recipe.hash(), len(specs),
+        return store.create_sweep(name, recipe_text, recipe.model_dump_json(), recipe.hash(), total,
                                   recipe.train.metric, trials=[TrialRecord.from_spec(s, role="sweep") for s in specs],
                                   owner=owner, replace_empty=replace_empty)
     except StoreError:
@@ -237,6 +276,8 @@ def packs_for(recipe: Recipe, todo: list[TrialSpec], slots: int) -> list[list[Tr
 
     if recipe.train.batch_trials > 1:
         return pack(todo, recipe.train.batch_trials)
+    if recipe.search.early_stop is not None:
+        return [[s] for s in todo]  # a scheduler stops a Ray trial as a whole: one trial each
     per = max(1, min(TRIALS_PER_TASK, len(todo) // (4 * max(1, slots))))
     return [todo[i:i + per] for i in range(0, len(todo), per)]
 
@@ -248,19 +289,49 @@ def _run_packed(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpe
     batch = recipe.train.batch_trials > 1
     trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs, threads=threads, batch=batch),
                                     resources)
-    trials = TrialMap(lambda t: t.config["key"], {k: [s.key for s in p] for k, p in packs.items()}, batched=batch)
+    es = recipe.search.early_stop
+    trials = TrialMap(lambda t: t.config["key"], {k: [s.key for s in p] for k, p in packs.items()}, batched=batch,
+                      stoppable=es is not None)
+    scheduler = None
+    if es is not None:
+        from mutransfer.stopping import ByScalePoint
+
+        steps = {p[0].group: p[0].steps for p in packs.values()}
+        scheduler = ByScalePoint(es, steps, lambda t: packs[t.config["key"]][0].group,
+                                 history=_history(store, sweep_id, set(steps), recipe.train.metric))
     _fit_tuner(trainable, {"key": tune.grid_search(list(packs))}, None, 1, recipe.resources.max_concurrent, storage,
-               name, [StoreCallback(store, sweep_id, trials), ProgressCallback(prog, trials)])
+               name, [StoreCallback(store, sweep_id, trials), ProgressCallback(prog, trials)], scheduler)
+
+
+def _history(store: Store, sweep_id: int, pools: set[str], metric: str) -> dict[str, list[list[tuple[int, float]]]]:
+    """The curves (step, metric) of the sweep's finished trials in `pools`: what their schedulers start from."""
+    frame = store.trials_frame(sweep_id)
+    if not len(frame):
+        return {}
+    done = frame[(frame["role"] == "sweep") & frame["status"].isin(["completed", "stopped", "diverged"])
+                 & frame["group"].isin(pools)]
+    if not len(done):
+        return {}
+    curves = store.curves_frame(sweep_id, list(done["key"]))
+    curves = curves[curves["name"] == metric]
+    group_of = dict(zip(done["key"], done["group"], strict=True))
+    out: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
+    for key, c in curves.groupby("key", sort=False):
+        out[group_of[str(key)]].append(list(zip(c["step"].astype(int), c["value"].astype(float), strict=True)))
+    return dict(out)
 
 
 def _fit_tuner(trainable: Any, param_space: dict[str, Any], search_alg: Any, num_samples: int,
-               max_concurrent: int | None, storage: Path, name: str, callbacks: list[tune.Callback]) -> None:
-    """One Tune run. Tune calls `callbacks` in order: the store's first, so a result is stored before it is shown."""
+               max_concurrent: int | None, storage: Path, name: str, callbacks: list[tune.Callback],
+               scheduler: Any = None) -> None:
+    """One Tune run. Tune calls `callbacks` in order: the store's first, so a result is stored before it is shown.
+    `scheduler`: the early stopping one (mutransfer.stopping), else Tune's first-in-first-out."""
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=max_concurrent,
+            search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+            max_concurrent_trials=max_concurrent,
             # Short proxy trials: actor start-up would dominate (74 s vs 4.4 s for 50 trials, design notes).
             reuse_actors=True,
             metric=OBJECTIVE if search_alg is not None else None,
@@ -338,9 +409,16 @@ def _run_optuna(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpe
         searcher = ConcurrencyLimiter(searcher, max_concurrent=limit)
         trainable = tune.with_resources(tune.with_parameters(run_trial, template=template, threads=threads),
                                         resources)
-        trials = TrialMap(key_of)
+        es = recipe.search.early_stop
+        trials = TrialMap(key_of, stoppable=es is not None)
+        scheduler = None
+        if es is not None:  # one Tune run per scale point: one pool
+            from mutransfer.stopping import ByScalePoint
+
+            scheduler = ByScalePoint(es, {template.group: template.steps}, lambda t, g=template.group: g)
         _fit_tuner(trainable, space, searcher, len(pending), recipe.resources.max_concurrent, storage,
-                   f"{name}-{gi}", [StoreCallback(store, sweep_id, trials), ProgressCallback(prog, trials)])
+                   f"{name}-{gi}", [StoreCallback(store, sweep_id, trials), ProgressCallback(prog, trials)],
+                   scheduler)
 
 
 def _summary(store: Store, sweep_id: int, name: str, total: int, ran: int, t0: float) -> SweepSummary:

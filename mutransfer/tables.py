@@ -96,8 +96,13 @@ def scale_points_table(frame: pd.DataFrame) -> Table:
     """`mutransfer show`: the trials of a sweep (`Store.trials_frame`) per scale point, verification trials apart,
     with the best completed trial's metric and hyperparameters."""
     hp_cols = [col for col in frame.columns if col.startswith("hp.")]
+    # Stopped early (search.early_stop) and refine rounds (search.refine): shown where a sweep has them.
+    stopped = bool(len(frame)) and bool((frame["status"] == "stopped").any())
+    rounds = bool(len(frame)) and "round" in frame and bool((frame["round"] > 0).any())
+    counts = ("completed", "diverged", "failed", *(("stopped",) if stopped else ()))
     columns = [col.removeprefix("hp.") + (" (best)" if col.startswith("hp.") else "")
-               for col in ("scale point", "trials", "completed", "diverged", "failed", "best metric", *hp_cols)]
+               for col in ("scale point", "trials", *(("refined",) if rounds else ()), *counts, "best metric",
+                           *hp_cols)]
     if len(frame):
         frame = frame.assign(group=[g + (" (verify)" if r == "verify" else "") for g, r in
                                     zip(frame["group"], frame["role"], strict=True)])
@@ -110,8 +115,8 @@ def scale_points_table(frame: pd.DataFrame) -> Table:
         else:
             best = ["-", *("-" for _ in hp_cols)]
         n = trials["status"].value_counts()
-        rows.append((str(group), str(len(trials)), str(n.get("completed", 0)), str(n.get("diverged", 0)),
-                     str(n.get("failed", 0)), *best))
+        refined = (str(int((trials["round"] > 0).sum())),) if rounds else ()
+        rows.append((str(group), str(len(trials)), *refined, *(str(n.get(c, 0)) for c in counts), *best))
     return table(columns, rows)
 
 

@@ -120,13 +120,13 @@ def train(
     n_params = count_params(model)
     opt = make_optimizer(model, spec)
     sched = make_scheduler(opt, cfg, spec.steps)
+    flops_per_token = train_flops_per_token(spec, n_params, seq_len)
     log = TrialLog(base_lr=float(spec.hparam("lr")), factor=lr_factor(cfg, spec.steps),
                    tokens_per_step=batch_size * seq_len, metric=cfg.metric, window=cfg.metric_window,
-                   diverge_factor=cfg.diverge_factor, start=start)
+                   diverge_factor=cfg.diverge_factor, start=start, flops_per_token=flops_per_token)
 
     gen = torch.Generator().manual_seed(spec.seed)
     val_batches = validation_batches(spec, dataset, seq_len, device)
-    flops_per_token = train_flops_per_token(spec, n_params, seq_len)
 
     @torch.no_grad()
     def evaluate() -> float:

@@ -48,6 +48,8 @@ class TrialLog:
     window: int  # train.metric_window
     diverge_factor: float | None
     start: float  # time.perf_counter() the points' `elapsed` counts from
+    # Training FLOPs per token: each point then says the FLOPs spent so far (what a trial stopped early cost).
+    flops_per_token: float | None = None
     status: str = field(default="completed", init=False)
     steps_done: int = field(default=0, init=False)
     last: dict[str, Any] = field(default_factory=dict, init=False)  # the last point made
@@ -65,6 +67,7 @@ class TrialLog:
             "lr": self.base_lr * self.factor(step - 1),  # the LR of the step just taken
             "tokens": step * self.tokens_per_step,
             "elapsed": time.perf_counter() - self.start,
+            **({"flops": self.flops_per_token * step * self.tokens_per_step} if self.flops_per_token else {}),
         }
 
     def diverges(self, step: int, loss: float) -> bool:

@@ -59,7 +59,9 @@ class TrialReport:
                    trial_key: str | None = None) -> TrialReport:
         value = point.get(spec.train.metric)
         objective = value if value is not None and math.isfinite(value) else DIVERGED_OBJECTIVE
-        return cls(node=node, objective=objective, trial_key=trial_key, point=dict(point))
+        point = dict(point)
+        # The FLOPs so far travel as the record's field, not as a curve value (a stopped trial's cost).
+        return cls(node=node, objective=objective, trial_key=trial_key, point=point, flops=point.pop("flops", None))
 
     @classmethod
     def outcome(cls, result: TrialResult, node: str, trial_key: str | None = None) -> TrialReport:

@@ -32,7 +32,7 @@ def backtests(param: str, D: Design, jf: JointFit, points: list[Scale], by_scale
         held = with_data[-1]
         g_held = points.index(held)
         keep = D.group != g_held
-        if not (keep & ~D.diverged).any():
+        if not (keep & ~D.censored).any():
             continue
         sub = fit_joint(subset(D, keep), n_boot=0, rng=np.random.default_rng(0))
         x_held = {a: math.log2(getattr(held, a) / getattr(base, a)) for a in sub.axes}

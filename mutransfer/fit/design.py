@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Design:
-    """One parametrization's trials as arrays (completed and diverged only)."""
+    """One parametrization's trials as arrays: completed ones, and censored ones (diverged, or stopped early)."""
 
     names: tuple[str, ...]  # numeric hyperparameters, in the recipe's order
     kinds: tuple[str, ...]  # log | linear
@@ -23,9 +23,17 @@ class Design:
     n_groups: int
     cat: np.ndarray  # (n,) index of the trial's combination of choice values
     n_cats: int
-    y: np.ndarray  # (n,) metric; NaN where diverged
-    diverged: np.ndarray  # (n,) bool
+    y: np.ndarray  # (n,) metric; NaN where censored
+    # (n,) bool: censored evidence, a trial whose final metric is known only to be at least some level: a diverged
+    # one (the level is its point's DIVERGED_LEVEL quantile, mutransfer.fit.model) or a stopped one (its `floor`).
+    censored: np.ndarray
     cluster: np.ndarray  # (n,) configuration id within a point (trials that are seeds of one configuration)
+    # (n,) a stopped trial's own level (mutransfer.fit.stopped); NaN for every other trial. None: no stopped trial.
+    floor: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.floor is None:
+            object.__setattr__(self, "floor", np.full(len(self.y), np.nan))
 
     @property
     def spans(self) -> np.ndarray:
@@ -45,12 +53,12 @@ def subset(D: Design, keep: np.ndarray) -> Design:
     axes_keep = [a for a in range(len(D.axes)) if len(np.unique(x[:, a])) >= 2]
     return Design(D.names, D.kinds, D.lows, D.highs, tuple(D.axes[a] for a in axes_keep), D.u[keep],
                   x[:, axes_keep], np.array([renum[g] for g in D.group[keep].tolist()], dtype=int), len(groups),
-                  D.cat[keep], D.n_cats, D.y[keep], D.diverged[keep], D.cluster[keep])
+                  D.cat[keep], D.n_cats, D.y[keep], D.censored[keep], D.cluster[keep], D.floor[keep])
 
 def take(D: Design, idx: np.ndarray) -> Design:
     """The trials at `idx`, scale points and axes as they are: the columns a fit pass looks at."""
     return replace(D, u=D.u[idx], x=D.x[idx], group=D.group[idx], cat=D.cat[idx], y=D.y[idx],
-                   diverged=D.diverged[idx], cluster=D.cluster[idx])
+                   censored=D.censored[idx], floor=D.floor[idx], cluster=D.cluster[idx])
 
 
 def repeat_noise(D: Design) -> float | None:
@@ -59,7 +67,7 @@ def repeat_noise(D: Design) -> float | None:
     run far from the optimum, near a divergence or barely trained, is not the noise the optimum is placed in).
     None without such repeats."""
     num, dof = 0.0, 0
-    comp = ~D.diverged
+    comp = ~D.censored
     for g in range(D.n_groups):
         in_g = comp & (D.group == g)
         configs = [D.y[in_g & (D.cluster == c)] for c in np.unique(D.cluster[in_g])]

@@ -101,7 +101,7 @@ class JointFit:
 def _init(D: Design, L: Layout) -> np.ndarray:
     """mu0: the median over scale points of the best trial's u; slopes 0; curvature from the metric's spread."""
     th = np.zeros(L.p)
-    comp = ~D.diverged
+    comp = ~D.censored
     best_u = []
     for g in range(D.n_groups):
         m = comp & (D.group == g)
@@ -199,7 +199,7 @@ def _refit(D: Design, L: Layout, Lin: np.ndarray, th_free: np.ndarray, th0_sel: 
             free[:, k] = keep[:, j, a]
     th, W, _, _ = lm(D, L, Lin, th, free, counts, outer, inner, global_first, sigma, fixed_sigma, centre)
     r, off = residuals(D, L, Lin, th, W)
-    comp_in = (W.w[:, : D.n] > 0) & ~D.diverged[None, :]
+    comp_in = (W.w[:, : D.n] > 0) & ~D.censored[None, :]
     ar = np.where(comp_in, np.abs(r[:, : D.n]), np.nan)
     sigma = 1.4826 * row_quantile(ar, 0.5)
     return {"th": th, "sigma": sigma, "n_used": (W.w[:, : D.n] > 0).sum(1), "floors": _floors(D, off, W.w_lin)}

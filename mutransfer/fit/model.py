@@ -163,13 +163,14 @@ class Weights:
 def residuals(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights) -> tuple[np.ndarray, np.ndarray]:
     """Residuals (B, n) (data - model for completed; the hinge for diverged) and the offsets (B, q)."""
     f = shape(D, L, th, shift(D, L, th))
-    y = np.where(D.diverged, 0.0, D.y)[None, :]
+    y = np.where(D.censored, 0.0, D.y)[None, :]
     off = offsets(Lin, y - f, W.w_lin)
     pred = f + off @ Lin.T
     r = y - pred
-    pen = W.pen[:, D.group]
-    hinge = np.minimum(pred - pen, 0.0)  # negative when the model calls a diverged trial better than the level
-    r = np.where(D.diverged[None, :], hinge, r)
+    # A diverged trial's level is its point's (W.pen); a stopped one's is its own floor.
+    pen = np.where(np.isfinite(D.floor)[None, :], D.floor[None, :], W.pen[:, D.group])
+    hinge = np.minimum(pred - pen, 0.0)  # negative when the model calls a censored trial better than its level
+    r = np.where(D.censored[None, :], hinge, r)
     # The asymmetry's prior, as H extra residuals: log(c+ / c-) / ASYMMETRY_PRIOR in units of the noise.
     lcm, lcp = L.log_curv(th)
     c = W.centre if W.centre is not None else np.zeros((th.shape[0], L.n_prior))
@@ -186,7 +187,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     B = th.shape[0]
     z = shift(D, L, th)
     present = counts > 0
-    comp = present & ~D.diverged[None, :]
+    comp = present & ~D.censored[None, :]
     if sigma is None:
         kern = np.ones((B, D.n))
     else:
@@ -211,12 +212,12 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
             pen[:, g] = row_quantile(yc[:, m], DIVERGED_LEVEL)  # NaN: a replicate with no completed trial there
     pen = np.where(np.isfinite(pen), pen, np.nanmax(np.where(np.isfinite(pen), pen, np.nan), axis=1, keepdims=True))
     pen = np.nan_to_num(pen, nan=0.0)
-    w_lin = np.where(D.diverged[None, :], 0.0, base)
+    w_lin = np.where(D.censored[None, :], 0.0, base)
     W = Weights(np.concatenate([base, np.ones((B, L.n_prior))], axis=1), w_lin, pen, np.ones(B), centre=centre)
     r, _ = residuals(D, L, Lin, th, W)
     r = r[:, : D.n]
     # soft-L1: weight 1/sqrt(1 + (r/s)^2), s from the completed in-window residuals' median absolute size.
-    ar = np.where((base > 0) & ~D.diverged[None, :], np.abs(r), np.nan)
+    ar = np.where((base > 0) & ~D.censored[None, :], np.abs(r), np.nan)
     sig = 1.4826 * row_quantile(ar, 0.5)
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
     inner = np.isfinite(ar) & (kern >= 0.5)
@@ -225,7 +226,7 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
     s = sig * ROBUST_SCALE
     rob = 1.0 / np.sqrt(1.0 + (r / s[:, None]) ** 2)
     w = base * rob
-    return Weights(np.concatenate([w, np.ones((B, L.n_prior))], axis=1), np.where(D.diverged[None, :], 0.0, w), pen, sig,
+    return Weights(np.concatenate([w, np.ones((B, L.n_prior))], axis=1), np.where(D.censored[None, :], 0.0, w), pen, sig,
                    noise, centre)
 
 
@@ -291,7 +292,7 @@ def jacobian(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, W: Weights, 
     ridge = 1e-9 * (np.trace(A, axis1=1, axis2=2) / q + 1e-12)[:, None, None] * np.eye(q)
     df -= np.matmul(Lin[None, :, :], np.linalg.solve(A + ridge, np.matmul(M, df)))  # d pred, in place
     # dr = -dpred for a completed trial; +dpred for a diverged one whose hinge is active; 0 otherwise.
-    sign = np.where(D.diverged[None, :], (r[:, : D.n] < 0).astype(float), -1.0)
+    sign = np.where(D.censored[None, :], (r[:, : D.n] < 0).astype(float), -1.0)
     out = np.empty((B, D.n + L.n_prior, p))
     np.multiply(df, sign[:, :, None], out=out[:, : D.n])
     out[:, D.n :] = 0.0

@@ -110,6 +110,10 @@ def prepare(trials: pd.DataFrame, with_steps: bool = False) -> pd.DataFrame:
     df["_completed"] = (status == "completed").to_numpy() & finite
     # A completed trial with a NaN/inf metric blew up at the end: the same evidence as a divergence.
     df["_diverged"] = (status == "diverged").to_numpy() | ((status == "completed").to_numpy() & ~finite)
+    # A stopped trial is evidence through its floor (mutransfer.fit.stopped), the caller's `floor` column.
+    floor = pd.to_numeric(df["floor"], errors="coerce").to_numpy(dtype=float) if "floor" in df else np.nan
+    df["_stopped"] = (status == "stopped").to_numpy() & np.isfinite(floor)
+    df["_floor"] = np.where(df["_stopped"], floor, np.nan)
     return df
 
 
@@ -159,10 +163,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
         in_param = df[df["parametrization"].astype(str) == param]
         rows_of: dict[Scale, pd.DataFrame] = {}
         for scale in all_points:
-            mask = np.ones(len(in_param), dtype=bool)
-            for a in axes_all:
-                mask &= (in_param[a] == getattr(scale, a)).to_numpy()
-            rows = in_param[mask]
+            rows = _at(in_param, scale, axes_all)
             if rows.empty and scale not in recipe_points:
                 continue
             pf = _fit_point(param, scale, rows, recipe, present_hp, kinds, seed, n_boot, warnings)
@@ -177,8 +178,7 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
         D, groups = _design(param, rows_of, numeric, kinds, choices, recipe, axes)
         jf = None
         if D is not None:
-            rng = np.random.default_rng([seed, zlib.crc32(f"joint/{param}".encode())])
-            jf = fit_joint(D, n_boot=n_boot, rng=rng)
+            jf = fit_joint(D, n_boot=n_boot, rng=_joint_rng(seed, param))
             model[param] = _model_summary(jf)
             usable = pd.concat([r for r in rows_of.values()])
             noise.extend(noise_readings(param, jf, usable[usable["_completed"] | usable["_diverged"]], recipe,
@@ -231,6 +231,49 @@ def fit_sweep(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0, n_boot: in
     )
 
 
+def _at(frame: pd.DataFrame, scale: Scale, axes: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of `frame` at scale point `scale`."""
+    mask = np.ones(len(frame), dtype=bool)
+    for a in axes:
+        mask &= (frame[a] == getattr(scale, a)).to_numpy()
+    return frame[mask]
+
+
+def _joint_rng(seed: int, param: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(f"joint/{param}".encode())])
+
+
+def joint_optima(trials: pd.DataFrame, recipe: Recipe, *, seed: int = 0,
+                 n_boot: int = 200) -> dict[str, dict[Scale, dict[str, float]]]:
+    """The joint model's optimum of each fitted numeric hyperparameter at every scale point of the recipe, per
+    parametrization: mu0 + the kept slopes x log2(point / base), in the fit coordinate (log2 for a loguniform
+    hyperparameter). The same model, seeds and selection as fit_sweep's (what a refine round centres on). A
+    parametrization with nothing to fit is left out."""
+    df = prepare(trials, has_steps(recipe))
+    space = recipe.search.space
+    kinds = {name: _kind(dist) for name, dist in space.items()}
+    present = [n for n in space if f"hp.{n}" in df]
+    numeric = [n for n in present if kinds[n] != "choice"]
+    choices = [n for n in present if kinds[n] == "choice"]
+    axes_all = fit_axes(recipe)
+    axes = tuple(a for a in axes_all if a in recipe.scales.vary)
+    base = recipe.scales.base
+    out: dict[str, dict[Scale, dict[str, float]]] = {}
+    for param in recipe.model.parametrizations:
+        in_param = df[df["parametrization"].astype(str) == param]
+        rows_of = {s: r for s in recipe.scales.points() if not (r := _at(in_param, s, axes_all)).empty}
+        D, _ = _design(param, rows_of, numeric, kinds, choices, recipe, axes)
+        if D is None:
+            continue
+        jf = fit_joint(D, n_boot=n_boot, rng=_joint_rng(seed, param))
+        out[param] = {}
+        for s in recipe.scales.points():
+            x = np.array([math.log2(getattr(s, a) / getattr(base, a)) for a in jf.axes], dtype=float)
+            u = jf.mu0 + (jf.slopes @ x if x.size else 0.0)
+            out[param][s] = {name: float(u[j]) for j, name in enumerate(jf.names)}
+    return out
+
+
 def _model_summary(jf: JointFit) -> dict[str, Any]:
     """The joint model's shape, JSON-clean: what the dashboard and the export show of it."""
     return {
@@ -248,15 +291,16 @@ def _model_summary(jf: JointFit) -> dict[str, Any]:
 
 def _design(param: str, rows_of: dict[Scale, pd.DataFrame], numeric: list[str], kinds: dict[str, str],
             choices: list[str], recipe: Recipe, axes: tuple[str, ...]) -> tuple[Design | None, list[Scale]]:
-    """The joint model's arrays for one parametrization: completed and diverged trials with every numeric
-    hyperparameter that varies. None when there is nothing to fit (no completed trial, nothing varies)."""
+    """The joint model's arrays for one parametrization: completed trials, and diverged and stopped ones as censored
+    evidence, with every numeric hyperparameter that varies. None when there is nothing to fit (no completed trial,
+    nothing varies)."""
     base = recipe.scales.base
     space = recipe.search.space
-    groups = [s for s, r in rows_of.items() if (r["_completed"] | r["_diverged"]).any()]
+    groups = [s for s, r in rows_of.items() if (r["_completed"] | r["_diverged"] | r["_stopped"]).any()]
     if not groups:
         return None, []
     frame = pd.concat([rows_of[s].assign(_g=i) for i, s in enumerate(groups)])
-    frame = frame[frame["_completed"] | frame["_diverged"]]
+    frame = frame[frame["_completed"] | frame["_diverged"] | frame["_stopped"]]
     cols: dict[str, np.ndarray] = {}
     for name in numeric:
         x = pd.to_numeric(frame[f"hp.{name}"], errors="coerce").to_numpy(dtype=float)
@@ -286,10 +330,10 @@ def _design(param: str, rows_of: dict[Scale, pd.DataFrame], numeric: list[str], 
     else:
         cluster = np.arange(len(frame))
     y = frame["metric"].to_numpy(dtype=float)
-    diverged = frame["_diverged"].to_numpy(dtype=bool)
+    censored = frame["_diverged"].to_numpy(dtype=bool) | frame["_stopped"].to_numpy(dtype=bool)
     D = Design(names, tuple(kinds[n] for n in names), np.array([b[0] for b in bounds]),
                np.array([b[1] for b in bounds]), x_axes, u, x, group, len(groups), cat, n_cats,
-               np.where(diverged, np.nan, y), diverged, cluster)
+               np.where(censored, np.nan, y), censored, cluster, frame["_floor"].to_numpy(dtype=float))
     return D, groups
 
 
@@ -306,9 +350,12 @@ def _fit_point(
 ) -> PointFit:
     """One scale point's own optima (the per-point view) and its best trial."""
     space = recipe.search.space
-    usable = rows[rows["_completed"] | rows["_diverged"]]
+    usable = rows[rows["_completed"] | rows["_diverged"] | rows["_stopped"]]
     comp_all = usable["_completed"].to_numpy()
-    y_all = usable["metric"].to_numpy(dtype=float)
+    # A stopped trial counts at its floor here (a view: it would have ended at least that high), so that a point
+    # whose trials on one side were all stopped does not read as an optimum at the edge of what was tried.
+    y_all = np.where(usable["_stopped"].to_numpy(), usable["_floor"].to_numpy(dtype=float),
+                     usable["metric"].to_numpy(dtype=float))
     div_all = usable["_diverged"].to_numpy()
     penalty = diverged_penalty(y_all[comp_all]) if comp_all.any() else None
     # Resampling trials once per point and sharing the draw across hyperparameters keeps their intervals coherent;

@@ -34,7 +34,7 @@ from mutransfer.recipe.sections import (
     default_init_std,
     is_decoder,
 )
-from mutransfer.recipe.space import Choice, Dist, LogUniform, Uniform
+from mutransfer.recipe.space import Choice, Dist, EarlyStop, LogUniform, Refine, Uniform
 from mutransfer.recipe.validation import RecipeError
 
 __all__ = [
@@ -46,10 +46,12 @@ __all__ = [
     "Choice",
     "Data",
     "Dist",
+    "EarlyStop",
     "FamilyTraits",
     "LogUniform",
     "Model",
     "Recipe",
+    "Refine",
     "RecipeError",
     "Resources",
     "Scale",

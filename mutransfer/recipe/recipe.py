@@ -86,6 +86,7 @@ class Recipe(Strict):
             raise at("train.batch_trials", "batched trials do not support depth scaling or a residual mlp yet: use 1")
         if getattr(self.train, "batch_trials", 1) > 1 and m.traits is not None and not m.traits.stacks:
             raise at("train.batch_trials", f"the {m.family} family has no stacked forward (mutransfer.batched): use 1")
+        self._search_options(new)
         if self.train.optimizer != "sgd" and "momentum" in self.search.space:
             raise at("search.space.momentum", f"momentum applies to sgd, not {self.train.optimizer}")
         widths = [p.width for p in self.scales.points()]
@@ -124,6 +125,27 @@ class Recipe(Strict):
             self._warmup_fits()
         return self
 
+    def _search_options(self, new: bool) -> None:
+        """search.early_stop and search.refine against the rest of the recipe (`new`: as written, not read back
+        from the store, where every field is set)."""
+        es, rf = self.search.early_stop, self.search.refine
+        if es is not None:
+            k = getattr(self.train, "batch_trials", 1)
+            if k > 1:
+                raise at("search.early_stop", f"Ray Tune's schedulers stop a Ray trial as a whole, and train.batch_trials: "
+                                              f"{k} trains {k} trials as one: set batch_trials: 1, or drop early_stop")
+            other = {"asha": "min_samples", "median": "reduction_factor"}[es.method]
+            if new and other in es.model_fields_set:
+                owner = "median" if es.method == "asha" else "asha"
+                raise at(f"search.early_stop.{other}", f"applies to method: {owner}, not {es.method}")
+            shortest = min(self.steps_at(p) for p in self.scales.points())
+            if es.grace_steps >= shortest:
+                raise at("search.early_stop.grace_steps", f"{es.grace_steps} is not below the {shortest} steps of the "
+                                                          f"shortest proxy run: no trial could ever be stopped")
+        if rf is not None and self.search.method == "optuna":
+            raise at("search.refine", "refine rounds follow a random search's first round (optuna already "
+                                      "concentrates its draws): use method: random, or drop refine")
+
     def _bounded(self) -> None:
         """The sweep's size within MAX_TRIALS, counted without enumerating it."""
         vary = self.scales.vary
@@ -134,9 +156,10 @@ class Recipe(Strict):
                                         f"({MAX_TRIALS} trials, mutransfer.recipe.bounds.MAX_TRIALS)")
         points = len(self.scales.points())
         s = self.search
-        trials = len(self.model.parametrizations) * points * s.samples * s.repeats
+        samples = s.samples + (s.refine.rounds * s.refine.samples if s.refine is not None else 0)
+        trials = len(self.model.parametrizations) * points * samples * s.repeats
         if trials > MAX_TRIALS:
-            raise at("search.samples", f"{s.samples} samples x {s.repeats} repeats x {points} scale points x "
+            raise at("search.samples", f"{samples} samples x {s.repeats} repeats x {points} scale points x "
                                        f"{len(self.model.parametrizations)} parametrizations is {trials} trials, more "
                                        f"than a sweep may have ({MAX_TRIALS}, mutransfer.recipe.bounds.MAX_TRIALS)")
 
@@ -162,6 +185,9 @@ class Recipe(Strict):
                 del data["model"][key]
         if data["train"].get("metric_window") == 1:
             del data["train"]["metric_window"]  # recipes written before the key existed keep their hash
+        for key in ("early_stop", "refine"):  # recipes written before the keys existed keep their hash
+            if data["search"].get(key, "absent") is None:
+                del data["search"][key]
         scales = data["scales"]
         for point in (scales["base"], data["target"]):
             if point.get("steps", "absent") is None:

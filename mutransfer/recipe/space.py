@@ -64,6 +64,32 @@ Distribution = Annotated[
 ]
 
 
+class EarlyStop(Strict):
+    """`search.early_stop`: stop trials that fall behind the others of their scale point, through Ray Tune's own
+    schedulers (ASHA, or the median stopping rule). A stopped trial is stored as `stopped`, with its curve, and the
+    fit reads it as censored evidence (mutransfer.fit.stopped)."""
+
+    method: Literal["asha", "median"] = "asha"
+    # No trial is stopped before this step: a trial's first steps say little about where it ends.
+    grace_steps: PositiveInt
+    # asha: rungs at grace_steps x reduction_factor^k; at each, all but the best 1/reduction_factor stop.
+    reduction_factor: Annotated[float, Field(gt=1.0, le=64.0)] = 3.0
+    # median: a trial stops when its best so far is worse than the median of the others' running means at the same
+    # step, once at least this many others of its scale point got there.
+    min_samples: PositiveInt = 3
+
+
+class Refine(Strict):
+    """`search.refine`: after the first round, `rounds` more rounds of `samples` draws concentrated around the joint
+    model's optimum (mutransfer.plan.refine_specs)."""
+
+    rounds: Annotated[PositiveInt, AfterValidator(at_most(5, "the most refine rounds a recipe may ask for"))] = 1
+    samples: Annotated[PositiveInt, AfterValidator(at_most(MAX_SAMPLES, "the most samples a recipe may ask for"))]
+    # Half the window's width, as a share of each numeric hyperparameter's searched range in its fit coordinate
+    # (log2 for a loguniform one): lr in [1e-4, 1e-1] is 10 octaves, so 0.2 draws within 2 octaves of the optimum.
+    span: Annotated[float, Field(gt=0.0, le=0.5)] = 0.2
+
+
 class Search(Strict):
     method: Literal["random", "optuna"] = "random"
     # configurations per scale point (and parametrization)
@@ -72,6 +98,8 @@ class Search(Strict):
     repeats: Annotated[PositiveInt, AfterValidator(at_most(MAX_REPEATS, "the most repeats a recipe may ask for"))] = 1
     seed: Annotated[int, Field(ge=-(10**15), le=10**15)] = 0  # a trial's seed, seed * 1000 + repeat, is 64-bit
     space: dict[str, Distribution]
+    early_stop: EarlyStop | None = None
+    refine: Refine | None = None
 
     @field_validator("space")
     @classmethod

@@ -43,7 +43,7 @@ SPECIAL_VALUES = ("nan", "inf", "-inf")
 # The trial columns the plan fills (`TrialRecord`'s fields, less hparams), and those a run fills.
 PLANNED_COLUMNS = (
     "key", "group", "parametrization", "width", "depth", "batch_size", "seq_len", "steps_planned", "sample",
-    "repeat", "seed", "role",
+    "repeat", "seed", "role", "round",
 )
 RESULT_COLUMNS = (
     "status", "metric", "best_metric", "steps", "wall_time", "flops", "n_params", "node", "error", "started_at",
@@ -150,6 +150,8 @@ class Trial(Base):
     # sweep: planned by the recipe, fitted. verify: a check of the transferred value at a larger size.
     role: Mapped[str] = mapped_column(String(16), default=TrialRole.SWEEP.value,
                                       server_default=TrialRole.SWEEP.value)
+    # The search round that planned it: 0 the recipe's draws, 1.. the refine rounds around the optimum.
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Check(Base):

@@ -46,6 +46,7 @@ class TrialRecord:
     seed: int
     hparams: dict[str, Any] = field(default_factory=dict)
     role: str = TrialRole.SWEEP.value  # or "verify": a check at a larger size, not part of the fit
+    round: int = 0  # 0: the recipe's draws; 1..: a refine round (search.refine)
 
     @classmethod
     def from_spec(cls, spec: TrialSpec, role: str = TrialRole.SWEEP.value) -> TrialRecord:
@@ -53,7 +54,7 @@ class TrialRecord:
         return cls(
             key=spec.key, group=spec.group, parametrization=spec.parametrization, width=s.width, depth=s.depth,
             batch_size=s.batch_size, seq_len=s.seq_len, steps_planned=spec.steps, sample=spec.sample,
-            repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams), role=role,
+            repeat=spec.repeat, seed=spec.seed, hparams=dict(spec.hparams), role=role, round=spec.round,
         )
 
 

@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 _PG_MIGRATION_LOCK = 0x6D7574_72616E
 
 # The oldest revision whose tables this code reads as they are: the revisions after it only add tables that reads
-# do not use (0003: the drivers' leases). A database there opens without migrating where migrating is not wanted
-# or not possible (`upgrade=False`, a read-only file). Move it up with a revision that changes a table reads use.
-READS_SINCE = "0002"
+# do not use. A database there opens without migrating where migrating is not wanted or not possible
+# (`upgrade=False`, a read-only file). Move it up with a revision that changes a table reads use (0004: trials.round).
+READS_SINCE = "0004"
 
 
 def migrations_dir() -> Path:

@@ -30,10 +30,12 @@ class TrialStatus(_Value):
     COMPLETED = "completed"
     DIVERGED = "diverged"
     FAILED = "failed"
+    STOPPED = "stopped"  # stopped early by the sweep's scheduler (search.early_stop): its curve ends where it stopped
 
 
 # A trial in one of these has run to its end: a resume does not run it again.
-FINISHED_STATUSES: tuple[TrialStatus, ...] = (TrialStatus.COMPLETED, TrialStatus.DIVERGED, TrialStatus.FAILED)
+FINISHED_STATUSES: tuple[TrialStatus, ...] = (TrialStatus.COMPLETED, TrialStatus.DIVERGED, TrialStatus.FAILED,
+                                              TrialStatus.STOPPED)
 
 
 class TrialRole(_Value):
