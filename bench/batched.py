@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -23,21 +26,69 @@ GPT = """
 name: b
 model: {{family: gpt, parametrization: mup, base_width: 32, head_dim: 16}}
 data: {{kind: chars, path: {data}}}
-train: {{steps: {steps}, eval_interval: {steps}, eval_batches: 2, optimizer: adamw, schedule: cosine}}
+train: {{steps: {steps}, eval_interval: {steps}, eval_batches: 2, optimizer: adamw, schedule: cosine,
+        device: {device}, batch_trials: {batch_trials}}}
 search: {{samples: {k}, space: {{lr: {{loguniform: [1.0e-3, 1.0e-2]}}, output_mult: {{loguniform: [0.5, 4.0]}}}}}}
-scales: {{base: {{width: {width}, depth: 2, batch_size: 8, seq_len: 64}}}}
-target: {{width: 4096, depth: 2, batch_size: 8, seq_len: 64}}
+scales: {{base: {{width: {width}, depth: 2, batch_size: {batch_size}, seq_len: {seq_len}}}}}
+target: {{width: 4096, depth: 2, batch_size: {batch_size}, seq_len: {seq_len}}}
 """
 
 MLP = """
 name: b
 model: {{family: mlp, parametrization: mup, base_width: 32}}
 data: {{kind: digits}}
-train: {{steps: {steps}, eval_interval: {steps}, eval_batches: 2, optimizer: adam}}
+train: {{steps: {steps}, eval_interval: {steps}, eval_batches: 2, optimizer: adam, device: {device},
+        batch_trials: {batch_trials}}}
 search: {{samples: {k}, space: {{lr: {{loguniform: [1.0e-3, 1.0e-2]}}, output_mult: {{loguniform: [0.5, 4.0]}}}}}}
-scales: {{base: {{width: {width}, depth: 2, batch_size: 32}}}}
-target: {{width: 4096, depth: 2, batch_size: 32}}
+scales: {{base: {{width: {width}, depth: 2, batch_size: {batch_size}}}}}
+target: {{width: 4096, depth: 2, batch_size: {batch_size}}}
 """
+
+
+def recipe(family: str, *, width: int, steps: int, k: int, device: str = "auto", batch_trials: int = 1,
+           batch_size: int | None = None, seq_len: int = 64) -> str:
+    """The benchmark's recipe for `family` (gpt: a µP GPT on characters, mlp: a µP MLP on digits) at `width`:
+    `k` trials of one shape (different lr and output_mult), `steps` steps, one evaluation at the end. The batch size
+    defaults to 8 sequences for the gpt and 32 examples for the mlp."""
+    template = GPT if family == "gpt" else MLP
+    return template.format(data=ROOT / "mutransfer", steps=steps, k=k, width=width, device=device,
+                           batch_trials=batch_trials, seq_len=seq_len,
+                           batch_size=batch_size or (8 if family == "gpt" else 32))
+
+
+def _no_sync() -> None:
+    pass
+
+
+def time_one_by_one(specs: list[Any], sync: Callable[[], None] = _no_sync) -> float:
+    """Seconds to train `specs` one after another through `train.train` (model building included); `sync` waits
+    for the device (torch.cuda.synchronize on a GPU) before each clock read."""
+    from mutransfer.train import train
+
+    sync()
+    t = time.perf_counter()
+    for s in specs:
+        train(s, lambda p: None, threads=1)
+    sync()
+    return time.perf_counter() - t
+
+
+def time_batched(specs: list[Any], sync: Callable[[], None] = _no_sync) -> float:
+    """Seconds to train `specs` at once, as one stacked model, through `batched.train_batch` (building included)."""
+    from mutransfer.batched import train_batch
+
+    sync()
+    t = time.perf_counter()
+    train_batch(specs, lambda s, p: None, threads=1)
+    sync()
+    return time.perf_counter() - t
+
+
+def summarize(runs: dict[str, list[float]], k: int) -> tuple[float, dict[str, float]]:
+    """The speedup (median of per-repetition ratios, one by one over batched) and trials/hour of each variant
+    (k trials over the median run) of interleaved runs {"one by one": [s, ...], "batched": [s, ...]}."""
+    sp = median([a / b for a, b in zip(runs["one by one"], runs["batched"], strict=True)])
+    return sp, {name: k / median(v) * 3600 for name, v in runs.items()}
 
 
 def crossover(widths: list[int], speedups: list[float], level: float) -> str:
@@ -66,10 +117,8 @@ def main() -> None:
 
     import torch
 
-    from mutransfer.batched import train_batch
     from mutransfer.plan import plan
     from mutransfer.recipe import parse_recipe
-    from mutransfer.train import train
 
     torch.set_num_threads(1)
     widths = [int(w) for w in args.widths.split(",")]
@@ -80,27 +129,13 @@ def main() -> None:
         speedups = []
         for width in widths:
             steps = args.gpt_steps if family == "gpt" else args.mlp_steps
-            text = (GPT if family == "gpt" else MLP).format(data=ROOT / "mutransfer", steps=steps, k=args.k,
-                                                            width=width)
-            specs = plan(parse_recipe(text))
-
-            def one_by_one(specs=specs) -> float:  # noqa: ANN001
-                t = time.perf_counter()
-                for s in specs:
-                    train(s, lambda p: None, threads=1)
-                return time.perf_counter() - t
-
-            def batched(specs=specs) -> float:  # noqa: ANN001
-                t = time.perf_counter()
-                train_batch(specs, lambda s, p: None, threads=1)
-                return time.perf_counter() - t
-
-            batched()  # warm: data cache, first calls
+            specs = plan(parse_recipe(recipe(family, width=width, steps=steps, k=args.k)))
+            time_batched(specs)  # warm: data cache, first calls
             print(f"{family} width {width}", file=sys.stderr)
-            runs = interleaved({"one by one": one_by_one, "batched": batched}, args.reps)
-            sp = median([a / b for a, b in zip(runs["one by one"], runs["batched"], strict=True)])
+            runs = interleaved({"one by one": partial(time_one_by_one, specs), "batched": partial(time_batched, specs)},
+                               args.reps)
+            sp, per_hour = summarize(runs, args.k)
             speedups.append(sp)
-            per_hour = {k: args.k / median(v) * 3600 for k, v in runs.items()}
             rows.append([width, f"{per_hour['one by one']:,.0f}", f"{per_hour['batched']:,.0f}", f"{sp:.2f}x",
                          ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(runs["one by one"], runs["batched"],
                                                                         strict=True))])
