@@ -349,7 +349,7 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
 
     @torch.no_grad()
     def evaluate() -> list[float]:
-        total = torch.zeros(len(active))
+        total = torch.zeros(len(active), device=device)  # on the trials' device: += a CUDA loss
         for x, y in val_batches:
             xs = x.unsqueeze(0).expand(len(active), *x.shape)
             total += _losses(forward(xs), y.unsqueeze(0).expand(len(active), *y.shape))
