@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
@@ -44,6 +44,13 @@ def make_scheduler(es: EarlyStop, max_steps: int) -> TrialScheduler:
                               min_samples_required=es.min_samples, min_time_slice=math.inf, hard_stop=True)
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """A trial that finished before, as its pool's scheduler is shown it: both read only its id, or hash it."""
+
+    trial_id: str
+
+
 class ByScalePoint(FIFOScheduler):
     """A Tune scheduler that routes each Ray trial to the scheduler of its pool (`pool_of(trial)`: its scale
     point's group), made on first use by `make_scheduler(early_stop, max_steps[pool])`."""
@@ -64,10 +71,10 @@ class ByScalePoint(FIFOScheduler):
 
     def _replayed(self, pool: str) -> TrialScheduler:
         """The pool's scheduler, fed the curves of its trials that finished before, through its public methods
-        (each as a stand-in trial: both schedulers read only its id, or use it as a key)."""
+        (each as a `_Finished` stand-in)."""
         scheduler = make_scheduler(self.early_stop, self.max_steps[pool])
         for i, curve in enumerate(self.history.get(pool, ())):
-            past = SimpleNamespace(trial_id=f"history-{pool}-{i}")
+            past = _Finished(f"history-{pool}-{i}")
             scheduler.on_trial_add(None, past)
             for step, value in curve:
                 if step < self.max_steps[pool] and math.isfinite(value):

@@ -210,8 +210,10 @@ def weights(D: Design, L: Layout, Lin: np.ndarray, th: np.ndarray, counts: np.nd
         m = D.group == g
         if m.any():
             pen[:, g] = row_quantile(yc[:, m], DIVERGED_LEVEL)  # NaN: a replicate with no completed trial there
-    pen = np.where(np.isfinite(pen), pen, np.nanmax(np.where(np.isfinite(pen), pen, np.nan), axis=1, keepdims=True))
-    pen = np.nan_to_num(pen, nan=0.0)
+    # A point with no completed trial in the window takes the highest level of the others (0 if none has one).
+    finite = np.isfinite(pen)
+    top = np.max(np.where(finite, pen, -np.inf), axis=1, keepdims=True)
+    pen = np.where(finite, pen, np.where(np.isfinite(top), top, 0.0))
     w_lin = np.where(D.censored[None, :], 0.0, base)
     W = Weights(np.concatenate([base, np.ones((B, L.n_prior))], axis=1), w_lin, pen, np.ones(B), centre=centre)
     r, _ = residuals(D, L, Lin, th, W)

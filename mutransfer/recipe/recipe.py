@@ -86,7 +86,7 @@ class Recipe(Strict):
             raise at("train.batch_trials", "batched trials do not support depth scaling or a residual mlp yet: use 1")
         if getattr(self.train, "batch_trials", 1) > 1 and m.traits is not None and not m.traits.stacks:
             raise at("train.batch_trials", f"the {m.family} family has no stacked forward (mutransfer.batched): use 1")
-        self._search_options(new)
+        self._search_options()
         if self.train.optimizer != "sgd" and "momentum" in self.search.space:
             raise at("search.space.momentum", f"momentum applies to sgd, not {self.train.optimizer}")
         widths = [p.width for p in self.scales.points()]
@@ -125,17 +125,17 @@ class Recipe(Strict):
             self._warmup_fits()
         return self
 
-    def _search_options(self, new: bool) -> None:
-        """search.early_stop and search.refine against the rest of the recipe (`new`: as written, not read back
-        from the store, where every field is set)."""
+    def _search_options(self) -> None:
+        """search.early_stop and search.refine against the rest of the recipe."""
         es, rf = self.search.early_stop, self.search.refine
         if es is not None:
             k = getattr(self.train, "batch_trials", 1)
             if k > 1:
                 raise at("search.early_stop", f"Ray Tune's schedulers stop a Ray trial as a whole, and train.batch_trials: "
                                               f"{k} trains {k} trials as one: set batch_trials: 1, or drop early_stop")
+            # The other method's knob, set to anything but its default (a written-out recipe has every field).
             other = {"asha": "min_samples", "median": "reduction_factor"}[es.method]
-            if new and other in es.model_fields_set:
+            if getattr(es, other) != type(es).model_fields[other].default:
                 owner = "median" if es.method == "asha" else "asha"
                 raise at(f"search.early_stop.{other}", f"applies to method: {owner}, not {es.method}")
             shortest = min(self.steps_at(p) for p in self.scales.points())

@@ -1,0 +1,112 @@
+"""Compute to an answer: the FLOPs a search strategy needs before its transferred learning rate is within 0.5 octave
+of the direct optimum at the p90 of its sweeps; random search, ASHA (search.early_stop), a refine round
+(search.refine), and both. Writes the "compute_to_answer" section of BENCHMARKS.md.
+
+    .venv/bin/python bench/compute_to_answer.py [--replicates 100] [--workers 2] [--synthetic-only]
+
+Two tasks, one method: every strategy is replayed on trials whose whole learning curves are known in advance, so
+that each of `--replicates` sweeps per budget costs a fit, not a training run.
+
+- **Real**: bench/transfer_real.py's task (the built-in µP GPT, chars of this Python's standard library, widths
+  32/64/128, 200 AdamW steps, cosine). Its proxies are trained once on a grid of learning rates a quarter octave
+  apart over the recipe's range, one seed as a sweep with one repeat has (the pool, cached under
+  bench/.compute_to_answer/). A replayed sweep draws its learning rates as the recipe would (log-uniform, the same
+  draws at every width), and each draw takes the curve of the nearest grid value (at most 1/8 octave away). The
+  direct optimum at width 512 is the one bench/transfer_real.py measured (a quadratic plus per-seed levels through
+  its 14 width-512 runs; training there is deterministic for a given lr and seed).
+- **Synthetic**: the fit's calibration bowl (mutransfer.testing.synthetic) with learning curves: a run's excess
+  over its final loss shrinks with training as (T/t)^ALPHA - 1, faster at higher learning rates (SPEED per octave),
+  so that early losses favour larger learning rates than final ones (the short-horizon bias ASHA risks). Known
+  optimum at every width, no drift under µP.
+
+ASHA is Ray Tune's own AsyncHyperBandScheduler behind mutransfer.stopping.ByScalePoint, fed each trial's evaluations
+in plan order (one worker: the order a sweep on one slot has); a stopped trial costs the steps it ran and enters
+the fit as a sweep's stopped trial does (mutransfer.fit.stopped). The refine round is mutransfer.plan.refine_specs
+centred by mutransfer.fit.sweep.joint_optima, as `mutransfer sweep` runs it. FLOPs: each trial's training FLOPs
+(the pool's measured ones; 6·N per token plus attention for the synthetic task's GPT-sized stand-in) times the share
+of its steps it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _common  # noqa: E402
+from _common import table, update_section  # noqa: E402
+
+WORK = HERE / ".compute_to_answer"
+WIDTHS = (32, 64, 128)
+TARGET_WIDTH = 512
+# bench/transfer_real.py's measurement of µP's optimum at width 512 (BENCHMARKS.md, "Transfer on a real task"): the
+# curve through its 14 width-512 runs.
+DIRECT_LR_512 = 0.007546
+GRID_STEP = 0.25  # octaves between the pool's learning rates
+LR_RANGE = (1e-4, 1e-1)
+TOLERANCE = 0.5  # octaves: the answer is "within half an octave of the direct optimum"
+QUANTILE = 0.9
+RECIPE = """\
+name: compute-to-answer
+model: {family: gpt, parametrization: mup, base_width: 32, head_dim: 8}
+data: {kind: chars, max_chars: 1000000}
+train: {steps: 200, optimizer: adamw, schedule: cosine, warmup_steps: 20, eval_interval: 25, eval_batches: 8,
+        metric: val_loss}
+search: {samples: 12, seed: 0, space: {lr: {loguniform: [1.0e-4, 1.0e-1]}}}
+scales: {base: {width: 32, depth: 2, batch_size: 32, seq_len: 64}, vary: {width: [32, 64, 128]}}
+target: {width: 512, depth: 2, batch_size: 32, seq_len: 64, tokens: 409600}
+resources: {cpus: 1}
+"""
+
+
+def grid() -> list[float]:
+    lo, hi = (math.log2(v) for v in LR_RANGE)
+    n = int(math.floor((hi - lo) / GRID_STEP + 1e-9))
+    return [2.0 ** (lo + GRID_STEP * k) for k in range(n + 1)]
+
+
+def recipe_path() -> Path:
+    WORK.mkdir(exist_ok=True)
+    p = WORK / "compute-to-answer.yaml"
+    p.write_text(RECIPE)
+    return p
+
+
+def train_pool(workers: int) -> dict[int, dict[str, Any]]:
+    """The real task's pool: every grid learning rate at every proxy width, one seed (0: a sweep's first repeat),
+    with its curve; cached per width (bench/.compute_to_answer/pool-w{width}.json)."""
+    pool: dict[int, dict[str, Any]] = {}
+    for width in WIDTHS:  # the narrow ones first: a partial pool is still a pool of whole widths
+        pool[width] = _common.train_at_width([("mup", {"lr": lr}) for lr in grid()], recipe=recipe_path(), width=width,
+                                             seeds=(0,), runs_path=WORK / f"pool-w{width}.json", workers=workers)
+    return pool
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--replicates", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pool-only", action="store_true", help="train the real task's pool and stop")
+    ap.add_argument("--synthetic-only", action="store_true")
+    args = ap.parse_args()
+    t0 = time.time()
+    if not args.synthetic_only:
+        train_pool(args.workers)
+        print(f"pool trained ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    if args.pool_only:
+        return
+    from replay import run_benchmark  # noqa: E402
+
+    body = run_benchmark(args, t0)
+    update_section("compute_to_answer", "Compute to an answer: early stopping and refine rounds",
+                   f".venv/bin/python bench/compute_to_answer.py --replicates {args.replicates}", body)
+
+
+if __name__ == "__main__":
+    main()
+    _ = table  # the report is built in replay.py
