@@ -1,0 +1,119 @@
+"""search.refine: the refine round's plan, deterministic from the recipe and its centre, and how a sweep plans it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mutransfer.plan import plan, refine_draws, refine_specs, refine_total
+from mutransfer.recipe import RecipeError, Scale, parse_recipe
+from mutransfer.storage import Store, TrialRecord
+from mutransfer.sweep import refine_round
+from mutransfer.testing.recipes import mlp_recipe, tiny_sweep_recipe
+from mutransfer.testing.synthetic import LEVEL, bowl
+
+REFINE = {"rounds": 2, "samples": 5, "span": 0.1}
+
+
+def recipe(**changes: object):  # noqa: ANN201
+    return parse_recipe(mlp_recipe(**{"search__refine": REFINE, "search__samples": 12, **changes}))
+
+
+def centres_at(r, u: float) -> dict:  # noqa: ANN001
+    return {"mup": {s: {"lr": u} for s in r.scales.points()}}
+
+
+def test_same_recipe_and_centre_same_trials_and_the_round_and_seed_change_the_draws() -> None:
+    r = recipe()
+    a, b = refine_specs(r, 1, centres_at(r, -7.0)), refine_specs(r, 1, centres_at(r, -7.0))
+    assert [(s.key, s.hparams) for s in a] == [(s.key, s.hparams) for s in b]
+    assert len(a) == 5 * len(r.scales.points()) and refine_total(r) == 2 * len(a)
+    assert refine_draws(r, 1) != refine_draws(r, 2)
+    assert refine_draws(r, 1) != refine_draws(recipe(search__seed=9), 1)
+    # keys: the round's own numbering; sample indices go on after round 0's (and round 1's)
+    assert a[0].key.endswith("/r1-000") and {s.sample for s in a} == set(range(12, 17))
+    assert {s.sample for s in refine_specs(r, 2, centres_at(r, -7.0))} == set(range(17, 22))
+    assert {s.round for s in a} == {1}
+    assert not {s.key for s in a} & {s.key for s in plan(r)}
+
+
+def test_the_same_offsets_at_every_point_around_each_points_own_centre() -> None:
+    r = recipe()
+    points = r.scales.points()
+    centres = {"mup": {s: {"lr": -8.0 + 0.5 * i} for i, s in enumerate(points)}}
+    specs = refine_specs(r, 1, centres)
+    half = 0.1 * math.log2(1e4)
+    by_point: dict[Scale, list[float]] = {}
+    for s in specs:
+        by_point.setdefault(s.scale, []).append(math.log2(s.hparams["lr"]) - centres["mup"][s.scale]["lr"])
+    offsets = list(by_point.values())
+    assert all(np.allclose(o, offsets[0]) for o in offsets)  # common random numbers: the same draws everywhere
+    assert all(abs(x) <= half + 1e-9 for x in offsets[0])
+    assert max(offsets[0]) - min(offsets[0]) > half  # spread over the window, not bunched
+
+
+def test_a_window_at_the_edge_moves_inside_the_range_and_a_point_without_a_centre_gets_none() -> None:
+    r = recipe()
+    points = r.scales.points()
+    centres = {"mup": {points[0]: {"lr": math.log2(1e-4) - 3.0}, points[1]: {"lr": math.log2(1.0)}}}
+    specs = refine_specs(r, 1, centres)
+    assert {s.scale for s in specs} == {points[0], points[1]}
+    half = 0.1 * math.log2(1e4)
+    for s in specs:
+        u = math.log2(s.hparams["lr"])
+        assert math.log2(1e-4) - 1e-9 <= u <= 1e-9  # inside the searched range
+        if s.scale == points[0]:
+            assert u <= math.log2(1e-4) + 2 * half + 1e-9  # a full window at the bottom of the range
+    assert refine_specs(r, 1, {}) == []
+
+
+def test_choices_are_drawn_as_in_round_zero() -> None:
+    r = parse_recipe(mlp_recipe(search__refine=REFINE, search__space={
+        "lr": {"loguniform": [1e-4, 1.0]}, "init_std": {"choice": [0.5, 1.0, 2.0]}}))
+    specs = refine_specs(r, 1, centres_at(r, -7.0))
+    assert {s.hparams["init_std"] for s in specs} <= {0.5, 1.0, 2.0}
+    assert len({s.hparams["init_std"] for s in specs}) >= 2
+
+
+@pytest.mark.parametrize(("changes", "where"), [
+    ({"search__method": "optuna"}, "search.refine: refine rounds follow a random search"),
+    ({"search__refine": {"samples": 4, "rounds": 9}}, "search.refine.rounds"),
+    ({"search__refine": {"samples": 4, "span": 0.7}}, "search.refine.span"),
+    ({"search__refine": {"rounds": 1}}, "search.refine.samples"),
+])
+def test_recipe_refuses(changes: dict, where: str) -> None:
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(tiny_sweep_recipe(**{"search__refine": {"samples": 4}, **changes}))
+    assert where in str(e.value)
+
+
+def test_a_sweep_plans_its_refine_round_around_the_fitted_optimum_and_reads_it_back(tmp_path: Path) -> None:
+    """No Ray: round 0's trials are stored finished (a bowl with its optimum at lr 2^-6.5), then the round is
+    planned from their fit; planned again, or read back once stored, it is the same trials."""
+    r = recipe(search__refine={"rounds": 1, "samples": 6, "span": 0.1})
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    rng = np.random.default_rng(0)
+    with Store.open(url) as store:
+        specs = plan(r)
+        sweep = store.create_sweep("refine", "text", r.model_dump_json(), r.hash(), len(specs), "val_loss",
+                                   trials=[TrialRecord.from_spec(s) for s in specs])
+        for s in specs:
+            y = LEVEL + bowl(math.log2(s.hparams["lr"]) + 6.5) + 0.01 * rng.normal()
+            store.finish_trial(sweep.id, s.key, "completed", metric=y, steps=s.steps,
+                               points=[{"step": s.steps, "val_loss": y}])
+        planned = refine_round(r, store, sweep.id, 1)
+        assert len(planned) == 6 * len(r.scales.points())
+        u = np.log2([s.hparams["lr"] for s in planned])
+        assert abs(np.median(u) - -6.5) < 0.6 and np.all(np.abs(u - -6.5) < 0.1 * math.log2(1e4) + 0.6)
+        again = refine_round(r, store, sweep.id, 1)
+        assert [(s.key, s.hparams) for s in again] == [(s.key, s.hparams) for s in planned]
+        store.add_trials(sweep.id, [TrialRecord.from_spec(s) for s in planned])
+        stored = refine_round(r, store, sweep.id, 1)
+        assert [(s.key, s.round, s.sample, s.scale) for s in stored] == \
+            [(s.key, s.round, s.sample, s.scale) for s in planned]
+        assert all(math.isclose(a.hparams["lr"], b.hparams["lr"]) for a, b in zip(stored, planned, strict=True))
+        frame = store.trials_frame(sweep.id)
+        assert sorted(frame["round"].unique()) == [0, 1]
