@@ -88,8 +88,12 @@ def progress_stamp(sweep: SweepInfo) -> tuple[Any, ...]:
 
 
 @st.cache_data(ttl=TTL_TRIALS, show_spinner=False, max_entries=32)
-def trials(url: str, sweep_id: int, stamp: tuple[Any, ...]) -> pd.DataFrame:
-    return store(url).trials_frame(sweep_id)
+def trials(url: str, sweep_id: int, stamp: tuple[Any, ...], metric: str) -> pd.DataFrame:
+    """The sweep's trials as the fit reads them (mutransfer.fit.stopped.fit_frame): Store.trials_frame, with the
+    `floor` of each trial stopped early when some were (read off the completed trials' curves of `metric`)."""
+    from mutransfer.fit.stopped import fit_frame
+
+    return fit_frame(store(url), sweep_id, metric)
 
 
 @st.cache_data(ttl=TTL_CURVES, show_spinner=False, max_entries=64)
@@ -110,10 +114,10 @@ class FitInfo:
 
 
 @st.cache_data(ttl=TTL_FIT, show_spinner="Fitting the sweep…", max_entries=16)
-def fit(url: str, sweep_id: int, stamp: tuple[Any, ...], recipe_json: str) -> FitInfo | None:
+def fit(url: str, sweep_id: int, stamp: tuple[Any, ...], recipe_json: str, metric: str) -> FitInfo | None:
     """The latest stored fit of the sweep, else one computed here from its trials (not stored: the dashboard
     only reads). None when no trial has completed."""
-    frame = trials(url, sweep_id, stamp)
+    frame = trials(url, sweep_id, stamp, metric)
     if not len(frame) or not (frame["status"] == "completed").any():
         return None
     from mutransfer import api

@@ -61,7 +61,7 @@ def require_sweep() -> SweepInfo:
 
 
 def sweep_trials(sweep: SweepInfo) -> pd.DataFrame:
-    return data.trials(url(), sweep.id, data.progress_stamp(sweep))
+    return data.trials(url(), sweep.id, data.progress_stamp(sweep), sweep.metric_name)
 
 
 def sweep_recipe(sweep: SweepInfo) -> Recipe:
@@ -80,7 +80,7 @@ def require_completed(sweep: SweepInfo, trials: pd.DataFrame) -> None:
 def sweep_fit(sweep: SweepInfo) -> data.FitInfo | None:
     """The sweep's fit (stored or computed here); a warning and None when it cannot be made."""
     try:
-        return data.fit(url(), sweep.id, data.progress_stamp(sweep), sweep.recipe_json)
+        return data.fit(url(), sweep.id, data.progress_stamp(sweep), sweep.recipe_json, sweep.metric_name)
     except (ValueError, KeyError, TypeError, ArithmeticError) as e:
         st.warning(f"The fit of sweep {sweep.name!r} failed ({type(e).__name__}: {e}); the trials are shown "
                    "without it.")

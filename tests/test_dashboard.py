@@ -18,29 +18,92 @@ pytest.importorskip("streamlit")
 from dashboard.data import database_url  # noqa: E402
 from dashboard.figures import learning_curves, progress, style, transfer_curves, transfer_fit  # noqa: E402
 from mutransfer.fit import FitResult  # noqa: E402
-from mutransfer.storage import Store  # noqa: E402
+from mutransfer.fit.stopped import fit_frame, stopped_floors  # noqa: E402
+from mutransfer.plan import plan  # noqa: E402
+from mutransfer.recipe import Recipe  # noqa: E402
+from mutransfer.storage import Store, TrialRecord  # noqa: E402
 from mutransfer.testing.recipes import make_recipe  # noqa: E402
-from mutransfer.testing.seeded_sweeps import LR_STAR, seed_demo, seed_sweep, true_optimum  # noqa: E402
+from mutransfer.testing.seeded_sweeps import LR_STAR, Seeded, seed_demo, seed_sweep, true_optimum  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ("sweeps", "transfer_curves", "transfer_fit", "trials", "export")
 WIDTHS = [64, 128, 256, 512, 1024]
+EARLY_WIDTHS = [64, 128, 256]
+STOP_STEP = 90  # where the scheduler stopped the slow learners of sweep "early"
+
+
+def _early_curve(final: float, steps: int, upto: int) -> list[dict]:
+    """A learning curve decaying to `final`, evaluated every 30 steps up to `upto` (a stopped trial's end)."""
+    grid = [s for s in range(30, steps + 1, 30) if s <= upto]
+    val = [final + (2.3 - final) * math.exp(-5.0 * s / steps) for s in grid]
+    return [{"step": s, "val_loss": v, "train_loss": v - 0.02} for s, v in zip(grid, val, strict=True)]
+
+
+def _seed_early(store: Store) -> Seeded:
+    """A sweep with search.early_stop and search.refine, stored as the sweep driver stores one: per width 2 draws
+    diverge, the 2 slowest learners are stopped at STOP_STEP (with their curve up to there), 2 complete; then a
+    refine round of 2 draws around the optimum (round 1), which complete."""
+    doc = make_recipe("early", samples=6, parametrizations=("mup",), widths=EARLY_WIDTHS).model_dump(mode="json")
+    doc["search"] = {**doc["search"], "early_stop": {"method": "asha", "grace_steps": 60},
+                     "refine": {"rounds": 1, "samples": 2}}
+    recipe = Recipe.model_validate(doc)
+    first = [TrialRecord.from_spec(s) for s in plan(recipe)]
+    refine = [TrialRecord(key=f"{r.group}/{6 + i:03d}", group=r.group, parametrization="mup", width=r.width,
+                          depth=r.depth, batch_size=r.batch_size, seq_len=r.seq_len, steps_planned=r.steps_planned,
+                          sample=6 + i, repeat=0, seed=0, hparams={"lr": LR_STAR * f}, round=1)
+              for r in first if r.sample == 0 for i, f in enumerate((0.7, 1.4))]
+    sweep = store.create_sweep("early", recipe.model_dump_json(indent=2), recipe.model_dump_json(), recipe.hash(),
+                               len(first) + len(refine), recipe.train.metric)
+    store.add_trials(sweep.id, first)
+    store.set_sweep_status(sweep.id, "running")
+
+    def finish(rec: TrialRecord) -> None:
+        d = math.log2(float(rec.hparams["lr"]) / LR_STAR)
+        loss = 0.2 + 0.6 * (rec.width / 64) ** -0.3 + 0.04 * d * d + 0.001 * rec.sample
+        steps = rec.steps_planned
+        if d > 2.5:
+            store.finish_trial(sweep.id, rec.key, "diverged", steps=60,
+                               points=[{"step": 30, "val_loss": 2.0}, {"step": 60, "val_loss": math.nan}])
+        elif d < -1.1:  # the slow learners: behind at STOP_STEP
+            curve = _early_curve(loss, steps, STOP_STEP)
+            store.finish_trial(sweep.id, rec.key, "stopped", metric=curve[-1]["val_loss"], steps=STOP_STEP,
+                               flops=1e9, points=curve)
+        else:
+            curve = _early_curve(loss, steps, steps)
+            store.finish_trial(sweep.id, rec.key, "completed", metric=loss, best_metric=loss, steps=steps,
+                               flops=3e9, points=curve)
+
+    for rec in first:
+        finish(rec)
+    store.add_trials(sweep.id, refine)
+    for rec in refine:
+        finish(rec)
+    store.set_sweep_status(sweep.id, "done")
+    info = store.get_sweep(sweep.id)
+    assert info is not None
+    return Seeded(info, len(first) + len(refine), 0, None)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'demo.db'}"
-    return url, seed_demo(url)
+    seeded = seed_demo(url)
+    with Store.open(url) as store:
+        seeded["early"] = _seed_early(store)
+    return url, seeded
 
 
 @pytest.fixture(scope="module")
 def frames(demo: tuple[str, dict]) -> dict:
     url, seeded = demo
     with Store.open(url) as store:
-        out = {name: store.trials_frame(s.sweep.id) for name, s in seeded.items()}
+        # As the dashboard reads them (dashboard.data.trials): with the floors of stopped trials, where some are.
+        out = {name: fit_frame(store, s.sweep.id, s.sweep.metric_name) for name, s in seeded.items()}
         fit = FitResult.from_dict(store.latest_fit(seeded["good"].sweep.id)[1])
         curves = store.curves_frame(seeded["good"].sweep.id)
-    return {"trials": out, "fit": fit, "curves": curves, "sweeps": [s.sweep for s in seeded.values()]}
+        early_curves = store.curves_frame(seeded["early"].sweep.id)
+    return {"trials": out, "fit": fit, "curves": curves, "early_curves": early_curves,
+            "sweeps": [s.sweep for s in seeded.values()]}
 
 
 # ------------------------------------------------------------------------------------------------ figures as data
@@ -208,6 +271,133 @@ def test_groups_table(frames: dict) -> None:
     assert len(g) == 11  # 2 parametrizations x 5 widths + the verification point
     assert set(g["role"]) == {"sweep", "verify"}
     assert g["trials"].sum() == 123
+
+
+def test_stopped_and_refined_counts(frames: dict) -> None:
+    sweeps = progress.sweeps_table(frames["sweeps"]).set_index("name")
+    assert sweeps.loc["early", "stopped"] == 6 and sweeps.loc["early", "completed"] == 12
+    assert sweeps.loc["early", "done/total"] == "24/24" and sweeps.loc["early", "progress"] == 1.0
+    assert sweeps.loc["good", "stopped"] == 0
+    # A column only where some sweep stopped trials early.
+    assert "stopped" not in progress.sweeps_table([s for s in frames["sweeps"] if s.name != "early"]).columns
+
+    early = frames["trials"]["early"]
+    g = progress.groups_table(early)
+    assert len(g) == len(EARLY_WIDTHS)
+    assert list(g.columns[:6]) == ["parametrization", "scale point", "role", "trials", "refined", "completed"]
+    assert (g["trials"] == 8).all() and (g["refined"] == 2).all() and (g["stopped"] == 2).all()
+    assert (g["completed"] == 4).all() and (g["diverged"] == 2).all()
+    for _, row in g.iterrows():  # the best over completed trials only: a stopped trial's metric is not a final one
+        at = early[early["group"].str.endswith(row["scale point"])]
+        assert row["best"] == pytest.approx(at.loc[at.status == "completed", "metric"].min())
+    assert not {"refined", "stopped"} & set(progress.groups_table(frames["trials"]["good"]).columns)
+
+    # Stopped trials are finished: with none completed, the sentence says so, not "yet".
+    sweep = next(s for s in frames["sweeps"] if s.name == "early")
+    none_done = early.assign(status=early["status"].replace({"completed": "failed"}))
+    reason = progress.no_result_reason(sweep, none_done)
+    assert "No trial of sweep 'early' completed: 6 diverged, 12 failed, 6 stopped early" in reason
+    assert "yet" not in reason
+    waiting = none_done.assign(status=none_done["status"].replace({"failed": "pending"}))
+    assert "no completed trial yet (6 diverged, 12 pending, 6 stopped)" in progress.no_result_reason(sweep, waiting)
+
+
+def _early_curves_data(trials: pd.DataFrame) -> transfer_curves.CurvesData:
+    base = make_recipe("early", widths=EARLY_WIDTHS).scales.base
+    return transfer_curves.curves_data(trials, None, parametrization="mup", hparam="lr", kind="log", axis="width",
+                                       base=base, metric="val_loss")
+
+
+def test_transfer_curves_draw_stopped_trials_at_their_floor(frames: dict) -> None:
+    trials = frames["trials"]["early"]
+    stopped = trials[trials.status == "stopped"].set_index("key")
+    assert stopped["floor"].notna().all()  # each width has completed trials to compare with
+    data = _early_curves_data(trials)
+    assert data.scales == EARLY_WIDTHS and not data.hidden
+    for s in data.series:
+        assert len(s.stopped_x) == 2 and s.stopped_steps == [STOP_STEP, STOP_STEP]
+        assert not set(s.stopped_keys) & set(s.keys)  # apart from the curve: never joined into its line
+        for key, y, at in zip(s.stopped_keys, s.stopped_y, s.stopped_at, strict=True):
+            assert y == pytest.approx(stopped.loc[key, "floor"])  # drawn at its floor...
+            assert at == pytest.approx(stopped.loc[key, "metric"]) and y < at  # ...below where it stopped
+        assert len(s.x) == 4 and s.lines
+    fig = transfer_curves.transfer_curves_figure(data)
+    assert style.count_traces(fig, "trials") == len(EARLY_WIDTHS)
+    colors = style.scale_colors(EARLY_WIDTHS)
+    trace = next(t for t in fig.data if t.meta["role"] == "stopped")
+    assert trace.meta["count"] == len(trace.x) == 6 and trace.mode == "markers"
+    assert set(trace.marker.symbol) == {"circle-open"}  # hollow, in the scale value's colour
+    assert list(trace.marker.color) == [colors[w] for w in EARLY_WIDTHS for _ in range(2)]
+    assert all(f"stopped at step {STOP_STEP}; would end at least at " in t for t in trace.text)
+    assert sorted(trace.y) == pytest.approx(sorted(stopped["floor"]))
+    for t in fig.data:  # no curve goes through a floor
+        if t.meta["role"] == "trials":
+            assert not set(t.y) & set(trace.y)
+    lo, hi = transfer_curves.shared_y_range([data])
+    assert lo < min(trace.y) and max(trace.y) < hi
+
+
+def test_a_stopped_trial_without_a_floor_is_not_drawn(frames: dict) -> None:
+    # Nothing completed at width 256: its stopped trials have nothing to be compared with (no floor).
+    trials = frames["trials"]["early"].drop(columns="floor")
+    at_256 = (trials.width == 256) & (trials.status == "completed")
+    trials.loc[at_256, ["status", "metric"]] = ["failed", np.nan]
+    trials["floor"] = stopped_floors(trials, frames["early_curves"], "val_loss")
+    data = _early_curves_data(trials)
+    assert data.hidden == {"failed": 4, transfer_curves.NO_FLOOR: 2}
+    assert [len(s.stopped_x) for s in data.series] == [2, 2, 0]
+    # Read without floors at all (a frame not from fit_frame): every stopped trial is hidden, none is drawn.
+    bare = _early_curves_data(frames["trials"]["early"].drop(columns="floor"))
+    assert bare.hidden == {transfer_curves.NO_FLOOR: 6}
+    assert style.count_traces(transfer_curves.transfer_curves_figure(bare), "stopped") == 0
+
+
+def test_refine_round_trials_have_their_own_marker(frames: dict) -> None:
+    trials = frames["trials"]["early"].copy()
+    refined = set(trials.loc[trials["round"] == 1, "key"])
+    assert len(refined) == 2 * len(EARLY_WIDTHS)
+    data = _early_curves_data(trials)
+    for s in data.series:
+        assert s.rounds == [1 if k in refined else 0 for k in s.keys] and sum(s.rounds) == 2
+    fig = transfer_curves.transfer_curves_figure(data)
+    for t in (t for t in fig.data if t.meta["role"] == "trials"):
+        rounds = [1 if k in refined else 0 for k in t.customdata]
+        assert list(t.marker.symbol) == ["diamond" if r else "circle" for r in rounds]
+        assert [("refine round 1" in x) for x in t.text] == [bool(r) for r in rounds]
+        assert "%{text}" in t.hovertemplate
+    keys = [t for t in fig.data if t.meta["role"] == "refine"]
+    assert [(t.name, t.marker.symbol, t.meta["count"]) for t in keys] == [("refine round 1 (6 trials)", "diamond", 6)]
+    # A stopped trial of a later round: hollow, in that round's symbol, and the hover says which round.
+    one = trials.index[trials.status == "stopped"][0]
+    trials.loc[one, "round"] = 2
+    fig = transfer_curves.transfer_curves_figure(_early_curves_data(trials))
+    st = next(t for t in fig.data if t.meta["role"] == "stopped")
+    i = [trials.loc[one, "key"] in t for t in st.text].index(True)
+    assert st.marker.symbol[i] == "square-open" and "refine round 2" in st.text[i]
+    assert [t.meta["round"] for t in fig.data if t.meta["role"] == "refine"] == [1, 2]
+    # Without refine rounds the charts are as before: one symbol, no legend key.
+    good = transfer_curves.transfer_curves_figure(transfer_curves.curves_data(
+        frames["trials"]["good"], None, parametrization="mup", hparam="lr", kind="log", axis="width",
+        base=make_recipe("good").scales.base))
+    assert style.count_traces(good, "refine") == style.count_traces(good, "stopped") == 0
+    assert all(t.marker.symbol is None for t in good.data if t.meta["role"] == "trials")
+
+
+def test_learning_curves_of_stopped_trials(frames: dict) -> None:
+    trials, curves = frames["trials"]["early"], frames["early_curves"]
+    stopped = learning_curves.filter_trials(trials, statuses=["stopped"])
+    assert len(stopped) == 6
+    table = learning_curves.trials_table(trials)
+    assert {"round", "floor", "steps", "steps_planned"} <= set(table.columns)
+    assert sorted(table["round"].unique()) == [0, 1]
+    keys = [stopped["key"].iloc[0], *learning_curves.default_selection(trials)[:1]]
+    fig = learning_curves.learning_curves_figure(curves[curves.key.isin(keys)], trials, "val_loss")
+    by_status = {t.meta["status"]: t for t in fig.data if t.meta["role"] == "curve"}
+    assert set(by_status) == {"stopped", "completed"}
+    stop = by_status["stopped"]
+    assert max(stop.x) == STOP_STEP and stop.line.dash == "dot" and stop.name.endswith("(stopped)")
+    assert f"stopped early at step {STOP_STEP} of 300" in stop.hovertemplate
+    assert max(by_status["completed"].x) == 300 and "stopped" not in by_status["completed"].hovertemplate
 
 
 def test_database_url_from_argv(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,6 +582,51 @@ def test_pages_on_a_running_sweep(demo: tuple[str, dict], monkeypatch: pytest.Mo
     _page(at, "transfer_curves")
     text = _clean(at)
     assert "not drawn: 19 pending, 1 running" in text
+
+
+def test_pages_on_a_sweep_with_stopped_and_refined_trials(demo: tuple[str, dict],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = demo
+    at = _app(url, monkeypatch, sweep="early")
+    _clean(at)
+    sweeps = at.dataframe[0].value.set_index("name")
+    assert sweeps.loc["early", "stopped"] == 6 and sweeps.loc["good", "stopped"] == 0
+    groups = at.dataframe[1].value
+    assert list(groups["refined"]) == [2, 2, 2] and list(groups["stopped"]) == [2, 2, 2]
+
+    _page(at, "transfer_curves")
+    text = _clean(at)
+    spec, = _specs(at)  # µP only
+    roles = [t["meta"]["role"] for t in spec["data"]]
+    assert roles.count("trials") == len(EARLY_WIDTHS) and roles.count("stopped") == 1 and "refine" in roles
+    stopped = next(t for t in spec["data"] if t["meta"]["role"] == "stopped")
+    assert len(stopped["x"]) == 6 and set(stopped["marker"]["symbol"]) == {"circle-open"}
+    assert all("would end at least at" in t for t in stopped["text"])
+    assert "6 trials stopped early are open markers at the floor" in text
+    assert "refine round 1 (diamonds)" in text and "not drawn" not in text
+
+    _page(at, "transfer_fit")  # the fit reads the stopped trials at their floors
+    _clean(at)
+    assert _specs(at)
+
+    _page(at, "trials")
+    _clean(at)
+    table = at.dataframe[0].value
+    assert len(table) == 24 and {"round", "floor"} <= set(table.columns)
+    assert (table["round"] == 1).sum() == 6
+    status = next(m for m in at.multiselect if m.label == "Status")
+    assert "stopped" in status.options
+    status.set_value(["stopped"]).run()
+    _clean(at)
+    shown = at.dataframe[0].value
+    assert len(shown) == 6 and set(shown["status"]) == {"stopped"} and (shown["steps"] == STOP_STEP).all()
+    spec, = _specs(at)
+    curves = [t for t in spec["data"] if t["meta"]["role"] == "curve"]
+    assert curves and all(max(t["x"]) == STOP_STEP and "stopped early" in t["hovertemplate"] for t in curves)
+
+    _page(at, "export")
+    _clean(at)
+    assert len(at.code) == 2
 
 
 def _every_page_says(url: str, monkeypatch: pytest.MonkeyPatch, sentence: str) -> None:

@@ -11,6 +11,8 @@ if not data.list_sweeps(u):
     ui.say(ui.no_sweeps_sentence(u))
 
 REFRESH_S = 2.0
+STOPPED_HELP = ("trials stopped early by the sweep's scheduler (search.early_stop): finished, and read by the fit as "
+                "ending at least at a floor; their metric where they stopped is not a final one")
 live = progress.any_running(data.list_sweeps(u))
 
 
@@ -23,6 +25,7 @@ def sweeps_table() -> None:
             "progress": st.column_config.ProgressColumn("progress", help="finished trials / planned trials",
                                                         format="percent", min_value=0.0, max_value=1.0),
             "best": st.column_config.NumberColumn("best", help="smallest metric of a completed trial", format="%.4f"),
+            "stopped": st.column_config.NumberColumn("stopped", help=STOPPED_HELP),
             "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
         },
     )
@@ -37,7 +40,12 @@ def sweeps_table() -> None:
     st.caption(f"Pick another sweep in the sidebar. Recipe hash {sweep.recipe_hash}, metric {sweep.metric_name}, "
                f"status {sweep.status}.")
     st.dataframe(progress.groups_table(trials), hide_index=True, width="stretch",
-                 column_config={"best": st.column_config.NumberColumn("best", format="%.4f")})
+                 column_config={"best": st.column_config.NumberColumn("best", help="smallest metric of a completed "
+                                                                      "trial", format="%.4f"),
+                                "stopped": st.column_config.NumberColumn("stopped", help=STOPPED_HELP),
+                                "refined": st.column_config.NumberColumn(
+                                    "refined", help="trials of the refine rounds (search.refine): drawn around the "
+                                                    "joint model's optimum after the first round")})
 
 
 sweeps_table()

@@ -46,11 +46,21 @@ for axis, datas in every.items():
             ui.plot(transfer_curves.transfer_curves_figure(d, colors=colors, y_range=y_range, log_y=log_y),
                     key=f"curves-{axis}-{d.parametrization}")
             n_div = sum(len(s.diverged_x) for s in d.series)
+            n_stop = sum(len(s.stopped_x) for s in d.series)
+            rounds = sorted({k for s in d.series for k in (*s.rounds, *s.stopped_rounds) if k})
             notes = []
             if n_div:
                 notes.append(f"{n_div} diverged trials are drawn as × along the top")
+            if n_stop:
+                notes.append(f"{n_stop} trials stopped early are open markers at the floor they would have ended at "
+                             "least at (what the fit holds them to), not at their metric where they stopped")
+            if rounds:
+                notes.append("trials of refine round " + ", ".join(
+                    f"{k} ({transfer_curves.round_symbol(k)}s)" for k in rounds) + " are on the curves")
             if d.hidden:
                 notes.append("not drawn: " + ", ".join(f"{v} {k}" for k, v in sorted(d.hidden.items())))
+                if transfer_curves.NO_FLOOR in d.hidden:
+                    notes.append("a stopped trial has a floor once a trial of its scale point completed")
             if d.verify is not None and len(d.verify):
                 notes.append(f"{len(d.verify)} verification trials (black diamonds) at a larger size")
             if notes:

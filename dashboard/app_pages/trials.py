@@ -18,7 +18,9 @@ statuses = sorted(trials["status"].astype(str).unique())
 roles = sorted(trials["role"].astype(str).unique())
 pick_params = c1.multiselect("Parametrization", params, default=params, format_func=style.param_label)
 pick_groups = c2.multiselect("Scale point", groups, placeholder="all scale points")
-pick_status = c3.multiselect("Status", statuses, default=statuses)
+pick_status = c3.multiselect("Status", statuses, default=statuses,
+                             help="stopped: stopped early by the sweep's scheduler (search.early_stop); its curve "
+                                  "ends at the step it reached, and its metric is its loss there")
 pick_roles = c4.multiselect("Role", roles, default=roles, help="sweep: the sweep's own trials; verify: checks of "
                             "the transferred value at a larger size (`mutransfer verify`)")
 shown = learning_curves.filter_trials(trials, parametrizations=pick_params, groups=pick_groups or None,
@@ -26,6 +28,11 @@ shown = learning_curves.filter_trials(trials, parametrizations=pick_params, grou
 st.caption(f"{len(shown)} of {len(trials)} trials. Click a column header to sort.")
 st.dataframe(learning_curves.trials_table(shown), hide_index=True, width="stretch", height=360,
              column_config={"metric": st.column_config.NumberColumn(format="%.4f"),
+                            "round": st.column_config.NumberColumn(
+                                "round", help="0: the recipe's own draws; k: refine round k (search.refine)"),
+                            "floor": st.column_config.NumberColumn(
+                                "floor", format="%.4f", help="a stopped trial's: the level it would have ended at "
+                                "least at, read off the completed trials of its scale point (what the fit uses)"),
                             "best_metric": st.column_config.NumberColumn(format="%.4f"),
                             "wall_time": st.column_config.NumberColumn("wall time (s)", format="%.1f")})
 if not len(shown):

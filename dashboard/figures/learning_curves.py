@@ -12,8 +12,10 @@ import plotly.graph_objects as go
 
 from dashboard.figures.style import FONT, numeric
 
-TRIAL_COLUMNS = ("key", "role", "parametrization", "width", "depth", "batch_size", "seq_len", "status", "metric",
-                 "best_metric", "steps", "wall_time")
+# `round`: 0 the recipe's draws, k a refine round's; `floor` (only when some trial was stopped early): the level a
+# stopped trial would have ended at least at (mutransfer.fit.stopped); `steps` how far a trial got, of `steps_planned`.
+TRIAL_COLUMNS = ("key", "role", "round", "parametrization", "width", "depth", "batch_size", "seq_len", "status",
+                 "metric", "floor", "best_metric", "steps", "steps_planned", "wall_time")
 
 
 def filter_trials(trials: pd.DataFrame, *, parametrizations: Sequence[str] | None = None,
@@ -29,7 +31,8 @@ def filter_trials(trials: pd.DataFrame, *, parametrizations: Sequence[str] | Non
 
 
 def trials_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader scans: key, role, scale point, hyperparameters, status, metric, wall time."""
+    """The columns a reader scans: key, role, round, scale point, hyperparameters, status, metric (a stopped
+    trial's: where it stopped) and floor, steps, wall time."""
     hp = [c for c in trials.columns if c.startswith("hp.")]
     cols = [c for c in TRIAL_COLUMNS if c in trials] + hp
     out = trials[cols].copy()
@@ -49,7 +52,8 @@ def default_selection(trials: pd.DataFrame, limit: int = 8) -> list[str]:
 
 def learning_curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, metric: str, *,
                            height: int = 430) -> go.Figure:
-    """`metric` against step for each selected trial; a trial that ended on a non-finite value gets an x there."""
+    """`metric` against step for each selected trial; a trial that ended on a non-finite value gets an x there, one
+    stopped early (search.early_stop) is dotted and ends at the step it reached."""
     fig = go.Figure()
     info = trials.set_index("key") if len(trials) else None
     sub = curves[curves["name"] == metric]
@@ -61,12 +65,20 @@ def learning_curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, metric: s
         x = c["step"].to_numpy()
         finite = np.isfinite(y)
         color = palette[i % len(palette)]
-        status = str(info.loc[key, "status"]) if info is not None and key in info.index else ""
+        row = info.loc[key] if info is not None and key in info.index else None
+        status = str(row["status"]) if row is not None else ""
+        why = ""
+        if row is not None and status == "stopped":
+            reached, planned = row.get("steps"), row.get("steps_planned")
+            at = f" at step {int(reached)}" if reached is not None and pd.notna(reached) else ""
+            of = f" of {int(planned)}" if at and planned is not None and pd.notna(planned) else ""
+            why = f"<br>stopped early{at}{of} by the sweep's scheduler"
         fig.add_trace(go.Scatter(
             x=x[finite].tolist(), y=y[finite].tolist(), mode="lines", name=f"{key} ({status})" if status else key,
-            line={"color": color, "width": 2, "dash": "dash" if status == "diverged" else "solid"},
-            legendgroup=key, meta={"role": "curve", "key": key},
-            hovertemplate=f"{key}<br>step %{{x}}: {metric} %{{y:.4f}}<extra></extra>",
+            line={"color": color, "width": 2,
+                  "dash": {"diverged": "dash", "stopped": "dot"}.get(status, "solid")},
+            legendgroup=key, meta={"role": "curve", "key": key, "status": status},
+            hovertemplate=f"{key}<br>step %{{x}}: {metric} %{{y:.4f}}{why}<extra></extra>",
         ))
         if (~finite).any():
             last = x[finite][-1] if finite.any() else x[0]

@@ -12,7 +12,9 @@ from mutransfer.storage import FINISHED_STATUSES, SweepInfo
 
 
 def sweeps_table(sweeps: Sequence[SweepInfo]) -> pd.DataFrame:
-    """One row per sweep: status, progress (finished/total), running, diverged, failed, best metric, created."""
+    """One row per sweep: status, progress (finished/total), running, completed, stopped (when a sweep stopped
+    trials early: search.early_stop), diverged, failed, best metric, created."""
+    stopped = any((s.counts or {}).get("stopped", 0) for s in sweeps)
     rows = []
     for s in sweeps:
         c = s.counts or {}
@@ -25,14 +27,15 @@ def sweeps_table(sweeps: Sequence[SweepInfo]) -> pd.DataFrame:
             "done/total": f"{done}/{s.total_trials}",
             "running": c.get("running", 0),
             "completed": c.get("completed", 0),
+            "stopped": c.get("stopped", 0),
             "diverged": c.get("diverged", 0),
             "failed": c.get("failed", 0),
             "best": s.best_metric,
             "metric": s.metric_name,
             "created": pd.Timestamp(s.created_at),
         })
-    cols = ["id", "name", "status", "progress", "done/total", "running", "completed", "diverged", "failed", "best",
-            "metric", "created"]
+    cols = ["id", "name", "status", "progress", "done/total", "running", "completed",
+            *(["stopped"] if stopped else []), "diverged", "failed", "best", "metric", "created"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -41,9 +44,17 @@ def any_running(sweeps: Sequence[SweepInfo]) -> bool:
 
 
 def groups_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per scale point (and parametrization, and role): trials by status and the best completed metric."""
-    cols = ["parametrization", "scale point", "role", "trials", "completed", "diverged", "failed", "running",
-            "pending", "best"]
+    """Per scale point (and parametrization, and role): trials by status and the best completed metric. `refined`
+    (the trials of the refine rounds, search.refine) and `stopped` (stopped early, search.early_stop) are columns
+    only when the sweep has such trials; `best` is over completed trials only (a stopped trial's metric is where it
+    stopped, not where it would have ended)."""
+    status = trials["status"].astype(str) if len(trials) else pd.Series(dtype=str)
+    rounds = pd.to_numeric(trials["round"], errors="coerce") if "round" in trials else pd.Series(dtype=float)
+    in_refine = rounds >= 1  # round 0: the recipe's own draws; k >= 1: refine round k
+    refined = bool(in_refine.any())
+    stopped = bool((status == "stopped").any())
+    cols = ["parametrization", "scale point", "role", "trials", *(["refined"] if refined else []), "completed",
+            *(["stopped"] if stopped else []), "diverged", "failed", "running", "pending", "best"]
     if not len(trials):
         return pd.DataFrame(columns=cols)
     rows = []
@@ -51,12 +62,15 @@ def groups_table(trials: pd.DataFrame) -> pd.DataFrame:
     for (group, r), at in trials.groupby([trials["group"], role], sort=False):
         n = at["status"].value_counts()
         done = at[at["status"] == "completed"]["metric"]
-        rows.append({
+        row = {
             "parametrization": param_label(str(at["parametrization"].iloc[0])),
             "scale point": str(group).split("/", 1)[-1], "role": r, "trials": len(at),
-            **{k: int(n.get(k, 0)) for k in ("completed", "diverged", "failed", "running", "pending")},
+            **{k: int(n.get(k, 0)) for k in ("completed", "stopped", "diverged", "failed", "running", "pending")},
             "best": float(done.min()) if len(done.dropna()) else None,
-        })
+        }
+        if refined:
+            row["refined"] = int(in_refine.loc[at.index].sum())
+        rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -73,9 +87,13 @@ def no_result_reason(sweep: SweepInfo, trials: pd.DataFrame) -> str | None:
     if div == total:
         return (f"Every trial of sweep {sweep.name!r} diverged ({div} of {total}): the learning rates were too "
                 "large. Lower the top of the range in the recipe and sweep again.")
-    if div + fail == total:
-        return (f"No trial of sweep {sweep.name!r} completed: {div} diverged, {fail} failed. The Trials page "
-                "shows the errors of the failed ones.")
+    stopped = n.get("stopped", 0)
+    if div + fail + stopped == total:  # every trial finished, none completed
+        stop = f", {stopped} stopped early" if stopped else ""
+        why = (" A trial stopped early is read against the completed trials of its scale point: with none, it says "
+               "nothing about where it would have ended.") if stopped else ""
+        return (f"No trial of sweep {sweep.name!r} completed: {div} diverged, {fail} failed{stop}. The Trials page "
+                f"shows the errors of the failed ones.{why}")
     waiting = n.get("pending", 0) + n.get("running", 0)
     detail = ", ".join(f"{v} {k}" for k, v in sorted(n.items()))
     return (f"Sweep {sweep.name!r} has no completed trial yet ({detail}): its curves appear here as the "

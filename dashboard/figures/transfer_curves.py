@@ -1,5 +1,11 @@
 """The µTransfer plot: the metric against one hyperparameter, one curve per scale value along an axis, with the
-fit's optimum and its local quadratic. Data (`curves_data` -> `CurvesData`, pure, tested), then the figure."""
+fit's optimum and its local quadratic. Data (`curves_data` -> `CurvesData`, pure, tested), then the figure.
+
+Besides the completed trials (the curves), diverged ones are drawn in a band along the top and trials stopped early
+by the sweep's scheduler (search.early_stop) as open markers at their floor: the level the fit holds them to
+(mutransfer.fit.stopped), never at the metric where they stopped, and never joined into a curve. Trials of a refine
+round (search.refine, round k >= 1) have a marker symbol of their own (`ROUND_SYMBOLS`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,25 @@ from mutransfer.fit import FitResult, Optimum, quad_curve
 from mutransfer.recipe import Choice, LogUniform, Recipe, Scale
 
 DIVERGED_ROW = 0.035  # of the y range: the height of one row of diverged markers
+# A trial's marker by its search round: 0 the recipe's own draws, k >= 1 refine round k (at most 5 rounds).
+ROUND_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "pentagon", "hexagon")
+NO_FLOOR = "stopped without a floor"  # `CurvesData.hidden`: stopped, no completed trial of its point to compare with
+
+
+def round_symbol(k: int, *, hollow: bool = False) -> str:
+    sym = ROUND_SYMBOLS[min(max(int(k), 0), len(ROUND_SYMBOLS) - 1)]
+    return f"{sym}-open" if hollow else sym
+
+
+def round_label(k: int) -> str:
+    """"" for the recipe's own draws, "refine round k" for a refine round's."""
+    return f"refine round {int(k)}" if k >= 1 else ""
+
+
+def _rounds(frame: pd.DataFrame) -> list[int]:
+    if "round" not in frame:
+        return [0] * len(frame)
+    return [int(v) for v in pd.to_numeric(frame["round"], errors="coerce").fillna(0)]
 
 
 def hparam_kinds(recipe: Recipe) -> dict[str, str]:
@@ -28,7 +53,7 @@ def hparam_kinds(recipe: Recipe) -> dict[str, str]:
 def single_value_reason(trials: pd.DataFrame, hparam: str) -> str | None:
     """A sentence when `hparam` takes one value only in the sweep's finished trials (no curve against it)."""
     col = f"hp.{hparam}"
-    own = trials[(trials["role"] == "sweep") & trials["status"].isin(("completed", "diverged"))] \
+    own = trials[(trials["role"] == "sweep") & trials["status"].isin(("completed", "diverged", "stopped"))] \
         if "role" in trials else trials
     if col not in own:
         return f"The trials have no value of {hparam}: there is nothing to draw against it."
@@ -92,6 +117,14 @@ class CurveSeries:
     # With several seeds per value (search.repeats) the line goes through their mean at each x; the points stay.
     mean_x: list[Any] = field(default_factory=list)
     mean_y: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)  # each point's search round (0, or refine round k); [] all 0
+    # Trials stopped early (search.early_stop) with a floor: drawn at it, apart from the curve.
+    stopped_x: list[Any] = field(default_factory=list)
+    stopped_y: list[float] = field(default_factory=list)  # the floor: the fit's level it would end at least at
+    stopped_keys: list[str] = field(default_factory=list)
+    stopped_steps: list[int | None] = field(default_factory=list)  # the step it reached
+    stopped_at: list[float] = field(default_factory=list)  # its metric there (not comparable with a final one)
+    stopped_rounds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,7 +136,8 @@ class CurvesData:
     metric: str
     series: tuple[CurveSeries, ...]
     verify: pd.DataFrame | None = None  # verification trials at a larger size along this axis: x, y, scale, key
-    hidden: dict[str, int] = field(default_factory=dict)  # failed/pending/running trials not drawn
+    # Trials not drawn, by status: failed, pending, running, and NO_FLOOR (stopped, nothing to compare with).
+    hidden: dict[str, int] = field(default_factory=dict)
 
     @property
     def scales(self) -> list[int]:
@@ -130,28 +164,42 @@ def _opt_y(opt: Optimum, xs: np.ndarray, ys: np.ndarray, fallback: float | None)
 def curves_data(trials: pd.DataFrame, fit: FitResult | None, *, parametrization: str, hparam: str, kind: str,
                 axis: str, base: Scale, metric: str = "metric") -> CurvesData:
     """The metric against `hparam` for each value of `axis` (the other axes at the base), in one parametrization:
-    completed trials as points, diverged ones apart, and the fit's optimum and local quadratic when there is one."""
+    completed trials as points, diverged ones apart, stopped ones at their floor (the `floor` column of
+    mutransfer.fit.stopped.fit_frame; one without a floor is counted in `hidden`), and the fit's optimum and local
+    quadratic when there is one. A `round` column marks the refine rounds' trials (`CurveSeries.rounds`)."""
     col = f"hp.{hparam}"
     rows = trials[trials["parametrization"].astype(str) == parametrization]
+    if "steps" in rows:
+        rows = rows.assign(_reached=rows["steps"])  # how far a trial got (a stopped one: where it stopped)
     if axis == "steps" and "steps_planned" in rows:
         rows = rows.assign(steps=rows["steps_planned"])
     own = rows[rows["role"] == "sweep"] if "role" in rows else rows
     on_axis = along_axis(own, axis, base)
-    hidden = {k: int(v) for k, v in on_axis["status"].value_counts().items() if k not in ("completed", "diverged")}
+    floor = numeric(on_axis["floor"]) if "floor" in on_axis else np.full(len(on_axis), np.nan)
+    is_stopped = (on_axis["status"] == "stopped").to_numpy()
+    hidden = {k: int(v) for k, v in on_axis["status"].value_counts().items()
+              if k not in ("completed", "diverged", "stopped")}
+    if (no_floor := int((is_stopped & ~np.isfinite(floor)).sum())):
+        hidden[NO_FLOOR] = no_floor
+    stopped_rows = on_axis[is_stopped & np.isfinite(floor)].assign(_floor=floor[is_stopped & np.isfinite(floor)])
     names = [c for c in trials.columns if c.startswith("hp.")]
     series = []
     for scale in sorted(pd.unique(on_axis[axis]).tolist()):
         at = on_axis[on_axis[axis] == scale]
         comp = at[(at["status"] == "completed") & np.isfinite(numeric(at["metric"]))]
         div = at[(at["status"] == "diverged") | ((at["status"] == "completed") & ~np.isfinite(numeric(at["metric"])))]
+        stop = stopped_rows[stopped_rows[axis] == scale]
         if col not in at:
             continue
         if kind == "choice":
             comp = comp.assign(_x=comp[col].astype(str))
             div = div.assign(_x=div[col].astype(str))
+            stop = stop.assign(_x=stop[col].astype(str))
         else:
             comp = comp.assign(_x=numeric(comp[col])).dropna(subset=["_x"])
             div = div.assign(_x=numeric(div[col])).dropna(subset=["_x"])
+            stop = stop.assign(_x=numeric(stop[col])).dropna(subset=["_x"])
+        stop = stop.sort_values("_x", kind="stable")
         comp = comp.sort_values("_x", kind="stable")
         others = [c for c in names if c != col and at[c].nunique(dropna=True) > 1]
         fx: list[float] = []
@@ -174,10 +222,20 @@ def curves_data(trials: pd.DataFrame, fit: FitResult | None, *, parametrization:
         if lines and comp["_x"].duplicated().any():
             means = comp.assign(_y=comp["metric"].astype(float)).groupby("_x", sort=True)["_y"].mean()
             mean_kw = {"mean_x": [float(v) for v in means.index], "mean_y": [float(v) for v in means.to_numpy()]}
+        rounds = _rounds(comp)
+        stopped_kw: dict[str, Any] = {}
+        if len(stop):
+            stopped_kw = {
+                "stopped_x": stop["_x"].tolist(), "stopped_y": [float(v) for v in stop["_floor"]],
+                "stopped_keys": stop["key"].tolist(),
+                "stopped_steps": [None if pd.isna(v) else int(v) for v in stop["_reached"]] if "_reached" in stop
+                else [None] * len(stop),
+                "stopped_at": [float(v) for v in numeric(stop["metric"])], "stopped_rounds": _rounds(stop),
+            }
         series.append(CurveSeries(
             scale=int(scale), x=comp["_x"].tolist(), y=[float(v) for v in comp["metric"]], keys=comp["key"].tolist(),
             diverged_x=div["_x"].tolist(), diverged_keys=div["key"].tolist(), lines=lines,
-            fit_x=fx, fit_y=fy, **opt_kw, **mean_kw,
+            fit_x=fx, fit_y=fy, **opt_kw, **mean_kw, rounds=rounds if any(rounds) else [], **stopped_kw,
         ))
     verify = None
     if "role" in rows:
@@ -202,7 +260,7 @@ def _find_point(fit: FitResult, parametrization: str, base: Scale, axis: str, va
 
 def _ys(datas: Sequence[CurvesData]) -> list[float]:
     # The trials set the range; a fitted quadratic may dip below them, and is clipped by the axis.
-    ys = [y for d in datas for s in d.series for y in s.y if math.isfinite(y)]
+    ys = [y for d in datas for s in d.series for y in (*s.y, *s.stopped_y) if math.isfinite(y)]
     return ys + [y for d in datas if d.verify is not None for y in d.verify["y"].tolist() if math.isfinite(y)]
 
 
@@ -247,6 +305,12 @@ def transfer_curves_figure(data: CurvesData, *, colors: dict[int, str] | None = 
     div_y: list[float] = []
     div_c: list[str] = []
     div_t: list[str] = []
+    stop_x: list[Any] = []
+    stop_y: list[float] = []
+    stop_c: list[str] = []
+    stop_s: list[str] = []
+    stop_t: list[str] = []
+    in_round: dict[int, int] = {}  # refine round -> its trials drawn (completed and stopped)
     for s in data.series:
         color = colors.get(s.scale, "#444")
         group = f"{data.axis}={s.scale}"
@@ -257,13 +321,33 @@ def transfer_curves_figure(data: CurvesData, *, colors: dict[int, str] | None = 
                 showlegend=False, line={"color": color, "width": 2}, hoverinfo="skip",
                 meta={"role": "mean", "scale": s.scale},
             ))
+        refine: dict[str, Any] = {}
+        if s.rounds:  # some of its trials come from refine rounds: their own symbol, and said on hover
+            refine = {"text": [f"<br>{round_label(k)}" if k else "" for k in s.rounds]}
+            for k in s.rounds:
+                if k:
+                    in_round[k] = in_round.get(k, 0) + 1
         fig.add_trace(go.Scatter(
             x=s.x, y=s.y, mode="lines+markers" if s.lines and not s.mean_x else "markers", name=name, legendgroup=group,
-            line={"color": color, "width": 2}, marker={"color": color, "size": 6},
+            line={"color": color, "width": 2},
+            marker={"color": color, "size": [9 if k else 6 for k in s.rounds] if s.rounds else 6,
+                    **({"symbol": [round_symbol(k) for k in s.rounds]} if s.rounds else {})},
             customdata=s.keys, hovertemplate=f"{name}<br>{data.hparam} %{{x:.4g}}<br>{data.metric} %{{y:.4f}}"
-                                             "<br>%{customdata}<extra></extra>",
-            meta={"role": "trials", "scale": s.scale},
+                                             "<br>%{customdata}" + ("%{text}" if refine else "") + "<extra></extra>",
+            meta={"role": "trials", "scale": s.scale}, **refine,
         ))
+        for x, y, key, step, at, k in zip(s.stopped_x, s.stopped_y, s.stopped_keys, s.stopped_steps, s.stopped_at,
+                                          s.stopped_rounds, strict=True):
+            stop_x.append(x)
+            stop_y.append(y)
+            stop_c.append(color)
+            stop_s.append(round_symbol(k, hollow=True))
+            where = f"step {step}" if step is not None else "an unknown step"
+            reached = f"<br>{data.metric} {at:.4f} where it stopped" if math.isfinite(at) else ""
+            stop_t.append(f"{name}: {key} stopped at {where}; would end at least at {y:.4f}{reached}"
+                          + (f"<br>{round_label(k)}" if k else ""))
+            if k:
+                in_round[k] = in_round.get(k, 0) + 1
         if s.fit_x:
             fig.add_trace(go.Scatter(
                 x=s.fit_x, y=s.fit_y, mode="lines", name=f"fit, {name}", legendgroup=group, showlegend=False,
@@ -296,6 +380,19 @@ def transfer_curves_figure(data: CurvesData, *, colors: dict[int, str] | None = 
             marker={"symbol": "x-thin", "size": 10, "color": div_c, "line": {"color": div_c, "width": 2}},
             text=div_t, hovertemplate="%{text}<br>" + data.hparam + " %{x:.4g}<extra></extra>",
             meta={"role": "diverged", "count": len(div_x)},
+        ))
+    if stop_x:
+        fig.add_trace(go.Scatter(
+            x=stop_x, y=stop_y, mode="markers", name="stopped early (open: the floor it would end above)",
+            marker={"symbol": stop_s, "size": 9, "color": stop_c, "line": {"color": stop_c, "width": 1.5}},
+            text=stop_t, hovertemplate="%{text}<br>" + data.hparam + " %{x:.4g}<extra></extra>",
+            meta={"role": "stopped", "count": len(stop_x)},
+        ))
+    for k in sorted(in_round):  # a legend key per refine round: its symbol (the points are on the curves)
+        fig.add_trace(go.Scatter(
+            x=[None], y=[None], mode="markers", name=f"{round_label(k)} ({in_round[k]} trials)",
+            marker={"symbol": round_symbol(k), "size": 8, "color": "#666"}, hoverinfo="skip",
+            meta={"role": "refine", "round": k, "count": in_round[k]},
         ))
     if data.verify is not None and len(data.verify):
         v = data.verify
