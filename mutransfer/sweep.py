@@ -28,7 +28,7 @@ from mutransfer.errors import MutransferError, option
 from mutransfer.interruption import Interrupted, as_interrupted, handlers_kept, interruptible
 from mutransfer.plan import TrialSpec, groups, plan, refine_specs, refine_total, spec_for
 from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir, stop_ray
-from mutransfer.recipe import Choice, LogUniform, Recipe, Uniform
+from mutransfer.recipe import Choice, EarlyStop, LogUniform, Recipe, Uniform
 from mutransfer.storage import (
     FINISHED_STATUSES,
     CheckRecord,
@@ -235,7 +235,9 @@ def run_trials(recipe: Recipe, store: Store, sweep_id: int, specs: list[TrialSpe
                 if role == "sweep" and recipe.search.method == "optuna":
                     _run_optuna(recipe, store, sweep_id, todo, resources, threads, storage, run, prog)
                 else:
-                    _run_packed(recipe, store, sweep_id, todo, resources, threads, storage, run, prog)
+                    # A verification trial is never stopped early: it measures the transferred value.
+                    _run_packed(recipe, store, sweep_id, todo, resources, threads, storage, run, prog,
+                                early_stop=recipe.search.early_stop if role == "sweep" else None)
         except KeyboardInterrupt as e:
             # Ray first: a worker still running could write into the scratch folder after it is removed.
             stop_ray()
@@ -268,7 +270,7 @@ def _unfinished(store: Store, sweep_id: int | None, specs: list[TrialSpec]) -> l
     return [s for s in specs if s.key not in finished]
 
 
-def packs_for(recipe: Recipe, todo: list[TrialSpec], slots: int) -> list[list[TrialSpec]]:
+def packs_for(recipe: Recipe, todo: list[TrialSpec], slots: int, early_stop: bool = False) -> list[list[TrialSpec]]:
     """How the trials are split into Ray trials: batches of one shape (train.batch_trials > 1), else runs of
     consecutive trials, enough of them (four per slot) to keep every slot busy to the end, at most
     TRIALS_PER_TASK each so that a worker process that dies takes few trials with it."""
@@ -276,20 +278,20 @@ def packs_for(recipe: Recipe, todo: list[TrialSpec], slots: int) -> list[list[Tr
 
     if recipe.train.batch_trials > 1:
         return pack(todo, recipe.train.batch_trials)
-    if recipe.search.early_stop is not None:
+    if early_stop:
         return [[s] for s in todo]  # a scheduler stops a Ray trial as a whole: one trial each
     per = max(1, min(TRIALS_PER_TASK, len(todo) // (4 * max(1, slots))))
     return [todo[i:i + per] for i in range(0, len(todo), per)]
 
 
 def _run_packed(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpec], resources: dict[str, float],
-                threads: int, storage: Path, name: str, prog: Progress) -> None:
+                threads: int, storage: Path, name: str, prog: Progress, early_stop: EarlyStop | None) -> None:
     slots = recipe.resources.max_concurrent or cluster_slots(recipe)
-    packs = {p[0].key: p for p in packs_for(recipe, todo, slots)}
+    packs = {p[0].key: p for p in packs_for(recipe, todo, slots, early_stop=early_stop is not None)}
     batch = recipe.train.batch_trials > 1
     trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs, threads=threads, batch=batch),
                                     resources)
-    es = recipe.search.early_stop
+    es = early_stop
     trials = TrialMap(lambda t: t.config["key"], {k: [s.key for s in p] for k, p in packs.items()}, batched=batch,
                       stoppable=es is not None)
     scheduler = None

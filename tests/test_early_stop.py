@@ -235,3 +235,20 @@ def test_sweep_with_asha_and_a_refine_round_stores_fits_and_resumes(tmp_path: Pa
     _sql(db, "DELETE FROM trials WHERE round = 1")
     replanned = api.sweep(path, db=url, check=False)
     assert replanned.ran == 8 and dict(_sql(db, "SELECT key, hparams FROM trials WHERE round = 1")) == before
+
+
+@pytest.mark.slow
+def test_optuna_with_the_median_rule_stops_trials_and_keeps_their_values(tmp_path: Path) -> None:
+    text = edit(tiny_sweep_recipe(name="opt", search__samples=6, train__steps=60, train__eval_interval=10,
+                                  search__method="optuna", search__space={"lr": {"loguniform": [1e-4, 1.0]}}),
+                search__early_stop={"method": "median", "grace_steps": 20, "min_samples": 2})
+    path = tmp_path / "opt.yaml"
+    path.write_text(text)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    summary = api.sweep(path, db=url, check=False)
+    assert summary.counts.get("stopped", 0) >= 1 and summary.left == 0
+    with Store.open(url) as store:
+        frame = store.trials_frame(summary.sweep_id)
+    stopped = frame[frame["status"] == "stopped"]
+    assert stopped["hp.lr"].notna().all()  # the searcher's values, stored as the trial started
+    assert (stopped["steps"] >= 20).all() and (stopped["steps"] < 60).all()
