@@ -17,8 +17,8 @@ from typing import Any
 
 from ray import tune
 
-from mutransfer.storage import Store
-from mutransfer.tune_worker import TrialReport
+from mutransfer.storage import Store, TrialOutcome
+from mutransfer.tune_worker import TrialReport, reports_in
 from mutransfer.values import finite_or_none
 
 
@@ -78,19 +78,20 @@ class TrialCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        report = TrialReport.from_dict(result)
-        key = report.trial_key or self.trials.key_of(trial)
-        if key in self._done:
-            return
-        self._start(key)
-        if not report.final:
-            if self.trials.stoppable:
-                self._last[key] = report
-            self.trial_point(key, report)
-            return
-        self._done.add(key)
-        self._last.pop(key, None)
-        self.trial_finished(key, report)
+        # One result of a pack carries a batch of reports (tune_worker._Reporter), in the order they were made.
+        for report in reports_in(result):
+            key = report.trial_key or self.trials.key_of(trial)
+            if key in self._done:
+                continue
+            self._start(key)
+            if not report.final:
+                if self.trials.stoppable:
+                    self._last[key] = report
+                self.trial_point(key, report)
+                continue
+            self._done.add(key)
+            self._last.pop(key, None)
+            self.trial_finished(key, report)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # Tune ends a Ray trial as complete when its trainable returned (every trial reported its outcome before)
@@ -157,61 +158,97 @@ def worker_lost(err: BaseException | None) -> bool:
 
 
 class StoreCallback(TrialCallback):
-    """Writes every reported point and each trial's outcome to the store, on the driver."""
+    """Writes every reported point and each trial's outcome to the store, on the driver.
+
+    The hooks collect; what one Tune event brought (a pack's batch of reports: trials that started, their points,
+    their outcomes) is written at the end of the event in one transaction (`Store.record_trials`). A transaction
+    per trial and event (marked running, first points, outcome: three per proxy trial) cost the driver about as
+    much as Tune's own handling of the results, and a worker waits for its result to be handled (BENCHMARKS.md,
+    orchestration). A finished trial's outcome and its last points are in the same transaction: a crash never
+    leaves a finished trial half-written. Points of a running trial wait at most `flush_every` seconds (written at
+    an event or at the end of a step of Tune's loop, which steps at least every 0.1 s), so a long trial's curve
+    shows up while it runs.
+    """
 
     def __init__(self, store: Store, sweep_id: int, trials: TrialMap, flush_every: float = 2.0) -> None:
         super().__init__(trials)
         self.store, self.sweep_id = store, sweep_id
         self.flush_every = flush_every
         self._points: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self._last_flush: dict[str, float] = {}
+        self._waiting_since: dict[str, float] = {}  # key -> when its oldest point not written came
+        self._running: list[str] = []  # started, not written yet
+        self._finished: list[TrialOutcome] = []  # finished, not written yet
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         super().on_trial_start(iteration, trials, trial, **info)
         hparams = {k: v for k, v in trial.config.items() if k != "key"}
         if hparams:  # an adaptive search's values, picked as the Ray trial starts
             self.store.update_hparams(self.sweep_id, self.trials.keys(trial)[0], hparams)
+        self._write()
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        super().on_trial_result(iteration, trials, trial, result, **info)
+        self._write()
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        super().on_trial_error(iteration, trials, trial, **info)
+        self._write()
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        super().on_trial_complete(iteration, trials, trial, **info)  # a trial the scheduler stopped
+        self._write()
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self._write()  # points that waited flush_every
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self._write()
 
     def trial_started(self, key: str) -> None:
-        self.store.mark_running(self.sweep_id, key, node=None)
+        self._running.append(key)
 
     def trial_point(self, key: str, report: TrialReport) -> None:
         self._points[key].append(report.point)
-        now = time.time()
-        if now - self._last_flush.get(key, 0.0) > self.flush_every:
-            self._flush(key)
-            self._last_flush[key] = now
+        self._waiting_since.setdefault(key, time.monotonic())
 
     def trial_finished(self, key: str, report: TrialReport) -> None:
         assert report.status is not None  # a final report carries the trial's status
-        # The outcome and the last points in one transaction: a crash never leaves a finished trial half-written.
-        self.store.finish_trial(
-            self.sweep_id, key, report.status,
-            metric=finite_or_none(report.metric), best_metric=finite_or_none(report.best_metric), steps=report.steps_done,
-            wall_time=report.wall_time, flops=report.flops, n_params=report.n_params, error=report.error,
-            node=report.node, points=self._points.pop(key, None),
-        )
+        self._finished.append(TrialOutcome(
+            key, report.status, metric=finite_or_none(report.metric), best_metric=finite_or_none(report.best_metric),
+            steps=report.steps_done, wall_time=report.wall_time, flops=report.flops, n_params=report.n_params,
+            error=report.error, node=report.node, points=self._take(key)))
 
     def trial_died(self, key: str, error: str) -> None:
-        self.store.finish_trial(self.sweep_id, key, "failed", error=error[-4000:], points=self._points.pop(key, None))
+        self._finished.append(TrialOutcome(key, "failed", error=error[-4000:], points=self._take(key)))
 
     def trial_lost(self, key: str, error: str, started: bool) -> None:
-        self._points.pop(key, None)
+        self._write()  # what came before, first: the trials of the pack that finished keep their results
+        self._take(key)
         self.store.requeue_trial(self.sweep_id, key, error[:4000])
 
     def trial_stopped(self, key: str, last: TrialReport | None) -> None:
         # Its metric is the one at the step it reached (what the scheduler judged it on); the fit reads a stopped
         # trial as censored evidence, never as a completed one (mutransfer.fit.stopped).
-        step = int(last.point["step"]) if last is not None else None
         metric = finite_or_none(last.objective) if last is not None else None
-        self.store.finish_trial(self.sweep_id, key, "stopped", metric=metric, best_metric=metric, steps=step,
-                                flops=last.flops if last is not None else None,
-                                node=last.node if last is not None else None, points=self._points.pop(key, None))
+        self._finished.append(TrialOutcome(
+            key, "stopped", metric=metric, best_metric=metric,
+            steps=int(last.point["step"]) if last is not None else None,
+            flops=last.flops if last is not None else None, node=last.node if last is not None else None,
+            points=self._take(key)))
 
-    def _flush(self, key: str) -> None:
-        points = self._points.pop(key, None)
-        if points:
-            self.store.add_points(self.sweep_id, key, points)
+    def _take(self, key: str) -> tuple[dict[str, Any], ...]:
+        self._waiting_since.pop(key, None)
+        return tuple(self._points.pop(key, ()))
+
+    def _write(self) -> None:
+        now = time.monotonic()
+        due = [k for k, since in self._waiting_since.items() if now - since >= self.flush_every]
+        if not (self._running or self._finished or due):
+            return
+        running, finished, self._running, self._finished = self._running, self._finished, [], []
+        self.store.record_trials(self.sweep_id, running=running, points={k: self._take(k) for k in due},
+                                 finished=finished)
 
 
 class Progress:

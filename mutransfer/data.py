@@ -66,9 +66,7 @@ class DigitsDataset(Dataset):
     kind = "digits"
 
     def __init__(self, val_fraction: float) -> None:
-        from sklearn.datasets import load_digits
-
-        x, y = load_digits(return_X_y=True)
+        x, y = _digits()
         # A fixed permutation: the split must not depend on any trial's seed.
         perm = np.random.default_rng(0).permutation(len(x))
         x, y = x[perm].astype(np.float32), y[perm].astype(np.int64)
@@ -89,6 +87,28 @@ class DigitsDataset(Dataset):
         x, y = self.x[split], self.y[split]
         ix = torch.randint(len(x), (batch_size,), generator=generator)
         return x[ix], y[ix]
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (images as rows of 64 floats, labels), as `load_digits(return_X_y=True)` returns them.
+
+    Read from the file scikit-learn ships, as load_digits reads it, without importing scikit-learn: the import
+    took 1.4 s of a Ray worker's first trial (2.6 s in all; BENCHMARKS.md, orchestration), in every worker process
+    of a sweep. Where that file is not found, load_digits itself.
+    """
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        file = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if file.is_file():
+            with gzip.open(file, mode="rt", encoding="utf-8") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1], data[:, -1].astype(int, copy=False)
+    from sklearn.datasets import load_digits
+
+    return load_digits(return_X_y=True)
 
 
 class _SequenceDataset(Dataset):

@@ -289,8 +289,8 @@ def _run_packed(recipe: Recipe, store: Store, sweep_id: int, todo: list[TrialSpe
     slots = recipe.resources.max_concurrent or cluster_slots(recipe)
     packs = {p[0].key: p for p in packs_for(recipe, todo, slots, early_stop=early_stop is not None)}
     batch = recipe.train.batch_trials > 1
-    trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs, threads=threads, batch=batch),
-                                    resources)
+    trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs, threads=threads, batch=batch,
+                                                         batch_reports=early_stop is None), resources)
     es = early_stop
     trials = TrialMap(lambda t: t.config["key"], {k: [s.key for s in p] for k, p in packs.items()}, batched=batch,
                       stoppable=es is not None)

@@ -2,13 +2,15 @@
 
 Trials never touch the database: each worker runs `train(spec, report)` and sends every evaluation, then the
 trial's outcome, as a `TrialReport` through Tune; the callbacks on the driver (mutransfer.callbacks) read the same
-record back and write the store.
+record back (`reports_in`) and write the store. A pack sends its reports in batches, from a thread of its own
+(`_Reporter`): the trials do not wait for the driver.
 """
 
 from __future__ import annotations
 
 import math
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, fields, replace
@@ -28,6 +30,10 @@ DIVERGED_OBJECTIVE = 1e9
 OBJECTIVE = "objective"
 # The values of an evaluation that the store keeps, besides its step.
 POINT_VALUES = ("train_loss", "val_loss", "lr", "tokens", "elapsed")
+# The key of a pack's batch of reports in the dict Tune carries: a list of `TrialReport.to_dict()`s.
+REPORTS = "reports"
+# How long a pack's reporter waits for more reports before it sends what it has (see _Reporter).
+REPORT_LINGER_S = 0.1
 
 
 @dataclass
@@ -93,6 +99,14 @@ class TrialReport:
         return report
 
 
+def reports_in(result: dict[str, Any]) -> list[TrialReport]:
+    """The reports in one result Tune carries: a pack's batch (REPORTS), else the one report it is."""
+    batch = result.get(REPORTS)
+    if batch is None:
+        return [TrialReport.from_dict(result)]
+    return [TrialReport.from_dict(r) for r in batch]
+
+
 def node_name() -> str:
     """Hostname plus Ray's node id: two Ray nodes may share a host (and an IP) yet are different nodes."""
     try:
@@ -123,24 +137,94 @@ def run_trial(config: dict[str, Any], template: TrialSpec, threads: int = 1) -> 
     _send(TrialReport.outcome(result, node))
 
 
+class _Reporter:
+    """Sends a pack's reports through Tune from a thread of its own: all those waiting, in one `tune.report`.
+
+    Tune's function trainables report synchronously: `tune.report` returns only once the driver has processed the
+    result (its callbacks have written the store) and asked for the next one, a round trip of ~5 ms on two cores.
+    A proxy trial of a few steps took ~9 ms; sent from the trial's own thread its evaluation and its outcome cost
+    it two round trips more (BENCHMARKS.md, orchestration). Here the trials put their reports and go on; the thread
+    sends what has come, having waited REPORT_LINGER_S for more, so the driver gets one result per batch of trials
+    instead of two per trial, and a long trial's reports still leave within REPORT_LINGER_S. `close` sends the rest
+    and waits: when a pack's function returns, all its reports are with the driver.
+    """
+
+    def __init__(self, linger: float = REPORT_LINGER_S) -> None:
+        self.linger = linger
+        self._cond = threading.Condition()
+        self._queue: list[dict[str, Any]] = []
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="mutransfer-reports", daemon=True)
+        self._thread.start()
+
+    def put(self, report: TrialReport) -> None:
+        with self._cond:
+            self._raise()
+            self._queue.append(report.to_dict())
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        with self._cond:
+            self._raise()
+
+    def _raise(self) -> None:
+        # A failed send fails the pack where its trials run (its trials not reported are then lost or failed, as
+        # when the trainable raises); a SystemExit is Tune stopping the trial, which ends a trainable's thread.
+        if self._error is not None:
+            raise self._error
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closing)
+                if not self._queue:
+                    return
+                self._cond.wait_for(lambda: self._closing, timeout=self.linger)  # more reports, in the same send
+                batch, self._queue = self._queue, []
+            try:
+                tune.report({REPORTS: batch})
+            except BaseException as e:  # handed to the trials' thread, which raises it
+                with self._cond:
+                    self._error = e
+                return
+
+
 def run_pack(config: dict[str, Any], packs: dict[str, list[TrialSpec]], threads: int = 1,
-             batch: bool = False) -> None:
+             batch: bool = False, batch_reports: bool = True) -> None:
     """The Ray trainable of trials whose values are fixed: several trials in one Ray trial, each reported under
     its own key.
 
     One Ray trial costs Tune a scheduling round, an actor reset and its bookkeeping whatever it runs; a proxy of a
     few steps costs less than that. Running several trials per Ray trial pays it once for all of them. With
     `batch` the trials (all of one shape, see batched.pack) train at once as one stacked model; else one by one.
-    Every report carries its `trial_key`: the callbacks file it under that trial.
+    Every report carries its `trial_key`: the callbacks file it under that trial. Reports go in batches
+    (`_Reporter`), unless `batch_reports` is False (early stopping: the scheduler reads every evaluation).
     """
+    if not batch_reports:
+        # An early-stopping scheduler (mutransfer.stopping) judges each evaluation as its own Tune result, and
+        # stops the trial in the middle of its run: every report goes at once, from the trial's own thread.
+        _run_pack(packs[config["key"]], _send, threads, batch)
+        return
+    reporter = _Reporter()
+    try:
+        _run_pack(packs[config["key"]], reporter.put, threads, batch)
+    finally:
+        reporter.close()
+
+
+def _run_pack(specs: list[TrialSpec], send_report: Any, threads: int, batch: bool) -> None:
     from mutransfer.batched import train_batch
     from mutransfer.train import train
 
-    specs = packs[config["key"]]
     node = node_name()
 
     def send(spec: TrialSpec, point: dict[str, Any]) -> None:
-        _send(TrialReport.evaluation(spec, point, node, trial_key=spec.key))
+        send_report(TrialReport.evaluation(spec, point, node, trial_key=spec.key))
 
     if batch and len(specs) > 1:
         start = time.time()
@@ -148,16 +232,16 @@ def run_pack(config: dict[str, Any], packs: dict[str, list[TrialSpec]], threads:
             results = train_batch(specs, send, threads=threads)
         except Exception as e:  # the batch failed as a whole: every trial in it is stored as failed
             for spec in specs:
-                _send(TrialReport.failure(e, node, start, trial_key=spec.key))
+                send_report(TrialReport.failure(e, node, start, trial_key=spec.key))
             return
         for spec, result in zip(specs, results, strict=True):
-            _send(TrialReport.outcome(result, node, trial_key=spec.key))
+            send_report(TrialReport.outcome(result, node, trial_key=spec.key))
         return
     for spec in specs:
         start = time.time()
         try:
             result = train(spec, lambda point, spec=spec: send(spec, point), threads=threads)
         except Exception as e:  # a trial that raises is data: stored as failed with its message, the pack goes on
-            _send(TrialReport.failure(e, node, start, trial_key=spec.key))
+            send_report(TrialReport.failure(e, node, start, trial_key=spec.key))
             continue
-        _send(TrialReport.outcome(result, node, trial_key=spec.key))
+        send_report(TrialReport.outcome(result, node, trial_key=spec.key))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mutransfer.storage import Store, StoreError, TrialRecord, default_url, mask_url
+from mutransfer.storage import Store, StoreError, TrialOutcome, TrialRecord, default_url, mask_url
 
 
 @pytest.fixture
@@ -155,6 +155,32 @@ def test_finish_and_trial_errors(store: Store) -> None:
     assert store.trial_keys(sid) == set(KEYS)
     with pytest.raises(StoreError, match="unknown trial status"):
         store.trial_keys(sid, statuses=["done"])
+
+
+def test_record_trials_writes_several_trials_in_one_transaction(store: Store) -> None:
+    sid = sweep_with_trials(store)
+    a, b, c = KEYS
+    store.mark_running(sid, a)
+    # b starts and finishes within the call; a's points come while it runs; c is not heard of.
+    store.record_trials(sid, running=[b], points={a: [{"step": 5, "val_loss": 2.0}], c: []},
+                        finished=[TrialOutcome(b, "completed", metric=1.5, steps=10, node="n",
+                                               points=({"step": 10, "val_loss": 1.5, "train_loss": float("nan")},))])
+    t = store.trials_frame(sid).set_index("key")
+    assert t.loc[a, "status"] == "running" and t.loc[c, "status"] == "pending"
+    assert t.loc[b, "status"] == "completed" and t.loc[b, "metric"] == 1.5 and t.loc[b, "node"] == "n"
+    assert t.loc[b, "started_at"] <= t.loc[b, "finished_at"]
+    curves = store.curves_frame(sid)
+    assert sorted(zip(curves["key"], curves["step"], curves["name"], strict=True)) == [
+        (a, 5, "val_loss"), (b, 10, "train_loss"), (b, 10, "val_loss")]
+    # All or nothing: an unknown trial, a finished one started again or a bad point write none of the others.
+    for bad in ({"running": ["nope"]}, {"running": [b]}, {"points": {a: [{"val_loss": 1.0}]}}):
+        with pytest.raises(StoreError, match="has no trial 'nope'|already completed|without a 'step'"):
+            store.record_trials(sid, finished=[TrialOutcome(a, "completed", metric=1.0)], **bad)
+        assert store.trials_frame(sid).set_index("key").loc[a, "status"] == "running"
+        assert len(store.curves_frame(sid)) == 3
+    with pytest.raises(StoreError, match="not 'running'"):
+        store.record_trials(sid, finished=[TrialOutcome(a, "running")])
+    store.record_trials(sid)  # nothing to write: no transaction
 
 
 def test_reset_unfinished(store: Store) -> None:

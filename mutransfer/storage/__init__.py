@@ -21,7 +21,14 @@ never ORM rows, and every failure is a `StoreError` whose one-line message masks
 from mutransfer.storage.engine import make_engine
 from mutransfer.storage.errors import LeaseError, StoreError
 from mutransfer.storage.lease import LEASE_EXPIRY_S, DriverLease, LeaseHolder, LeaseOwner
-from mutransfer.storage.records import CheckInfo, CheckRecord, ExportInfo, SweepInfo, TrialRecord
+from mutransfer.storage.records import (
+    CheckInfo,
+    CheckRecord,
+    ExportInfo,
+    SweepInfo,
+    TrialOutcome,
+    TrialRecord,
+)
 from mutransfer.storage.schema import current_revision, downgrade, head_revision, upgrade
 from mutransfer.storage.status import FINISHED_STATUSES, SweepStatus, TrialRole, TrialStatus
 from mutransfer.storage.store import Store
@@ -29,7 +36,7 @@ from mutransfer.storage.urls import default_url, mask_url, normalize_url
 
 __all__ = [
     "FINISHED_STATUSES", "LEASE_EXPIRY_S", "CheckInfo", "CheckRecord", "DriverLease", "ExportInfo", "LeaseError",
-    "LeaseHolder", "LeaseOwner", "Store", "StoreError", "SweepInfo", "SweepStatus", "TrialRecord", "TrialRole",
-    "TrialStatus", "current_revision", "default_url", "downgrade", "head_revision",
+    "LeaseHolder", "LeaseOwner", "Store", "StoreError", "SweepInfo", "SweepStatus", "TrialOutcome", "TrialRecord",
+    "TrialRole", "TrialStatus", "current_revision", "default_url", "downgrade", "head_revision",
     "make_engine", "mask_url", "normalize_url", "upgrade",
 ]

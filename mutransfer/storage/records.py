@@ -59,6 +59,24 @@ class TrialRecord:
 
 
 @dataclass(frozen=True)
+class TrialOutcome:
+    """A finished trial's outcome with its last curve points, as `record_trials` takes it (`finish_trial`'s
+    arguments, for several trials in one transaction)."""
+
+    key: str
+    status: str
+    metric: float | None = None
+    best_metric: float | None = None
+    steps: int | None = None
+    wall_time: float | None = None
+    flops: float | None = None
+    n_params: int | None = None
+    error: str | None = None
+    node: str | None = None
+    points: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class CheckRecord:
     """A check to store with a sweep (e.g. the coordinate check that gated it), as `save_check` takes it."""
 
