@@ -119,13 +119,15 @@ def _worker_pids(driver: int) -> list[int]:
     return pids
 
 
+# On SQLite only: what the store does for a trial whose worker died (requeue_trial: back to pending, its partial
+# curve deleted, why kept until it runs again) is checked on both backends by test_interrupts.py's
+# test_a_requeued_trial_is_pending_without_its_points_and_keeps_why; the rest (the retry, the pack) is the driver's.
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_killed_trial_process_its_trials_run_again_and_its_packs_finished_trials_stay(
-        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_killed_trial_process_its_trials_run_again_and_its_packs_finished_trials_stay(tmp_path: Path,
+                                                                                       sqlite_url: str) -> None:
     from mutransfer.storage import Store
 
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    url = sqlite_url
     store = Store.open(url)
     # One trial at a time, in packs of two (8 trials, one slot): kill the worker once a trial of its pack finished
     # and the next one runs.
