@@ -5,22 +5,24 @@ from __future__ import annotations
 import os
 import signal
 
-import mup
 import torch
 from torch import nn
+from userbuilders import BypassedReadout
 
 from mutransfer.parametrization import BuildConfig
 
 
 class Boom(nn.Module):
-    """A µP MLP whose forward raises when the trial's own `boom` hyperparameter says so."""
+    """A µP MLP whose forward raises when the trial's own `boom` hyperparameter says so. Its readout lost
+    MuReadout's 1/width_mult (userbuilders.BypassedReadout): it fails the coordinate check, so its sweeps run with
+    --skip-check, and the one in tests/test_resume.py is also the test that --skip-check sweeps such a model."""
 
     def __init__(self, cfg: BuildConfig) -> None:
         super().__init__()
         assert cfg.input_dim is not None
         self.fc1 = nn.Linear(cfg.input_dim, cfg.width)
         self.fc2 = nn.Linear(cfg.width, cfg.width)
-        self.head = mup.MuReadout(cfg.width, cfg.num_classes, readout_zero_init=True)
+        self.head = BypassedReadout(cfg.width, cfg.num_classes, readout_zero_init=True)
         self.boom = bool(cfg.hparams.get("boom", 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

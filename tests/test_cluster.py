@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from ray_cluster import ray_cluster
+from ray_cluster import Cluster, ray_cluster
 
 from mutransfer.recipe import Train
 
@@ -53,20 +54,30 @@ def max_concurrency(trials: pd.DataFrame) -> int:
     return best
 
 
+# One cluster for the two sweeps below (its start and stop take about as long as either sweep): node A, one CPU;
+# node B, one CPU and one (fake) GPU. Each node has a custom resource that names it.
+NODES_AB = [{"num_cpus": 1, "resources": {"node_a": 1}}, {"num_cpus": 1, "num_gpus": 1, "resources": {"node_b": 1}}]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with ray_cluster(NODES_AB) as c:
+        yield c
+
+
 @pytest.mark.slow
-def test_two_node_cluster_runs_and_stores_every_trial(tmp_path: Path) -> None:
+def test_two_node_cluster_runs_and_stores_every_trial(cluster: Cluster, tmp_path: Path) -> None:
     from mutransfer.storage import Store
 
-    nodes = [{"num_cpus": 1, "resources": {"node_a": 1}}, {"num_cpus": 1, "resources": {"node_b": 1}}]
-    with ray_cluster(nodes) as cluster:
-        (tmp_path / "two.yaml").write_text(RECIPE.format(name="two", steps=300, samples=4,
-                                                         resources="{cpus: 1}"))
-        db = f"sqlite:///{tmp_path / 'mt.db'}"
-        # The driver is a separate process that joins the cluster, as `mutransfer sweep --address` does for a user.
-        res = run(["sweep", "two.yaml", "--address", cluster.address, "-q", "--skip-check"], tmp_path, db,
-                  env=cluster.env)
-        assert res.returncode == 0, res.stderr[-3000:] + cluster.logs()
-        a, b = cluster.node_with("node_a"), cluster.node_with("node_b")
+    # One CPU a trial: one trial at a time on each node.
+    (tmp_path / "two.yaml").write_text(RECIPE.format(name="two", steps=300, samples=4,
+                                                     resources="{cpus: 1}"))
+    db = f"sqlite:///{tmp_path / 'mt.db'}"
+    # The driver is a separate process that joins the cluster, as `mutransfer sweep --address` does for a user.
+    res = run(["sweep", "two.yaml", "--address", cluster.address, "-q", "--skip-check"], tmp_path, db,
+              env=cluster.env)
+    assert res.returncode == 0, res.stderr[-3000:] + cluster.logs()
+    a, b = cluster.node_with("node_a"), cluster.node_with("node_b")
 
     store = Store.open(db)
     sweep = store.get_sweep("two")
@@ -84,18 +95,18 @@ def test_two_node_cluster_runs_and_stores_every_trial(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path: Path) -> None:
+def test_fractional_gpus_pack_four_trials_per_gpu(cluster: Cluster, tmp_path: Path) -> None:
     """`gpus: 0.25` on a node with one (fake) GPU: Ray runs four trials at once, never more."""
     from mutransfer.storage import Store
 
-    # Four CPUs, so the GPU is what limits concurrency: 0.25 CPU per trial would allow 16.
-    with ray_cluster([{"num_cpus": 4, "num_gpus": 1}]) as cluster:
-        (tmp_path / "frac.yaml").write_text(RECIPE.format(name="frac", steps=200, samples=4,
-                                                          resources="{cpus: 0.25, gpus: 0.25}"))
-        db = f"sqlite:///{tmp_path / 'mt.db'}"
-        res = run(["sweep", "frac.yaml", "--address", cluster.address, "-q", "--skip-check"], tmp_path, db,
-                  env=cluster.env)
-        assert res.returncode == 0, res.stderr[-3000:] + cluster.logs()
+    # The GPU is what limits concurrency: 0.125 CPU per trial would allow 8 on node B's one CPU (node A has no GPU:
+    # it runs none of them).
+    (tmp_path / "frac.yaml").write_text(RECIPE.format(name="frac", steps=200, samples=4,
+                                                      resources="{cpus: 0.125, gpus: 0.25}"))
+    db = f"sqlite:///{tmp_path / 'mt.db'}"
+    res = run(["sweep", "frac.yaml", "--address", cluster.address, "-q", "--skip-check"], tmp_path, db,
+              env=cluster.env)
+    assert res.returncode == 0, res.stderr[-3000:] + cluster.logs()
 
     store = Store.open(db)
     sweep = store.get_sweep("frac")
@@ -103,6 +114,7 @@ def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path: Path) -> None:
     trials = store.trials_frame(sweep.id)
     # The node has a GPU only in Ray's books: the trainer's `device: auto` must fall back to the CPU.
     assert len(trials) == 8 and (trials["status"] == "completed").all(), trials[["key", "status", "error"]]
+    assert {str(n).rsplit("/", 1)[1] for n in trials["node"]} == {cluster.node_with("node_b")[:12]}
     assert max_concurrency(trials) == 4, trials[["key", "started_at", "finished_at"]]
 
 

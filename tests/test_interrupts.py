@@ -174,18 +174,17 @@ def _interrupt(tmp: Path, url: str, store: Store, signum: int, *, group: bool) -
     return finished
 
 
-@pytest.mark.slow
-def test_sigint_then_sigterm_leave_the_sweep_interrupted_and_the_rerun_finishes_it(db_url: str,
-                                                                                   tmp_path: Path) -> None:
+def _interrupted_then_finished(tmp_path: Path, url: str, signals: list[tuple[int, bool]]) -> None:
+    """Interrupt the sweep with each of `signals` (signal, to the whole group) in turn, then rerun it to the end."""
     (tmp_path / "long.yaml").write_text(RECIPE)
-    store = Store.open(db_url)
-    _interrupt(tmp_path, db_url, store, signal.SIGINT, group=True)
+    store = Store.open(url)
+    for signum, group in signals:
+        _interrupt(tmp_path, url, store, signum, group=group)
     sweep = store.get_sweep("long")
     assert sweep is not None
-    _interrupt(tmp_path, db_url, store, signal.SIGTERM, group=False)
     done_before = store.trials_frame(sweep.id).set_index("key")["finished_at"].dropna()
 
-    proc = _start(tmp_path, db_url)
+    proc = _start(tmp_path, url)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     trials = store.trials_frame(sweep.id).set_index("key")
@@ -196,3 +195,20 @@ def test_sigint_then_sigterm_leave_the_sweep_interrupted_and_the_rerun_finishes_
     completed = trials.index[trials["status"] == "completed"]
     assert (val.groupby("key").size().loc[completed] == 25).all()  # 500 steps, an evaluation every 20
     assert store.get_sweep("long").status == "done"
+
+
+@pytest.mark.slow
+def test_sigint_then_sigterm_leave_the_sweep_interrupted_and_the_rerun_finishes_it(sqlite_url: str,
+                                                                                   tmp_path: Path) -> None:
+    # Ctrl-C to the whole process group, then a second run stopped by SIGTERM to the driver alone (the count of
+    # trials "in this run" when some finished before it), then the rerun.
+    _interrupted_then_finished(tmp_path, sqlite_url, [(signal.SIGINT, True), (signal.SIGTERM, False)])
+
+
+# On PostgreSQL one interrupt, then the rerun: what the store does (running trials back to pending, the sweep marked
+# interrupted, the finished trials kept through the rerun) is the same for either signal and for a second one.
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigterm_leaves_a_postgresql_sweep_interrupted_and_the_rerun_finishes_it(pg_url: str,
+                                                                                 tmp_path: Path) -> None:
+    _interrupted_then_finished(tmp_path, pg_url, [(signal.SIGTERM, False)])

@@ -8,6 +8,7 @@ that lets root ignore file permissions, so it sees the permissions an operator's
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import stat
 import subprocess
@@ -51,8 +52,29 @@ def run(args: list[str], cwd: Path, **env_vars: str) -> subprocess.CompletedProc
                           preexec_fn=_unprivileged())
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "mutransfer.cli", *args], cwd)
+# The CLI's commands in one such process (typer's runner, one after the other): each starts on its own, but the
+# interpreter's start (torch, sklearn) is paid once. A command that raises gets its traceback in its stderr.
+_MANY = """
+import json, sys, traceback
+from typer.testing import CliRunner
+from mutransfer.cli import app
+out = []
+for args in json.loads(sys.argv[1]):
+    r = CliRunner().invoke(app, args)
+    err = r.stderr
+    if r.exc_info is not None and not issubclass(r.exc_info[0], SystemExit):
+        err += "".join(traceback.format_exception(*r.exc_info))  # "Traceback (most recent call last): ..."
+    out.append([r.exit_code, r.stdout, err])
+print(json.dumps(out))
+"""
+
+
+def cli_many(*commands: list[str], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """`mutransfer COMMAND` for each of `commands`, in one process that cannot override file permissions."""
+    res = run([sys.executable, "-c", _MANY, json.dumps(list(commands))], cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return [subprocess.CompletedProcess(args, code, out, err)
+            for args, (code, out, err) in zip(commands, json.loads(res.stdout.strip().splitlines()[-1]), strict=True)]
 
 
 @pytest.fixture(params=["file", "folder"])
@@ -80,23 +102,21 @@ def read_only_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def test_read_only_database_reads(read_only_db: str, tmp_path: Path) -> None:
     db = Path(read_only_db.removeprefix("sqlite:///"))
     before = db.read_bytes()
-    res = cli("ls", "--db", read_only_db, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "ro" in res.stdout and "readonly" not in res.stdout + res.stderr
-    res = cli("show", "ro", "--db", read_only_db, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "fit: none yet" in res.stdout
-    res = cli("db", "current", "--db", read_only_db, cwd=tmp_path)
-    assert res.returncode == 0 and "at revision" in res.stdout, res.stderr
+    ls, show, current, fit, export = cli_many(
+        ["ls", "--db", read_only_db], ["show", "ro", "--db", read_only_db], ["db", "current", "--db", read_only_db],
+        ["fit", "ro", "--db", read_only_db], ["export", "ro", "--db", read_only_db], cwd=tmp_path)
+    assert ls.returncode == 0, ls.stderr
+    assert "ro" in ls.stdout and "readonly" not in ls.stdout + ls.stderr
+    assert show.returncode == 0, show.stderr
+    assert "fit: none yet" in show.stdout
+    assert current.returncode == 0 and "at revision" in current.stdout, current.stderr
     # fit: printed, and one line that it is not stored.
-    res = cli("fit", "ro", "--db", read_only_db, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "fit (not stored) of sweep ro" in res.stdout
-    assert res.stderr.strip().splitlines() == [f"note: the fit is not stored: {read_only_db} is read-only for this user"]
+    assert fit.returncode == 0, fit.stderr
+    assert "fit (not stored) of sweep ro" in fit.stdout
+    assert fit.stderr.strip().splitlines() == [f"note: the fit is not stored: {read_only_db} is read-only for this user"]
     # A command that writes fails in one line, exit 2, no traceback.
-    res = cli("export", "ro", "--db", read_only_db, cwd=tmp_path)
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1 and "cannot write the database file" in res.stderr, res.stderr
+    assert export.returncode == 2 and "Traceback" not in export.stderr, export.stderr
+    assert len(export.stderr.strip().splitlines()) == 1 and "cannot write the database file" in export.stderr, export.stderr
     assert db.read_bytes() == before
     assert stat.S_IMODE(db.stat().st_mode) == 0o444
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_here import cli
 
 from mutransfer.testing.recipes import edit, tiny_sweep_recipe
 
@@ -19,6 +20,8 @@ RECIPE = tiny_sweep_recipe(data__val_fraction=0.2, train__schedule="constant", s
 
 
 def run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process, as a user runs it (sweep, verify: the commands that start Ray); the others run in
+    this process (cli_here.cli)."""
     env = {**os.environ, "MUTRANSFER_DB": db, "MUTRANSFER_RAY_DIR": str(cwd / "ray")}
     return subprocess.run([sys.executable, "-m", "mutransfer.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -49,20 +52,20 @@ def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
     per_trial = curves[curves["name"] == "val_loss"].groupby("key").size()
     assert (per_trial.loc[done["key"]] == 4).all()
 
-    res = run(["fit", "tiny"], tmp_path, db)
+    res = cli(["fit", "tiny"], tmp_path, db)
     assert res.returncode == 0, res.stderr[-3000:]
     # Six draws cannot place an optimum: the export refuses the value in one line, until told to extrapolate.
-    res = run(["export", "tiny", "--format", "yaml", "-o", "target.yaml"], tmp_path, db)
+    res = cli(["export", "tiny", "--format", "yaml", "-o", "target.yaml"], tmp_path, db)
     assert res.returncode == 2 and "search.space.lr" in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "target.yaml").exists()
-    res = run(["export", "tiny", "--format", "yaml", "-o", "target.yaml", "--allow-extrapolation"], tmp_path, db)
+    res = cli(["export", "tiny", "--format", "yaml", "-o", "target.yaml", "--allow-extrapolation"], tmp_path, db)
     assert res.returncode == 0, res.stderr[-3000:]
     config = yaml.safe_load((tmp_path / "target.yaml").read_text())
     assert config["extrapolation"]["allowed"]
     assert config["target"]["width"] == 2048
     lr = config["hyperparameters"]["lr"]["value"]
     assert 1e-3 <= lr <= 3e3
-    res = run(["export", str(sweep.id), "--format", "json", "--allow-extrapolation"], tmp_path, db)
+    res = cli(["export", str(sweep.id), "--format", "json", "--allow-extrapolation"], tmp_path, db)
     assert res.returncode == 0 and json.loads(res.stdout)["target"]["width"] == 2048
 
     # Running the same commands again does not break and stores nothing twice.
@@ -71,7 +74,7 @@ def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
     assert "nothing left to run" in res.stdout
     assert len(store.trials_frame(sweep.id)) == 12
     assert len(store.curves_frame(sweep.id)) == len(curves)
-    assert run(["fit", "tiny"], tmp_path, db).returncode == 0
+    assert cli(["fit", "tiny"], tmp_path, db).returncode == 0
 
     # A check at a larger size than any proxy: stored in the same sweep, as verification trials.
     res = run(["verify", "tiny", "--width", "128", "-q"], tmp_path, db)
@@ -83,16 +86,16 @@ def test_sweep_fit_export_and_rerun(tmp_path: Path) -> None:
     assert len(ver) == 3 and set(ver["width"]) == {128} and set(ver["status"]) <= {"completed", "diverged"}
     lrs = sorted(ver["hp.lr"])
     assert lrs[1] == pytest.approx(2 * lrs[0]) and lrs[2] == pytest.approx(2 * lrs[1])
-    res = run(["ls"], tmp_path, db)
+    res = cli(["ls"], tmp_path, db)
     assert res.returncode == 0 and "tiny" in res.stdout and "12/12" in res.stdout
-    res = run(["verify", "tiny", "--width", "64"], tmp_path, db)
+    res = cli(["verify", "tiny", "--width", "64"], tmp_path, db)
     assert res.returncode == 2 and "larger than every proxy" in res.stderr
 
 
 def test_bad_recipe_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(edit(RECIPE, train__steps=None, train__stepz=40))
     db_file = tmp_path / "mt.db"
-    res = run(["sweep", "bad.yaml"], tmp_path, f"sqlite:///{db_file}")
+    res = cli(["sweep", "bad.yaml"], tmp_path, f"sqlite:///{db_file}")
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.stepz: unknown key" in lines[0], res.stderr
@@ -102,7 +105,7 @@ def test_bad_recipe_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(RECIPE)
-    res = run(["sweep", "r.yaml"], tmp_path, "postgresql://me:hunter2@127.0.0.1:1/nope")
+    res = cli(["sweep", "r.yaml"], tmp_path, "postgresql://me:hunter2@127.0.0.1:1/nope")
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "hunter2" not in res.stderr, res.stderr
