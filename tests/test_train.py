@@ -61,8 +61,11 @@ def test_digits_reports_and_learns(parametrization: str) -> None:
     spec = _spec(MLP, parametrization, 128)
     result, points = _run(spec)
     assert [p["step"] for p in points] == [15, 30, 40]
-    assert set(points[0]) == {"step", "train_loss", "val_loss", "lr", "tokens", "elapsed"}
+    assert set(points[0]) == {"step", "train_loss", "val_loss", "lr", "tokens", "elapsed", "flops"}
     assert points[-1]["tokens"] == 40 * 32
+    # The FLOPs so far (what a trial stopped there cost): the outcome's, in proportion to the steps done.
+    assert points[-1]["flops"] == pytest.approx(result.flops)
+    assert points[0]["flops"] == pytest.approx(result.flops * 15 / 40)
     assert result.status == "completed" and result.steps == 40
     assert result.metric == points[-1]["val_loss"] and result.best_metric == min(p["val_loss"] for p in points)
     assert points[-1]["val_loss"] < 0.6 * math.log(10)  # well below chance
