@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -288,19 +287,11 @@ def test_cli_coord_check_exit_codes_plot_and_store(tmp_path: Path) -> None:
     assert checks[0].result["widths"] == [32, 64, 128]
 
 
-def _run(args: list[str], cwd: Path, db: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MUTRANSFER_DB": db, "MUTRANSFER_RAY_DIR": str(cwd / "ray"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "mutransfer.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
-@pytest.mark.slow
 def test_sweep_refuses_a_broken_mup_model(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     (tmp_path / "broken.yaml").write_text(mlp_recipe("userbuilders:plain_readout", name="broken"))
-    res = _run(["sweep", "broken.yaml", "-q"], tmp_path, db)
-    assert res.returncode == 2, res.stderr[-3000:]
+    res = _cli(["sweep", "broken.yaml", "-q"], db, tmp_path)  # refused before Ray: in this process
+    assert res.exit_code == 2, res.stderr[-3000:]
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     # Named by the recipe field that is wrong: the user's builder.

@@ -1,6 +1,7 @@
 """Interrupts and infrastructure faults: SIGINT and SIGTERM leave a sweep `interrupted` (exit 130 / 143, Ray's
 processes ended, no scratch folder, the resume command printed) and the rerun finishes it; a trial whose worker
-process died is run again, not stored as failed; the scratch folder of a dead driver is removed by the next run."""
+process died is run again, not stored as failed; after SIGKILL of the driver the same command completes the sweep
+and removes the dead driver's scratch folder."""
 
 from __future__ import annotations
 
@@ -104,9 +105,9 @@ def _env(tmp: Path, url: str) -> dict[str, str]:
     return {**os.environ, "MUTRANSFER_DB": url, "MUTRANSFER_RAY_DIR": str(tmp / "ray")}
 
 
-def _start(tmp: Path, url: str) -> subprocess.Popen[str]:
+def _start(tmp: Path, url: str, *, output: int = subprocess.PIPE) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "mutransfer.cli", "sweep", "long.yaml", "-q", "--skip-check"],
-                            cwd=tmp, env=_env(tmp, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp, env=_env(tmp, url), stdout=output, stderr=output, text=True,
                             start_new_session=True)
 
 
@@ -144,13 +145,16 @@ def _gone(pids: list[int], timeout: float) -> list[int]:
     return alive()
 
 
-def _interrupt(tmp: Path, url: str, store: Store, signum: int, *, group: bool) -> int:
-    """Start the sweep, signal it once a trial more than before has finished and another runs; check what it left.
-    Returns how many trials are finished."""
-    before = sum(_counts(store).get(s, 0) for s in FINISHED)
+def _finished(store: Store) -> int:
+    return sum(_counts(store).get(s, 0) for s in FINISHED)
+
+
+def _interrupt(tmp: Path, url: str, store: Store, signum: int, *, group: bool) -> None:
+    """Start the sweep, signal it once a trial more than before has finished and another runs; check what it left."""
+    before = _finished(store)
     proc = _start(tmp, url)
-    wait_for(lambda: sum(_counts(store).get(s, 0) for s in FINISHED) > before and _counts(store).get("running", 0),
-              300, "a trial finished and one running")
+    wait_for(lambda: _finished(store) > before and _counts(store).get("running", 0),
+             300, "a trial finished and one running")
     ray_procs = _descendants(proc.pid)
     assert ray_procs  # Ray runs in the driver's process tree
     if group:  # a terminal's Ctrl-C: the whole foreground process group
@@ -171,38 +175,59 @@ def _interrupt(tmp: Path, url: str, store: Store, signum: int, *, group: bool) -
     assert store.get_sweep("long").status == "interrupted"
     assert not list((tmp / "ray").glob(SCRATCH_PREFIX + "*"))
     assert not _gone(ray_procs, 10), "Ray's processes outlived the driver"
-    return finished
 
 
-def _interrupted_then_finished(tmp_path: Path, url: str, signals: list[tuple[int, bool]]) -> None:
-    """Interrupt the sweep with each of `signals` (signal, to the whole group) in turn, then rerun it to the end."""
-    (tmp_path / "long.yaml").write_text(RECIPE)
-    store = Store.open(url)
-    for signum, group in signals:
-        _interrupt(tmp_path, url, store, signum, group=group)
+def _sigkill(tmp: Path, url: str, store: Store) -> None:
+    """Start the sweep and SIGKILL the driver once a trial more than before has finished and another runs: it
+    cleans nothing up, as after a power cut."""
+    before = _finished(store)
+    # No pipes: the processes of the driver's Ray, orphaned, would hold them open.
+    proc = _start(tmp, url, output=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _finished(store) > before and _counts(store).get("running", 0), 300,
+                 "a trial finished and one running")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    counts = _counts(store)
+    assert counts.get("running", 0) >= 1 and counts.get("pending", 0) >= 1, counts
+    assert list((tmp / "ray").glob(SCRATCH_PREFIX + "*"))  # a killed driver cannot remove its scratch folder
+
+
+def _rerun_finishes(tmp_path: Path, url: str, store: Store, *, after_sigkill: bool = False) -> None:
+    """The same command once more runs the sweep to the end: every trial finished once, every curve complete; the
+    trials finished before keep their results."""
     sweep = store.get_sweep("long")
     assert sweep is not None
     done_before = store.trials_frame(sweep.id).set_index("key")["finished_at"].dropna()
-
     proc = _start(tmp_path, url)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
+    if after_sigkill:
+        assert "were running when the last run stopped" in err, err[-3000:]
+    assert not list((tmp_path / "ray").glob(SCRATCH_PREFIX + "*"))  # also a dead driver's, removed
     trials = store.trials_frame(sweep.id).set_index("key")
     assert len(trials) == 8 and set(trials["status"]) <= set(FINISHED), trials["status"]
     assert (trials.loc[done_before.index, "finished_at"] == done_before).all()  # finished trials were not run again
     val = store.curves_frame(sweep.id).query("name == 'val_loss'")
-    assert not val.duplicated(["key", "step"]).any()
+    assert not val.duplicated(["key", "step"]).any()  # partial curves of killed trials replaced, not appended to
     completed = trials.index[trials["status"] == "completed"]
     assert (val.groupby("key").size().loc[completed] == 25).all()  # 500 steps, an evaluation every 20
     assert store.get_sweep("long").status == "done"
 
 
+# One sweep through every way a run stops on SQLite, each stop checked as it happens and the next run resuming:
+# Ctrl-C to the whole process group, SIGTERM to the driver alone (the count of trials "in this run" when some
+# finished before it), SIGKILL of the driver (no clean-up at all: trials left running, its scratch folder left), then
+# the rerun that finishes it.
 @pytest.mark.slow
-def test_sigint_then_sigterm_leave_the_sweep_interrupted_and_the_rerun_finishes_it(sqlite_url: str,
-                                                                                   tmp_path: Path) -> None:
-    # Ctrl-C to the whole process group, then a second run stopped by SIGTERM to the driver alone (the count of
-    # trials "in this run" when some finished before it), then the rerun.
-    _interrupted_then_finished(tmp_path, sqlite_url, [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_sigint_sigterm_and_sigkill_then_the_rerun_finishes_the_sweep(sqlite_url: str, tmp_path: Path) -> None:
+    (tmp_path / "long.yaml").write_text(RECIPE)
+    store = Store.open(sqlite_url)
+    _interrupt(tmp_path, sqlite_url, store, signal.SIGINT, group=True)
+    _interrupt(tmp_path, sqlite_url, store, signal.SIGTERM, group=False)
+    _sigkill(tmp_path, sqlite_url, store)
+    _rerun_finishes(tmp_path, sqlite_url, store, after_sigkill=True)
 
 
 # On PostgreSQL one interrupt, then the rerun: what the store does (running trials back to pending, the sweep marked
@@ -211,4 +236,7 @@ def test_sigint_then_sigterm_leave_the_sweep_interrupted_and_the_rerun_finishes_
 @pytest.mark.postgres
 def test_sigterm_leaves_a_postgresql_sweep_interrupted_and_the_rerun_finishes_it(pg_url: str,
                                                                                  tmp_path: Path) -> None:
-    _interrupted_then_finished(tmp_path, pg_url, [(signal.SIGTERM, False)])
+    (tmp_path / "long.yaml").write_text(RECIPE)
+    store = Store.open(pg_url)
+    _interrupt(tmp_path, pg_url, store, signal.SIGTERM, group=False)
+    _rerun_finishes(tmp_path, pg_url, store)

@@ -1,4 +1,5 @@
-"""Nothing lost: a killed sweep resumes, a trial that raises is stored as failed, one whose process dies runs again."""
+"""Nothing lost: a trial that raises is stored as failed, one whose process dies runs again, one whose process always
+dies stays pending (a killed sweep resuming: tests/test_interrupts.py)."""
 
 from __future__ import annotations
 
@@ -29,53 +30,8 @@ def cli(args: list[str], tmp: Path, db: Path) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=900)
 
 
-def statuses(db: Path) -> dict[str, int]:
-    if not db.exists():
-        return {}
-    try:
-        with sqlite3.connect(db, timeout=5) as c:
-            return dict(c.execute("SELECT status, count(*) FROM trials GROUP BY status").fetchall())
-    except sqlite3.OperationalError:  # schema not made yet
-        return {}
-
-
-
-@pytest.mark.slow
-def test_sigkill_mid_sweep_then_the_same_command_completes_it(tmp_path: Path) -> None:
-    db = tmp_path / "mt.db"
-    (tmp_path / "long.yaml").write_text(SLOW_RECIPE)
-    proc = subprocess.Popen([sys.executable, "-m", "mutransfer.cli", "sweep", "long.yaml", "-q"], cwd=tmp_path,
-                            env=env_for(tmp_path, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: statuses(db).get("completed", 0) + statuses(db).get("diverged", 0) >= 2
-                 and statuses(db).get("running", 0) >= 1, 300, "two finished trials and one running")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    before = statuses(db)
-    assert before.get("running", 0) >= 1 and before.get("pending", 0) >= 1, before
-    assert list((tmp_path / "ray").glob("mutransfer-ray-*"))  # a killed driver cannot remove its scratch folder
-    with sqlite3.connect(db) as c:
-        done_before = dict(c.execute("SELECT key, finished_at FROM trials WHERE status IN ('completed', 'diverged')"))
-
-    res = cli(["sweep", "long.yaml", "-q"], tmp_path, db)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "were running when the last run stopped" in res.stderr
-    assert not list((tmp_path / "ray").glob("mutransfer-ray-*"))  # the rerun removed the dead driver's
-    after = statuses(db)
-    assert sum(after.values()) == 8 and set(after) <= {"completed", "diverged"}, after
-    with sqlite3.connect(db) as c:
-        done_after = dict(c.execute("SELECT key, finished_at FROM trials"))
-        # Finished trials were not run again: same finish time.
-        assert all(done_after[k] == t for k, t in done_before.items())
-        # No curve point stored twice (the killed trials' partial curves were replaced, not appended to).
-        dup = c.execute("SELECT count(*) FROM (SELECT trial_id, step, name, count(*) AS n FROM metric_points "
-                        "GROUP BY trial_id, step, name HAVING n > 1)").fetchone()[0]
-        assert dup == 0
-        per_trial = c.execute("SELECT count(DISTINCT step) FROM metric_points p JOIN trials t ON t.id = p.trial_id "
-                              "WHERE t.status = 'completed' GROUP BY trial_id").fetchall()
-        assert {n for (n,) in per_trial} == {25}
-        assert c.execute("SELECT status FROM sweeps").fetchone()[0] == "done"
+# A driver killed with SIGKILL mid-sweep, then the same command completing it: tests/test_interrupts.py, in the one
+# sweep that goes through every way a run stops.
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_transfer_mup_vs_sp import run, sweep_and_fit
+from cli_here import cli
+from test_transfer_mup_vs_sp import sweep_and_fit
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def test_llama_width_slope_is_flat_under_mup_and_negative_under_sp(tmp_path: Pat
     from mutransfer import runtime
     from mutransfer.hf_llama import llama_classes
 
-    res = run(["export", "llama-width", "--parametrization", "mup", "--format", "hf", "-o", "hf", "--allow-extrapolation"],
+    res = cli(["export", "llama-width", "--parametrization", "mup", "--format", "hf", "-o", "hf", "--allow-extrapolation"],
               tmp_path, db)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -66,6 +67,6 @@ def test_llama_width_slope_is_flat_under_mup_and_negative_under_sp(tmp_path: Pat
     runtime.prepare(model, tmp_path / "hf")
     opt = runtime.hf_optimizer(model, tmp_path / "hf")
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-    res = run(["export", "llama-width", "--parametrization", "mup", "--format", "nanogpt", "--allow-extrapolation"], tmp_path,
+    res = cli(["export", "llama-width", "--parametrization", "mup", "--format", "nanogpt", "--allow-extrapolation"], tmp_path,
               db)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "use hf, yaml or json" in res.stderr
