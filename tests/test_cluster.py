@@ -101,7 +101,9 @@ def test_fractional_gpus_pack_four_trials_per_gpu(cluster: Cluster, tmp_path: Pa
 
     # The GPU is what limits concurrency: 0.125 CPU per trial would allow 8 on node B's one CPU (node A has no GPU:
     # it runs none of them).
-    (tmp_path / "frac.yaml").write_text(RECIPE.format(name="frac", steps=200, samples=4,
+    # 1000 steps: a trial must outlast the start of the other three workers on node B's one CPU (at 200 steps, on a
+    # fast machine, the first finished before the fourth started).
+    (tmp_path / "frac.yaml").write_text(RECIPE.format(name="frac", steps=1000, samples=4,
                                                       resources="{cpus: 0.125, gpus: 0.25}"))
     db = f"sqlite:///{tmp_path / 'mt.db'}"
     res = run(["sweep", "frac.yaml", "--address", cluster.address, "-q", "--skip-check"], tmp_path, db,
