@@ -9,9 +9,10 @@ that each of `--replicates` sweeps per budget costs a fit, not a training run.
 
 - **Real**: bench/transfer_real.py's task (the built-in µP GPT, chars of this Python's standard library, widths
   32/64/128, 200 AdamW steps, cosine). Its proxies are trained once on a grid of learning rates a quarter octave
-  apart over the recipe's range, one seed as a sweep with one repeat has (the pool, cached under
-  bench/.compute_to_answer/). A replayed sweep draws its learning rates as the recipe would (log-uniform, the same
-  draws at every width), and each draw takes the curve of the nearest grid value (at most 1/8 octave away). The
+  apart over the recipe's range, for each of three seeds (the pool, cached under bench/.compute_to_answer/). A
+  replayed sweep trains with one of the seeds, as a sweep with one repeat has one; it draws its learning rates as
+  the recipe would (the same draws at every width), and each draw takes the curve of the nearest grid value (at
+  most 1/8 octave away). The
   direct optimum at width 512 is the one bench/transfer_real.py measured (a quadratic plus per-seed levels through
   its 14 width-512 runs; training there is deterministic for a given lr and seed).
 - **Synthetic**: the fit's calibration bowl (mutransfer.testing.synthetic) with learning curves: a run's excess
@@ -77,13 +78,18 @@ def recipe_path() -> Path:
     return p
 
 
+POOL_SEEDS = (0, 1, 2)  # the pool's training seeds: a replayed sweep draws one of them, as a sweep has one seed
+
+
 def train_pool(workers: int) -> dict[int, dict[str, Any]]:
-    """The real task's pool: every grid learning rate at every proxy width, one seed (0: a sweep's first repeat),
-    with its curve; cached per width (bench/.compute_to_answer/pool-w{width}.json)."""
+    """The real task's pool: every grid learning rate at every proxy width, for each of POOL_SEEDS, with its curve;
+    cached per width (bench/.compute_to_answer/pool-w{width}.json: a seed added trains only its own runs)."""
     pool: dict[int, dict[str, Any]] = {}
-    for width in WIDTHS:  # the narrow ones first: a partial pool is still a pool of whole widths
-        pool[width] = _common.train_at_width([("mup", {"lr": lr}) for lr in grid()], recipe=recipe_path(), width=width,
-                                             seeds=(0,), runs_path=WORK / f"pool-w{width}.json", workers=workers)
+    for seed in POOL_SEEDS:  # seed by seed: a partial pool is still a pool of whole seeds
+        for width in WIDTHS:
+            pool[width] = _common.train_at_width([("mup", {"lr": lr}) for lr in grid()], recipe=recipe_path(),
+                                                 width=width, seeds=(seed,), runs_path=WORK / f"pool-w{width}.json",
+                                                 workers=workers)
     return pool
 
 

@@ -28,22 +28,29 @@ from ray.tune.schedulers import TrialScheduler
 
 from mutransfer.fit.stopped import stopped_floors
 from mutransfer.fit.sweep import fit_sweep, joint_optima
-from mutransfer.plan import TrialSpec, plan, refine_specs
+from mutransfer.plan import TrialSpec, plan, point_costs, refine_specs
 from mutransfer.recipe import EarlyStop, Recipe, parse_recipe
 from mutransfer.stopping import ByScalePoint
 from mutransfer.testing.synthetic import CLIFF, LEVEL, bowl
 
+REFINE_SPAN = 0.15  # of the 10-octave range: within 1.5 octaves of the optimum
 # The strategies: ASHA with its first rung at a quarter of the run (Ray Tune's usual shape) and at half of it; a
 # refine round of as many draws as the first; the half-run ASHA and a refine round together.
 ASHA_QUARTER = {"method": "asha", "grace_steps": 50, "reduction_factor": 3}
 ASHA_HALF = {"method": "asha", "grace_steps": 100, "reduction_factor": 3}
-STRATEGY = {"random": (None, False), "asha-1/4": (ASHA_QUARTER, False), "asha-1/2": (ASHA_HALF, False),
-            "refine": (None, True), "asha-1/2+refine": (ASHA_HALF, True)}
+# Each: (search.early_stop, the refine round, search.sampler). A refine round is (rounds, its samples as a share
+# of the first round's, span, allocate); True is one round of as many draws, span REFINE_SPAN, allocate even.
+# latin+refine-by-cost: a Latin first round, then one round of twice as many draws at width 32, and at 64 and 128
+# as many as the same compute buys there (refine.allocate: by_cost: 2n x 1 / 3.2 and 2n x 1 / 11 rounded down).
+STRATEGY = {"random": (None, False, "random"), "asha-1/4": (ASHA_QUARTER, False, "random"),
+            "asha-1/2": (ASHA_HALF, False, "random"), "refine": (None, True, "random"),
+            "asha-1/2+refine": (ASHA_HALF, True, "random"), "latin": (None, False, "latin"),
+            "latin+refine-by-cost": (None, (1, 2.0, REFINE_SPAN, "by_cost"), "latin")}
 STRATEGIES = tuple(STRATEGY)
-REFINE_SPAN = 0.15  # of the 10-octave range: within 1.5 octaves of the optimum
 N_BOOT = 50  # bootstrap replicates per fit: the point estimate and the slope's selection, not the intervals
 BUDGETS = {"random": (4, 6, 8, 12, 16, 24), "asha-1/4": (6, 8, 12, 16, 24), "asha-1/2": (6, 8, 12, 16, 24),
-           "refine": (3, 4, 6, 8, 12), "asha-1/2+refine": (4, 6, 8, 12)}
+           "refine": (3, 4, 6, 8, 12), "asha-1/2+refine": (4, 6, 8, 12), "latin": (4, 6, 8, 12, 16),
+           "latin+refine-by-cost": (3, 4, 6, 8)}
 
 # The synthetic task's learning curves: excess over the final loss D·((T/t)^ALPHA - 1)·2^(-SPEED·z), z the
 # octaves above the optimum: larger learning rates are ahead early (the short-horizon bias), all end where the bowl
@@ -69,28 +76,36 @@ class Run:
 
 
 class RealSource:
-    """The pool: each width's grid of learning rates, trained once (bench/compute_to_answer.py train_pool)."""
+    """The pool: each width's grid of learning rates, trained once per seed (bench/compute_to_answer.py
+    train_pool). A replayed sweep trains with one seed, as a sweep does: `use(sweep)` picks it."""
 
     def __init__(self) -> None:
         self.grid = np.log2(np.array(grid()))
-        self.runs: dict[int, list[Run]] = {}
+        self.runs: dict[tuple[int, int], list[Run]] = {}  # (width, seed) -> a run per grid lr
         for w in WIDTHS:
             raw = json.loads((WORK / f"pool-w{w}.json").read_text())
-            by_lr = {round(math.log2(r["hp"]["lr"]), 6): r for r in raw.values()}
-            runs = []
-            for u in self.grid:
-                r = by_lr[round(float(u), 6)]
-                curve = [(int(p["step"]), float(p["val_loss"])) for p in r["curve"]]
-                done = curve[-1][0] if curve else 1
-                runs.append(Run(r["status"], r["metric"], curve, float(r["flops"]) / done, done))
-            self.runs[w] = runs
+            by = {(round(math.log2(r["hp"]["lr"]), 6), int(r["seed"])): r for r in raw.values()}
+            for seed in sorted({s for _, s in by}):
+                runs = []
+                for u in self.grid:
+                    r = by[(round(float(u), 6), seed)]
+                    curve = [(int(p["step"]), float(p["val_loss"])) for p in r["curve"]]
+                    done = curve[-1][0] if curve else 1
+                    runs.append(Run(r["status"], r["metric"], curve, float(r["flops"]) / done, done))
+                self.runs[(w, seed)] = runs
+        # Only the seeds trained at every width.
+        self.seeds = sorted(set.intersection(*({s for (w2, s) in self.runs if w2 == w} for w in WIDTHS)))
+        self.seed = self.seeds[0]
+
+    def use(self, sweep: int) -> None:
+        self.seed = self.seeds[sweep % len(self.seeds)]
 
     def truth(self) -> float:
         return math.log2(DIRECT_LR_512)
 
     def run(self, spec: TrialSpec, rng: np.random.Generator) -> Run:
         k = int(np.argmin(np.abs(self.grid - math.log2(spec.hparams["lr"]))))
-        return self.runs[spec.scale.width][k]
+        return self.runs[(spec.scale.width, self.seed)][k]
 
 
 class SyntheticSource:
@@ -98,6 +113,9 @@ class SyntheticSource:
 
     def __init__(self, flops_of: dict[int, float]) -> None:
         self.flops_of = flops_of
+
+    def use(self, sweep: int) -> None:
+        pass  # every sweep draws its own noise (the rng)
 
     def truth(self) -> float:
         return SYNTH_OPTIMUM
@@ -120,12 +138,13 @@ def _rows(spec: TrialSpec, run: Run, stop_at: int | None) -> tuple[dict[str, Any
     status = "stopped" if stop_at is not None else run.status
     metric = curve[-1][1] if stop_at is not None else run.metric
     reached = curve[-1][0] if curve else 0
+    flops = run.per_step * (reached if status == "stopped" else run.done)
     row = {"key": spec.key, "group": spec.group, "sample": spec.sample, "repeat": spec.repeat,
            "parametrization": spec.parametrization, **spec.scale.model_dump(), "steps_planned": spec.steps,
            "steps": reached, "status": status, "metric": metric, "role": "sweep", "round": spec.round,
-           "hp.lr": spec.hparams["lr"]}
+           "hp.lr": spec.hparams["lr"], "flops": flops}
     points = [{"key": spec.key, "step": t, "name": "val_loss", "value": v} for t, v in curve]
-    return row, points, run.per_step * (reached if status == "stopped" else run.done)
+    return row, points, flops
 
 
 def _train(specs: Sequence[TrialSpec], source: Any, rng: np.random.Generator, early_stop: EarlyStop | None,
@@ -164,14 +183,17 @@ def _frame(rows: list[dict], points: list[dict]) -> tuple[pd.DataFrame, pd.DataF
 def replay(task: str, strategy: str, n: int, rep: int) -> tuple[float, float, float]:
     """One replayed sweep: (error of the transferred lr in octaves, its FLOPs, fit seconds)."""
     source = _SOURCES[task]
+    source.use(rep)
     base = parse_recipe(RECIPE)
-    search = {**base.search.model_dump(), "samples": n, "seed": 1 + rep}
-    stop, refine = STRATEGY[strategy]
+    stop, refine, sampler = STRATEGY[strategy]
+    search = {**base.search.model_dump(), "samples": n, "seed": 1 + rep, "sampler": sampler}
     es = EarlyStop(**stop) if stop is not None else None
     if stop is not None:
         search["early_stop"] = stop
     if refine:
-        search["refine"] = {"rounds": 1, "samples": n, "span": REFINE_SPAN}
+        rounds, share, span, allocate = refine if isinstance(refine, tuple) else (1, 1.0, REFINE_SPAN, "even")
+        search["refine"] = {"rounds": rounds, "samples": max(1, math.ceil(share * n)), "span": span,
+                            "allocate": allocate}
     recipe = Recipe.model_validate({**base.model_dump(), "search": search})
     rng = np.random.default_rng([rep, n, STRATEGIES.index(strategy)])
     rows, points, flops = _train(plan(recipe), source, rng, es, {})
@@ -182,9 +204,13 @@ def replay(task: str, strategy: str, n: int, rep: int) -> tuple[float, float, fl
         history: dict[str, list[list[tuple[int, float]]]] = {}
         for key, c in curves.groupby("key", sort=False):
             history.setdefault(str(key).rsplit("/", 1)[0], []).append(list(zip(c["step"], c["value"], strict=True)))
-        more = refine_specs(recipe, 1, centres)
-        r2, p2, f2 = _train(more, source, rng, es, history)
-        rows, points, flops = rows + r2, points + p2, flops + f2
+        for k in range(1, recipe.search.refine.rounds + 1):
+            if k > 1:
+                frame, curves = _frame(rows, points)
+                centres = joint_optima(frame, recipe, n_boot=N_BOOT)
+            more = refine_specs(recipe, k, centres, point_costs(frame))
+            r2, p2, f2 = _train(more, source, rng, es, history)
+            rows, points, flops = rows + r2, points + p2, flops + f2
     frame, _ = _frame(rows, points)
     fit = fit_sweep(frame, recipe, n_boot=N_BOOT)
     value = next((x.value for x in fit.transfers if x.hparam == "lr" and x.parametrization == "mup"), None)
@@ -237,6 +263,16 @@ def _p(errs: Sequence[float], q: float = QUANTILE) -> float:
     return float(np.quantile(np.where(np.isfinite(e), e, 1e9), q))
 
 
+def _p_interval(errs: np.ndarray, level: float = 0.9, n_boot: int = 2000) -> tuple[float, float]:
+    """A bootstrap interval (over the replayed sweeps) of the p90 itself: how far another set of sweeps could
+    put it, which decides whether a budget counts as reaching the answer."""
+    rng = np.random.default_rng(0)
+    e = np.where(np.isfinite(errs), errs, 1e9)
+    qs = np.quantile(e[rng.integers(0, len(e), (n_boot, len(e)))], QUANTILE, axis=1)
+    lo, hi = np.quantile(qs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def _answer(flops: dict[int, float], errs: dict[int, list[float]]) -> tuple[float | None, int | None]:
     """The cheapest budget whose p90 error is within TOLERANCE (and every larger budget's too), and its FLOPs."""
     ok = [n for n in sorted(errs) if all(_p(errs[m]) <= TOLERANCE for m in errs if m >= n)]
@@ -271,11 +307,16 @@ def _width_flops(width: int) -> float:
 
 
 def _report(args: Any, results: dict, tasks: dict[str, Any], wall: float) -> str:
-    lines = [f"{args.replicates} replayed sweeps per strategy and budget (n: draws per width in the first round; a "
-             f"refine round adds n more); error: |log2(transferred lr) - log2(direct optimum at width "
-             f"{TARGET_WIDTH})|; the answer: p{int(QUANTILE * 100)} error within {TOLERANCE} octave. "
-             f"ASHA (reduction factor 3): first rung at step 50 (asha-1/4) or 100 (asha-1/2) of 200; refine: one "
-             f"round, span {REFINE_SPAN}. Wall {wall:.0f} s.", ""]
+    lines = [f"{args.replicates} replayed sweeps per strategy and budget (n: draws per width in the first round); "
+             f"error: |log2(transferred lr) - log2(direct optimum at width {TARGET_WIDTH})|; the answer: "
+             f"p{int(QUANTILE * 100)} error within {TOLERANCE} octave (its 90% interval: a bootstrap over the "
+             f"sweeps). ASHA (reduction factor 3): first rung at step 50 (asha-1/4) or 100 (asha-1/2) of 200. "
+             f"refine: one round of n more draws at every width, span {REFINE_SPAN}. latin: search.sampler: latin "
+             f"(one draw in each of n strata of the range). latin+refine-by-cost: a latin first round, then one "
+             f"round (span {REFINE_SPAN}, refine.allocate: by_cost) of 2n draws at width 32 and, at 64 and 128, as "
+             f"many as the same FLOPs buy there (2n / 3.2 and 2n / 11, rounded down). The real task's pool has "
+             f"seeds {', '.join(map(str, getattr(tasks.get('real'), 'seeds', [])))}: each replayed sweep trains "
+             f"with one. Wall {wall:.0f} s.", ""]
     target = target_trial_flops()
     n_direct = direct_draws()
     for task in tasks:
@@ -287,9 +328,10 @@ def _report(args: Any, results: dict, tasks: dict[str, Any], wall: float) -> str
             answers[s] = _answer(flops, errs)
             for n in BUDGETS[s]:
                 e = np.array(errs[n])
-                shown = [f"{q:.2f}" if q < 1e8 else "none" for q in (_p(e, 0.5), _p(e))]
-                rows.append([s, n, f"{flops[n]:.3g}", *shown, f"{np.mean(e <= TOLERANCE):.0%}"])
-        lines += [f"### {task}", "", table(["strategy", "n", "FLOPs (mean)", "median error", f"p{int(QUANTILE * 100)}",
+                shown = [f"{q:.2f}" if q < 1e8 else "none" for q in (_p(e, 0.5), _p(e), *_p_interval(e))]
+                rows.append([s, n, f"{flops[n]:.3g}", shown[0], f"{shown[1]} [{shown[2]}, {shown[3]}]",
+                             f"{np.mean(e <= TOLERANCE):.0%}"])
+        lines += [f"### {task}", "", table(["strategy", "n", "FLOPs (mean)", "median error", f"p{int(QUANTILE * 100)} [90% CI]",
                                                f"within {TOLERANCE}"], rows), ""]
         base = answers["random"][0]
         summary = []

@@ -50,15 +50,44 @@ def sample(dist: Dist, rng: random.Random) -> Any:
     raise TypeError(dist)
 
 
+def latin(n: int, rng: random.Random) -> list[float]:
+    """`n` points in [0, 1), one in each of n equal strata, in random order: one axis of a Latin hypercube."""
+    strata = rng.sample(range(n), n)
+    return [(k + rng.random()) / n for k in strata]
+
+
+def _spread(values: list[Any], n: int, rng: random.Random) -> list[Any]:
+    """`n` draws of `values`, each as often as n allows (counts differ by at most one), in random order."""
+    order = rng.sample(values, len(values))
+    out = [order[i % len(order)] for i in range(n)]
+    rng.shuffle(out)
+    return out
+
+
+def _at(dist: Dist, u: float) -> float:
+    """The value at share `u` of a numeric distribution's range, in its fit coordinate (log for a loguniform one)."""
+    if isinstance(dist, LogUniform):
+        lo, hi = dist.loguniform
+        return math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    assert isinstance(dist, Uniform)
+    lo, hi = dist.uniform
+    return lo + u * (hi - lo)
+
+
 def sample_configs(recipe: Recipe) -> list[dict[str, Any]]:
-    """`search.samples` configurations drawn from the space with the recipe's seed.
+    """`search.samples` configurations drawn from the space with the recipe's seed: independently, or as a Latin
+    hypercube (`search.sampler: latin`).
 
     The same draws serve every scale point: comparing optima across widths on the same hyperparameter values
     (common random numbers) removes the sampling noise from the comparison the fit cares about.
     """
     rng = random.Random(recipe.search.seed)
-    space = recipe.search.space
-    return [{name: sample(space[name], rng) for name in sorted(space)} for _ in range(recipe.search.samples)]
+    space, n = recipe.search.space, recipe.search.samples
+    if recipe.search.sampler == "random":
+        return [{name: sample(space[name], rng) for name in sorted(space)} for _ in range(n)]
+    columns = {name: _spread(d.choice, n, rng) if isinstance(d, Choice) else [_at(d, u) for u in latin(n, rng)]
+               for name, d in sorted(space.items())}
+    return [{name: col[i] for name, col in columns.items()} for i in range(n)]
 
 
 def groups(recipe: Recipe) -> list[tuple[str, Scale]]:
@@ -115,31 +144,65 @@ def _coord(dist: Dist) -> tuple[float, float]:
 
 def refine_draws(recipe: Recipe, round: int) -> list[dict[str, Any]]:
     """Refine round `round`'s draws, deterministic from the recipe's seed and the round: an offset in [-1, 1] per
-    numeric hyperparameter (where in the window around the optimum), a value per choice one (drawn as in round 0).
+    numeric hyperparameter (where in the window around the optimum), a value per choice one; stratified as round 0's
+    under `search.sampler: latin`.
     The same draws serve every scale point and parametrization (common random numbers, as in sample_configs)."""
     assert recipe.search.refine is not None
     rng = random.Random(f"{recipe.search.seed}/refine/{round}")
-    space = recipe.search.space
-    return [{name: rng.choice(space[name].choice) if isinstance(space[name], Choice) else rng.uniform(-1.0, 1.0)
-             for name in sorted(space)} for _ in range(recipe.search.refine.samples)]
+    space, n = recipe.search.space, recipe.search.refine.samples
+    if recipe.search.sampler == "random":
+        return [{name: rng.choice(space[name].choice) if isinstance(space[name], Choice) else rng.uniform(-1.0, 1.0)
+                 for name in sorted(space)} for _ in range(n)]
+    columns = {name: _spread(d.choice, n, rng) if isinstance(d, Choice) else [2.0 * u - 1.0 for u in latin(n, rng)]
+               for name, d in sorted(space.items())}
+    return [{name: col[i] for name, col in columns.items()} for i in range(n)]
 
 
-def refine_specs(recipe: Recipe, round: int, centres: Centres) -> list[TrialSpec]:
-    """The trials of refine round `round` (1-based): refine.samples draws per scale point in a window of half-width
+def point_costs(trials: Any) -> dict[str, float]:
+    """Each scale point's cost (group -> the median training FLOPs of its completed trials), from a trials frame
+    as Store.trials_frame has it (group, status, flops): what refine.allocate: by_cost weighs points by."""
+    done = trials[(trials["status"] == "completed") & (trials["flops"] > 0)]
+    return {str(g): float(v) for g, v in done.groupby("group")["flops"].median().items()}
+
+
+def refine_counts(recipe: Recipe, costs: dict[str, float] | None = None) -> dict[str, int]:
+    """How many of a round's draws each scale point (group) takes: refine.samples everywhere (`even`), or under
+    `by_cost` as many as the cheapest point's compute buys at its `costs` (rounded down; a point of unknown cost
+    takes them all, as under `even`)."""
+    rf = recipe.search.refine
+    assert rf is not None
+    names = {p: [f"{p}/{s.tag()}" for q, s in groups(recipe) if q == p] for p in recipe.model.parametrizations}
+    out = {}
+    for gs in names.values():
+        known = [costs[g] for g in gs if costs and costs.get(g, 0) > 0]
+        for g in gs:
+            if rf.allocate == "even" or not known or not costs or costs.get(g, 0) <= 0:
+                out[g] = rf.samples
+            else:
+                out[g] = math.floor(rf.samples * min(known) / costs[g] + 1e-9)
+    return out
+
+
+def refine_specs(recipe: Recipe, round: int, centres: Centres, costs: dict[str, float] | None = None
+                 ) -> list[TrialSpec]:
+    """The trials of refine round `round` (1-based): refine.samples draws per scale point (fewer at the costlier
+    points under refine.allocate: by_cost, which reads `costs`, see refine_counts) in a window of half-width
     refine.span x the searched range (fit coordinate) around each point's optimum in `centres`, the window moved
     inside the range where the optimum lies near an edge. A point or parametrization without a centre (nothing
-    fitted there) gets none. Same recipe and centres, same trials (keys, values and order)."""
+    fitted there) gets none. Same recipe, centres and costs, same trials (keys, values and order); a point that
+    takes m draws takes the round's first m."""
     rf = recipe.search.refine
     assert rf is not None and round >= 1
     space = recipe.search.space
     draws = refine_draws(recipe, round)
+    counts = refine_counts(recipe, costs)
     first = recipe.search.samples + (round - 1) * rf.samples  # sample indices go on after the earlier rounds'
     specs = []
     for p, scale in groups(recipe):
         centre = centres.get(p, {}).get(scale)
         if centre is None:
             continue
-        for i, draw in enumerate(draws):
+        for i, draw in enumerate(draws[: counts[f"{p}/{scale.tag()}"]]):
             hparams: dict[str, Any] = {}
             for name in sorted(space):
                 dist = space[name]
@@ -157,7 +220,7 @@ def refine_specs(recipe: Recipe, round: int, centres: Centres) -> list[TrialSpec
 
 
 def refine_total(recipe: Recipe) -> int:
-    """How many trials the refine rounds add, every point centred."""
+    """How many trials the refine rounds add, every point centred: at most this many under allocate: by_cost."""
     rf = recipe.search.refine
     if rf is None:
         return 0

@@ -26,7 +26,7 @@ from ray import tune
 from mutransfer.callbacks import LOST, Progress, ProgressCallback, StoreCallback, TrialMap
 from mutransfer.errors import MutransferError, option
 from mutransfer.interruption import Interrupted, as_interrupted, handlers_kept, interruptible
-from mutransfer.plan import TrialSpec, groups, plan, refine_specs, refine_total, spec_for
+from mutransfer.plan import TrialSpec, groups, plan, point_costs, refine_specs, refine_total, spec_for
 from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir, stop_ray
 from mutransfer.recipe import Choice, EarlyStop, LogUniform, Recipe, Uniform
 from mutransfer.storage import (
@@ -120,7 +120,7 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
                     break
                 more = refine_round(recipe, store, sweep.id, k)
                 if not more:
-                    break
+                    break  # nothing to centre on (said in a warning): the sweep ends here
                 specs = specs + more
                 if _unfinished(store, sweep.id, more):
                     store.set_sweep_status(sweep.id, "running")
@@ -133,9 +133,11 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
             ran += e.ran if isinstance(e, Interrupted) else 0
             raise as_interrupted(e, f"sweep {name!r} (id {sweep.id}) stopped with {done} of {total} trials "
                                     f"finished, {ran} of them in this run", ran) from None
+        # Every trial planned so far finished: the rounds either all ran or one had nothing to centre on (a round
+        # breaks early only on unfinished trials). The refine rounds may plan fewer than `total` (allocate: by_cost).
         left = len(_unfinished(store, sweep.id, specs))
-        store.set_sweep_status(sweep.id, "done" if left == 0 and len(specs) >= total else "interrupted")
-    return _summary(store, sweep.id, name, total, ran, t0)
+        store.set_sweep_status(sweep.id, "done" if left == 0 else "interrupted")
+    return _summary(store, sweep.id, name, total if left else len(specs), ran, t0)
 
 
 def refine_round(recipe: Recipe, store: Store, sweep_id: int, k: int) -> list[TrialSpec]:
@@ -155,7 +157,7 @@ def refine_round(recipe: Recipe, store: Store, sweep_id: int, k: int) -> list[Tr
     frame = fit_frame(store, sweep_id, recipe.train.metric)
     frame = frame[(frame["role"] == "sweep") & (frame["round"] < k)]
     centres = joint_optima(frame, recipe) if (frame["status"] == "completed").any() else {}
-    specs = refine_specs(recipe, k, centres)
+    specs = refine_specs(recipe, k, centres, point_costs(frame) if len(frame) else {})
     if not specs:
         log.warning("refine round %d: no parametrization has a fitted optimum to centre on (no completed trial "
                     "with a varied hyperparameter): the sweep ends after round %d", k, k - 1)

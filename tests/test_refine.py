@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mutransfer.plan import plan, refine_draws, refine_specs, refine_total
+from mutransfer.plan import plan, point_costs, refine_counts, refine_draws, refine_specs, refine_total
 from mutransfer.recipe import RecipeError, Scale, parse_recipe
 from mutransfer.storage import Store, TrialRecord
 from mutransfer.sweep import refine_round
@@ -117,3 +117,102 @@ def test_a_sweep_plans_its_refine_round_around_the_fitted_optimum_and_reads_it_b
         assert all(math.isclose(a.hparams["lr"], b.hparams["lr"]) for a, b in zip(stored, planned, strict=True))
         frame = store.trials_frame(sweep.id)
         assert sorted(frame["round"].unique()) == [0, 1]
+
+
+# search.sampler: latin, and refine.allocate: by_cost.
+
+def test_a_latin_first_round_puts_one_draw_in_each_stratum_and_choices_evenly() -> None:
+    space = {"lr": {"loguniform": [1e-4, 1.0]}, "init_std": {"uniform": [0.5, 2.0]},
+             "output_mult": {"choice": [1.0, 2.0, 4.0]}}
+    r = parse_recipe(mlp_recipe(search__sampler="latin", search__samples=7, search__space=space))
+    configs = [s.hparams for s in plan(r) if s.group == plan(r)[0].group]
+    for name, lo, hi, coord in (("lr", -4 * math.log2(10), 0.0, math.log2), ("init_std", 0.5, 2.0, float)):
+        strata = sorted(int((coord(c[name]) - lo) / (hi - lo) * 7) for c in configs)
+        assert strata == list(range(7)), (name, strata)
+    counts = np.unique([c["output_mult"] for c in configs], return_counts=True)[1]
+    assert len(counts) == 3 and counts.max() - counts.min() <= 1
+    # Deterministic from the seed; the same draws at every scale point; independent draws cluster more.
+    assert [s.hparams for s in plan(r)] == [s.hparams for s in plan(r)]
+    assert {tuple(sorted(s.hparams.items())) for s in plan(r)} == {tuple(sorted(c.items())) for c in configs}
+    gaps = []
+    for sampler in ("random", "latin"):
+        for seed in range(40):
+            u = np.sort([math.log2(s.hparams["lr"]) for s in plan(parse_recipe(mlp_recipe(
+                search__sampler=sampler, search__samples=6, search__seed=seed))) if s.scale.width == 32])
+            gaps.append((sampler, np.diff(np.r_[-4 * math.log2(10), u, 0.0]).max()))
+    widest = {s: max(g for t, g in gaps if t == s) for s in ("random", "latin")}
+    assert widest["latin"] <= 2 * 4 * math.log2(10) / 6 + 1e-9 < widest["random"]
+
+
+def test_a_latin_refine_round_spreads_its_offsets_over_the_window() -> None:
+    r = recipe(search__sampler="latin", search__refine={"samples": 8, "span": 0.1})
+    offsets = sorted(d["lr"] for d in refine_draws(r, 1))
+    assert [int((x + 1) / 2 * 8) for x in offsets] == list(range(8))
+
+
+def test_sampler_random_is_the_default_and_keeps_the_hash_and_optuna_refuses_latin() -> None:
+    assert parse_recipe(tiny_sweep_recipe(search__sampler="random")).hash() == parse_recipe(tiny_sweep_recipe()).hash()
+    assert parse_recipe(tiny_sweep_recipe(search__refine={"samples": 3, "allocate": "even"})).hash() == \
+        parse_recipe(tiny_sweep_recipe(search__refine={"samples": 3})).hash()
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(tiny_sweep_recipe(search__method="optuna", search__sampler="latin"))
+    assert str(e.value).startswith("recipe: search.sampler: latin") and "\n" not in str(e.value)
+
+
+def test_by_cost_gives_each_point_the_draws_the_cheapest_points_compute_buys() -> None:
+    r = recipe(search__refine={"samples": 8, "span": 0.1, "allocate": "by_cost"})
+    groups = [f"mup/{s.tag()}" for s in r.scales.points()]  # widths 32, 64, 128, 256
+    costs = dict(zip(groups, (1.0, 3.2, 11.2, 40.0), strict=True))
+    assert list(refine_counts(r, costs).values()) == [8, 2, 0, 0]
+    assert refine_counts(r, {groups[0]: 1.0, groups[1]: 2.0}) == dict(zip(groups, (8, 4, 8, 8), strict=True))
+    assert set(refine_counts(r, None).values()) == {8}  # nothing measured yet: as even
+    even = recipe(search__refine={"samples": 8, "span": 0.1})
+    assert set(refine_counts(even, costs).values()) == {8}
+    # Each point takes the round's first draws: the same keys and values as the even round's.
+    c = centres_at(r, -7.0)
+    by_cost, all_ = refine_specs(r, 1, c, costs), refine_specs(even, 1, c)
+    assert [s.key for s in by_cost] == [s.key for s in all_ if s.group == groups[0]] + \
+        [s.key for s in all_ if s.group == groups[1]][:2]
+    assert {s.key: s.hparams for s in by_cost}.items() <= {s.key: s.hparams for s in all_}.items()
+
+
+def test_point_costs_are_the_median_flops_of_completed_trials() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"group": ["a", "a", "a", "b", "b"], "status": ["completed", "completed", "stopped",
+                                                                          "completed", "diverged"],
+                          "flops": [2.0, 4.0, 0.5, 9.0, 1.0]})
+    assert point_costs(frame) == {"a": 3.0, "b": 9.0}
+
+
+@pytest.mark.slow
+def test_a_latin_sweep_with_a_by_cost_refine_round_plans_by_the_measured_flops_and_ends_done(tmp_path: Path) -> None:
+    """A real sweep (Ray Tune, SQLite): a Latin first round, then a refine round that gives the wider point the
+    draws the narrow point's compute buys there; the sweep is `done` with fewer trials than the even plan's."""
+    from mutransfer import api
+    from mutransfer.testing.recipes import edit
+
+    text = edit(tiny_sweep_recipe(name="cost", search__samples=5, search__sampler="latin",
+                                  scales__vary={"width": [16, 64]}),
+                search__refine={"samples": 4, "span": 0.1, "allocate": "by_cost"})
+    path = tmp_path / "cost.yaml"
+    path.write_text(text)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    r = parse_recipe(text)
+    summary = api.sweep(path, db=url, check=False)
+    with Store.open(url) as store:
+        sweep = store.get_sweep("cost")
+        frame = store.trials_frame(sweep.id)
+        first = frame[frame["round"] == 0]
+        costs = point_costs(first)
+        counts = refine_counts(r, costs)
+        assert costs["mup/w64-d2-b32-s1"] > 2 * costs["mup/w16-d2-b32-s1"]
+        assert counts["mup/w16-d2-b32-s1"] == 4 and counts["mup/w64-d2-b32-s1"] < 4
+        assert frame[frame["round"] == 1].groupby("group").size().to_dict() == \
+            {g: n for g, n in counts.items() if n}
+        assert sweep.status == "done" and summary.total == len(frame) < refine_total(r) + len(first)
+        lr = np.log2(first.loc[first["group"] == "mup/w16-d2-b32-s1", "hp.lr"].to_numpy())
+        lo, hi = math.log2(1e-3), math.log2(3e-2)
+        assert sorted(((lr - lo) / (hi - lo) * 5).astype(int)) == list(range(5))  # one draw per stratum
+        again = api.sweep(path, store=store, check=False)
+        assert again.ran == 0 and store.get_sweep("cost").status == "done"

@@ -142,6 +142,9 @@ class Recipe(Strict):
             if es.grace_steps >= shortest:
                 raise at("search.early_stop.grace_steps", f"{es.grace_steps} is not below the {shortest} steps of the "
                                                           f"shortest proxy run: no trial could ever be stopped")
+        if self.search.sampler != "random" and self.search.method == "optuna":
+            raise at("search.sampler", f"{self.search.sampler} spreads a random search's draws (optuna picks its own): "
+                                       f"use method: random, or drop sampler")
         if rf is not None and self.search.method == "optuna":
             raise at("search.refine", "refine rounds follow a random search's first round (optuna already "
                                       "concentrates its draws): use method: random, or drop refine")
@@ -188,6 +191,10 @@ class Recipe(Strict):
         for key in ("early_stop", "refine"):  # recipes written before the keys existed keep their hash
             if data["search"].get(key, "absent") is None:
                 del data["search"][key]
+        if data["search"].get("sampler") == "random":
+            del data["search"]["sampler"]
+        if (data["search"].get("refine") or {}).get("allocate") == "even":
+            del data["search"]["refine"]["allocate"]
         scales = data["scales"]
         for point in (scales["base"], data["target"]):
             if point.get("steps", "absent") is None:

@@ -88,6 +88,11 @@ class Refine(Strict):
     # Half the window's width, as a share of each numeric hyperparameter's searched range in its fit coordinate
     # (log2 for a loguniform one): lr in [1e-4, 1e-1] is 10 octaves, so 0.2 draws within 2 octaves of the optimum.
     span: Annotated[float, Field(gt=0.0, le=0.5)] = 0.2
+    # Where a round's draws go: `even`, `samples` at every scale point; `by_cost`, `samples` at each
+    # parametrization's cheapest point (by the FLOPs its earlier trials measured) and at every other point as many
+    # as the same compute buys there, rounded down (the widest proxies may get none). A cheap proxy's draws locate
+    # the optimum as well as a wide one's; the wide ones' first-round draws still test whether it moves.
+    allocate: Literal["even", "by_cost"] = "even"
 
 
 class Search(Strict):
@@ -97,6 +102,10 @@ class Search(Strict):
     # seeds per configuration
     repeats: Annotated[PositiveInt, AfterValidator(at_most(MAX_REPEATS, "the most repeats a recipe may ask for"))] = 1
     seed: Annotated[int, Field(ge=-(10**15), le=10**15)] = 0  # a trial's seed, seed * 1000 + repeat, is 64-bit
+    # How a random search spreads its draws: `random`, each draw independent; `latin`, a Latin hypercube: each
+    # numeric hyperparameter's range (in its fit coordinate) cut into `samples` equal strata, one draw in each, and
+    # each choice value drawn as evenly as the count allows. Few draws then leave no wide gap (mutransfer.plan).
+    sampler: Literal["random", "latin"] = "random"
     space: dict[str, Distribution]
     early_stop: EarlyStop | None = None
     refine: Refine | None = None
