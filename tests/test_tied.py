@@ -75,7 +75,7 @@ def test_a_hash_written_before_the_field_is_kept(tmp_path: Path) -> None:
     for key in ("depth_scaling", "base_depth", "residual", "eps_scaling", "tie_embeddings"):
         data["model"].pop(key)
     data["train"].pop("metric_window")
-    for key in ("early_stop", "refine"):
+    for key in ("early_stop", "refine", "sampler"):
         data["search"].pop(key)
     for point in (data["scales"]["base"], data["target"]):
         if point.get("steps", "absent") is None:
