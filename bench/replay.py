@@ -39,12 +39,13 @@ REFINE_SPAN = 0.15  # of the 10-octave range: within 1.5 octaves of the optimum
 ASHA_QUARTER = {"method": "asha", "grace_steps": 50, "reduction_factor": 3}
 ASHA_HALF = {"method": "asha", "grace_steps": 100, "reduction_factor": 3}
 # Each: (search.early_stop, the refine round, search.sampler). A refine round is (rounds, its samples as a share
-# of the first round's, span, allocate); True is one round of as many draws, span REFINE_SPAN, allocate even.
+# of the first round's, span, allocate); EVEN is one round of as many draws at every width.
 # latin+refine-by-cost: a Latin first round, then one round of twice as many draws at width 32, and at 64 and 128
 # as many as the same compute buys there (refine.allocate: by_cost: 2n x 1 / 3.2 and 2n x 1 / 11 rounded down).
-STRATEGY = {"random": (None, False, "random"), "asha-1/4": (ASHA_QUARTER, False, "random"),
-            "asha-1/2": (ASHA_HALF, False, "random"), "refine": (None, True, "random"),
-            "asha-1/2+refine": (ASHA_HALF, True, "random"), "latin": (None, False, "latin"),
+EVEN = (1, 1.0, REFINE_SPAN, "even")
+STRATEGY = {"random": (None, None, "random"), "asha-1/4": (ASHA_QUARTER, None, "random"),
+            "asha-1/2": (ASHA_HALF, None, "random"), "refine": (None, EVEN, "random"),
+            "asha-1/2+refine": (ASHA_HALF, EVEN, "random"), "latin": (None, None, "latin"),
             "latin+refine-by-cost": (None, (1, 2.0, REFINE_SPAN, "by_cost"), "latin")}
 STRATEGIES = tuple(STRATEGY)
 N_BOOT = 50  # bootstrap replicates per fit: the point estimate and the slope's selection, not the intervals
@@ -191,26 +192,23 @@ def replay(task: str, strategy: str, n: int, rep: int) -> tuple[float, float, fl
     if stop is not None:
         search["early_stop"] = stop
     if refine:
-        rounds, share, span, allocate = refine if isinstance(refine, tuple) else (1, 1.0, REFINE_SPAN, "even")
+        rounds, share, span, allocate = refine
         search["refine"] = {"rounds": rounds, "samples": max(1, math.ceil(share * n)), "span": span,
                             "allocate": allocate}
     recipe = Recipe.model_validate({**base.model_dump(), "search": search})
     rng = np.random.default_rng([rep, n, STRATEGIES.index(strategy)])
     rows, points, flops = _train(plan(recipe), source, rng, es, {})
     t = time.perf_counter()
-    if refine:
+    for k in range(1, (refine[0] if refine else 0) + 1):
+        # Each round is centred on the fit of every trial before it, and its trials compete with their curves.
         frame, curves = _frame(rows, points)
         centres = joint_optima(frame, recipe, n_boot=N_BOOT)
         history: dict[str, list[list[tuple[int, float]]]] = {}
         for key, c in curves.groupby("key", sort=False):
             history.setdefault(str(key).rsplit("/", 1)[0], []).append(list(zip(c["step"], c["value"], strict=True)))
-        for k in range(1, recipe.search.refine.rounds + 1):
-            if k > 1:
-                frame, curves = _frame(rows, points)
-                centres = joint_optima(frame, recipe, n_boot=N_BOOT)
-            more = refine_specs(recipe, k, centres, point_costs(frame))
-            r2, p2, f2 = _train(more, source, rng, es, history)
-            rows, points, flops = rows + r2, points + p2, flops + f2
+        more = refine_specs(recipe, k, centres, point_costs(frame))
+        r2, p2, f2 = _train(more, source, rng, es, history)
+        rows, points, flops = rows + r2, points + p2, flops + f2
     frame, _ = _frame(rows, points)
     fit = fit_sweep(frame, recipe, n_boot=N_BOOT)
     value = next((x.value for x in fit.transfers if x.hparam == "lr" and x.parametrization == "mup"), None)

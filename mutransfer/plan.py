@@ -65,13 +65,18 @@ def _spread(values: list[Any], n: int, rng: random.Random) -> list[Any]:
 
 
 def _at(dist: Dist, u: float) -> float:
-    """The value at share `u` of a numeric distribution's range, in its fit coordinate (log for a loguniform one)."""
-    if isinstance(dist, LogUniform):
-        lo, hi = dist.loguniform
-        return math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
-    assert isinstance(dist, Uniform)
-    lo, hi = dist.uniform
-    return lo + u * (hi - lo)
+    """The value at share `u` of a numeric distribution's range, in its fit coordinate (log2 for a loguniform one)."""
+    lo, hi = _coord(dist)
+    x = lo + u * (hi - lo)
+    return 2.0**x if isinstance(dist, LogUniform) else x
+
+
+def _stratified(space: dict[str, Dist], n: int, rng: random.Random, place: Any) -> list[dict[str, Any]]:
+    """`n` configurations of `space` as a Latin hypercube: each numeric hyperparameter at `place(dist, u)` for its
+    stratified u in [0, 1), each choice one spread evenly over its values (search.sampler: latin)."""
+    columns = {name: _spread(d.choice, n, rng) if isinstance(d, Choice) else [place(d, u) for u in latin(n, rng)]
+               for name, d in sorted(space.items())}
+    return [{name: col[i] for name, col in columns.items()} for i in range(n)]
 
 
 def sample_configs(recipe: Recipe) -> list[dict[str, Any]]:
@@ -85,9 +90,7 @@ def sample_configs(recipe: Recipe) -> list[dict[str, Any]]:
     space, n = recipe.search.space, recipe.search.samples
     if recipe.search.sampler == "random":
         return [{name: sample(space[name], rng) for name in sorted(space)} for _ in range(n)]
-    columns = {name: _spread(d.choice, n, rng) if isinstance(d, Choice) else [_at(d, u) for u in latin(n, rng)]
-               for name, d in sorted(space.items())}
-    return [{name: col[i] for name, col in columns.items()} for i in range(n)]
+    return _stratified(space, n, rng, _at)
 
 
 def groups(recipe: Recipe) -> list[tuple[str, Scale]]:
@@ -95,10 +98,15 @@ def groups(recipe: Recipe) -> list[tuple[str, Scale]]:
     return [(p, s) for p in recipe.model.parametrizations for s in recipe.scales.points()]
 
 
+def group_of(parametrization: str, scale: Scale) -> str:
+    """The name of the trials that share a parametrization and proxy size (TrialSpec.group)."""
+    return f"{parametrization}/{scale.tag()}"
+
+
 def spec_for(recipe: Recipe, parametrization: str, scale: Scale, i: int, r: int, hparams: dict[str, Any],
              round: int = 0, index: int | None = None) -> TrialSpec:
     """Trial `i` (its sample index), repeat `r`; a refine round's trials are keyed by round and `index` within it."""
-    group = f"{parametrization}/{scale.tag()}"
+    group = group_of(parametrization, scale)
     name = f"{i:03d}" if round == 0 else f"r{round}-{(i if index is None else index):03d}"
     key = f"{group}/{name}" + (f"-r{r}" if recipe.search.repeats > 1 else "")
     return TrialSpec(
@@ -153,9 +161,7 @@ def refine_draws(recipe: Recipe, round: int) -> list[dict[str, Any]]:
     if recipe.search.sampler == "random":
         return [{name: rng.choice(space[name].choice) if isinstance(space[name], Choice) else rng.uniform(-1.0, 1.0)
                  for name in sorted(space)} for _ in range(n)]
-    columns = {name: _spread(d.choice, n, rng) if isinstance(d, Choice) else [2.0 * u - 1.0 for u in latin(n, rng)]
-               for name, d in sorted(space.items())}
-    return [{name: col[i] for name, col in columns.items()} for i in range(n)]
+    return _stratified(space, n, rng, lambda _d, u: 2.0 * u - 1.0)
 
 
 def point_costs(trials: Any) -> dict[str, float]:
@@ -171,15 +177,14 @@ def refine_counts(recipe: Recipe, costs: dict[str, float] | None = None) -> dict
     takes them all, as under `even`)."""
     rf = recipe.search.refine
     assert rf is not None
-    names = {p: [f"{p}/{s.tag()}" for q, s in groups(recipe) if q == p] for p in recipe.model.parametrizations}
+    costs = costs or {}
     out = {}
-    for gs in names.values():
-        known = [costs[g] for g in gs if costs and costs.get(g, 0) > 0]
-        for g in gs:
-            if rf.allocate == "even" or not known or not costs or costs.get(g, 0) <= 0:
-                out[g] = rf.samples
-            else:
-                out[g] = math.floor(rf.samples * min(known) / costs[g] + 1e-9)
+    for p in recipe.model.parametrizations:
+        names = [group_of(q, s) for q, s in groups(recipe) if q == p]
+        known = [costs[g] for g in names if costs.get(g, 0) > 0]
+        for g in names:
+            by_cost = rf.allocate == "by_cost" and known and costs.get(g, 0) > 0
+            out[g] = math.floor(rf.samples * min(known) / costs[g] + 1e-9) if by_cost else rf.samples
     return out
 
 
@@ -202,7 +207,7 @@ def refine_specs(recipe: Recipe, round: int, centres: Centres, costs: dict[str, 
         centre = centres.get(p, {}).get(scale)
         if centre is None:
             continue
-        for i, draw in enumerate(draws[: counts[f"{p}/{scale.tag()}"]]):
+        for i, draw in enumerate(draws[: counts[group_of(p, scale)]]):
             hparams: dict[str, Any] = {}
             for name in sorted(space):
                 dist = space[name]

@@ -26,7 +26,16 @@ from ray import tune
 from mutransfer.callbacks import LOST, Progress, ProgressCallback, StoreCallback, TrialMap
 from mutransfer.errors import MutransferError, option
 from mutransfer.interruption import Interrupted, as_interrupted, handlers_kept, interruptible
-from mutransfer.plan import TrialSpec, groups, plan, point_costs, refine_specs, refine_total, spec_for
+from mutransfer.plan import (
+    TrialSpec,
+    group_of,
+    groups,
+    plan,
+    point_costs,
+    refine_specs,
+    refine_total,
+    spec_for,
+)
 from mutransfer.ray_setup import SweepError, check_resources, cluster_slots, init_ray, scratch_dir, stop_ray
 from mutransfer.recipe import Choice, EarlyStop, LogUniform, Recipe, Uniform
 from mutransfer.storage import (
@@ -150,7 +159,7 @@ def refine_round(recipe: Recipe, store: Store, sweep_id: int, k: int) -> list[Tr
     frame = store.trials_frame(sweep_id)
     rows = frame[(frame["role"] == "sweep") & (frame["round"] == k)] if len(frame) else frame
     if len(rows):
-        points = {f"{p}/{s.tag()}": (p, s) for p, s in groups(recipe)}
+        points = {group_of(p, s): (p, s) for p, s in groups(recipe)}
         return [replace(spec_for(recipe, *points[str(r["group"])], int(r["sample"]), int(r["repeat"]),
                                  dict(r["hparams"]), round=k), key=str(r["key"]))
                 for _, r in rows.iterrows()]
