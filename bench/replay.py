@@ -18,11 +18,13 @@ from compute_to_answer import (
     DIRECT_LR_512,
     QUANTILE,
     RECIPE,
+    REGRET,
     TARGET_WIDTH,
     TOLERANCE,
     WIDTHS,
     WORK,
     grid,
+    regret_512,
 )
 from ray.tune.schedulers import TrialScheduler
 
@@ -181,8 +183,9 @@ def _frame(rows: list[dict], points: list[dict]) -> tuple[pd.DataFrame, pd.DataF
     return frame, curves
 
 
-def replay(task: str, strategy: str, n: int, rep: int) -> tuple[float, float, float]:
-    """One replayed sweep: (error of the transferred lr in octaves, its FLOPs, fit seconds)."""
+def replay(task: str, strategy: str, n: int, rep: int) -> tuple[float, float, float, float]:
+    """One replayed sweep: (error of the transferred lr in octaves, its FLOPs, fit seconds, the transferred lr's
+    log2; NaN when the fit transferred none)."""
     source = _SOURCES[task]
     source.use(rep)
     base = parse_recipe(RECIPE)
@@ -212,8 +215,9 @@ def replay(task: str, strategy: str, n: int, rep: int) -> tuple[float, float, fl
     frame, _ = _frame(rows, points)
     fit = fit_sweep(frame, recipe, n_boot=N_BOOT)
     value = next((x.value for x in fit.transfers if x.hparam == "lr" and x.parametrization == "mup"), None)
-    err = abs(math.log2(value) - source.truth()) if value else math.inf
-    return err, flops, time.perf_counter() - t
+    u = math.log2(value) if value else math.nan
+    err = abs(u - source.truth()) if value else math.inf
+    return err, flops, time.perf_counter() - t, u
 
 
 _SOURCES: dict[str, Any] = {}
@@ -223,7 +227,7 @@ def _init(tasks: dict[str, Any]) -> None:
     _SOURCES.update(tasks)
 
 
-def _job(args: tuple[str, str, int, int]) -> tuple[str, str, int, int, float, float, float]:
+def _job(args: tuple[str, str, int, int]) -> tuple[str, str, int, int, float, float, float, float]:
     return (*args, *replay(*args))
 
 
@@ -247,12 +251,20 @@ def target_trial_flops() -> float:
     return train_flops_per_token(spec, n, s.seq_len) * spec.steps * s.batch_size * s.seq_len
 
 
-def direct_draws() -> int:
-    """Random draws at the target that put one within TOLERANCE octaves of its optimum with probability QUANTILE:
-    a lower bound on direct tuning (it assumes the draw nearest the optimum is recognised as the best, noise-free)."""
+def direct_draws(band: float = 2 * TOLERANCE) -> int:
+    """Random draws at the target that put one inside a `band` octaves wide (by default within TOLERANCE octaves of
+    its optimum) with probability QUANTILE: a lower bound on direct tuning (it assumes the draw nearest the optimum
+    is recognised as the best, noise-free)."""
     lo, hi = (math.log2(v) for v in (1e-4, 1e-1))
-    p = 2 * TOLERANCE / (hi - lo)
+    p = band / (hi - lo)
     return math.ceil(math.log(1 - QUANTILE) / math.log(1 - p))
+
+
+def regret_band() -> float:
+    """How many octaves of learning rate at width 512 lie within REGRET % of the direct best, by the curve."""
+    lo, hi = (math.log2(v) for v in (1e-4, 1e-1))
+    g = np.linspace(lo, hi, 4001)
+    return float(np.mean([regret_512(float(u)) <= REGRET for u in g]) * (hi - lo))
 
 
 def _p(errs: Sequence[float], q: float = QUANTILE) -> float:
@@ -271,9 +283,10 @@ def _p_interval(errs: np.ndarray, level: float = 0.9, n_boot: int = 2000) -> tup
     return float(lo), float(hi)
 
 
-def _answer(flops: dict[int, float], errs: dict[int, list[float]]) -> tuple[float | None, int | None]:
-    """The cheapest budget whose p90 error is within TOLERANCE (and every larger budget's too), and its FLOPs."""
-    ok = [n for n in sorted(errs) if all(_p(errs[m]) <= TOLERANCE for m in errs if m >= n)]
+def _answer(flops: dict[int, float], errs: dict[int, list[float]], tolerance: float = TOLERANCE
+            ) -> tuple[float | None, int | None]:
+    """The cheapest budget whose p90 error is within `tolerance` (and every larger budget's too), and its FLOPs."""
+    ok = [n for n in sorted(errs) if all(_p(errs[m]) <= tolerance for m in errs if m >= n)]
     if not ok:
         return None, None
     return flops[ok[0]], ok[0]
@@ -286,11 +299,11 @@ def run_benchmark(args: Any, t0: float) -> str:
     per_width = {w: _width_flops(w) for w in WIDTHS}
     tasks["synthetic"] = SyntheticSource(per_width)
     jobs = [(task, s, n, rep) for task in tasks for s in STRATEGIES for n in BUDGETS[s] for rep in range(args.replicates)]
-    results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
+    results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]] = {}
     print(f"replaying {len(jobs)} sweeps on {args.workers} workers", flush=True)
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(tasks,)) as pool:
-        for i, (task, s, n, _rep, err, fl, secs) in enumerate(pool.map(_job, jobs, chunksize=4), 1):
-            results.setdefault((task, s, n), []).append((err, fl, secs))
+        for i, (task, s, n, _rep, err, fl, secs, u) in enumerate(pool.map(_job, jobs, chunksize=4), 1):
+            results.setdefault((task, s, n), []).append((err, fl, secs, u))
             if i % 200 == 0:
                 print(f"  {i}/{len(jobs)} ({time.time() - t0:.0f} s)", flush=True)
     return _report(args, results, tasks, time.time() - t0)
@@ -316,34 +329,59 @@ def _report(args: Any, results: dict, tasks: dict[str, Any], wall: float) -> str
              f"seeds {', '.join(map(str, getattr(tasks.get('real'), 'seeds', [])))}: each replayed sweep trains "
              f"with one. Wall {wall:.0f} s.", ""]
     target = target_trial_flops()
-    n_direct = direct_draws()
+    q = f"p{int(QUANTILE * 100)}"
     for task in tasks:
+        # The real task has a second answer: the transferred lr's loss at width 512 by the curve through its runs.
+        by_loss = task == "real"
         rows = []
         answers: dict[str, tuple[float | None, int | None]] = {}
+        loss_answers: dict[str, tuple[float | None, int | None]] = {}
         for s in STRATEGIES:
             flops = {n: float(np.mean([r[1] for r in results[(task, s, n)]])) for n in BUDGETS[s]}
             errs = {n: [r[0] for r in results[(task, s, n)]] for n in BUDGETS[s]}
+            regrets = {n: [regret_512(r[3]) for r in results[(task, s, n)]] for n in BUDGETS[s]} if by_loss else {}
             answers[s] = _answer(flops, errs)
+            if by_loss:
+                loss_answers[s] = _answer(flops, regrets, REGRET)
             for n in BUDGETS[s]:
                 e = np.array(errs[n])
-                shown = [f"{q:.2f}" if q < 1e8 else "none" for q in (_p(e, 0.5), _p(e), *_p_interval(e))]
-                rows.append([s, n, f"{flops[n]:.3g}", shown[0], f"{shown[1]} [{shown[2]}, {shown[3]}]",
-                             f"{np.mean(e <= TOLERANCE):.0%}"])
-        lines += [f"### {task}", "", table(["strategy", "n", "FLOPs (mean)", "median error", f"p{int(QUANTILE * 100)} [90% CI]",
-                                               f"within {TOLERANCE}"], rows), ""]
-        base = answers["random"][0]
-        summary = []
-        for s in STRATEGIES:
-            f, n = answers[s]
-            if f is None:
-                summary.append(f"- {s}: not reached within the budgets tried")
-                continue
-            ratio = f" ({base / f:.1f}x less than random search)" if base and s != "random" else ""
-            summary.append(f"- {s}: {f:.3g} FLOPs at n = {n}{ratio}; against tuning width {TARGET_WIDTH} directly "
-                           f"({n_direct} draws x {target:.3g} FLOPs = {n_direct * target:.3g}, a lower bound): "
-                           f"{f / (n_direct * target):.3f}x")
-        lines += ["Compute to the answer:", "", *summary, ""]
+                shown = [f"{v:.2f}" if v < 1e8 else "none" for v in (_p(e, 0.5), _p(e), *_p_interval(e))]
+                row = [s, n, f"{flops[n]:.3g}", shown[0], f"{shown[1]} [{shown[2]}, {shown[3]}]",
+                       f"{np.mean(e <= TOLERANCE):.0%}"]
+                if by_loss:
+                    g = np.array(regrets[n])
+                    gs = [f"{v:.2f}" if v < 1e8 else "out" for v in (_p(g), *_p_interval(g))]
+                    row += [f"{gs[0]} [{gs[1]}, {gs[2]}]", f"{np.mean(g <= REGRET):.0%}"]
+                rows.append(row)
+        head = ["strategy", "n", "FLOPs (mean)", "median error", f"{q} [90% CI]", f"within {TOLERANCE}"]
+        if by_loss:
+            head += [f"{q} % over the best at {TARGET_WIDTH} [90% CI]", f"within {REGRET:g}%"]
+        lines += [f"### {task}", "", table(head, rows), ""]
+        lines += ["Compute to the answer (within 0.5 octave):", "", *_summary(answers, direct_draws(), target), ""]
+        if by_loss:
+            band = regret_band()
+            lines += [f"Compute to the answer by loss (the transferred lr within {REGRET:g}% of the direct best's "
+                      f"loss at width {TARGET_WIDTH} by the curve through its runs, at the {q}; {band:.2f} octaves "
+                      f"of lr are, so direct tuning needs at least {direct_draws(band)} random draws there; "
+                      f"'out': beyond the scanned range, counted as missing):", "",
+                      *_summary(loss_answers, direct_draws(band), target), ""]
     return "\n".join(lines)
+
+
+def _summary(answers: dict[str, tuple[float | None, int | None]], n_direct: int, target: float) -> list[str]:
+    """One line per strategy: the compute to the answer, against random search's and direct tuning's."""
+    base = answers["random"][0]
+    out = []
+    for s in STRATEGIES:
+        f, n = answers[s]
+        if f is None:
+            out.append(f"- {s}: not reached within the budgets tried")
+            continue
+        ratio = f" ({base / f:.1f}x less than random search)" if base and s != "random" else ""
+        out.append(f"- {s}: {f:.3g} FLOPs at n = {n}{ratio}; against tuning width {TARGET_WIDTH} directly "
+                   f"({n_direct} draws x {target:.3g} FLOPs = {n_direct * target:.3g}, a lower bound): "
+                   f"{f / (n_direct * target):.3f}x")
+    return out
 
 
 __all__ = ["replay", "run_benchmark"]
