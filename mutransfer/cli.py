@@ -116,17 +116,30 @@ def _console() -> Any:
 def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
     """Check a recipe and print its trial plan, without running anything."""
     from mutransfer.api import preflight
-    from mutransfer.plan import plan
+    from mutransfer.plan import plan, refine_total
 
     r = load_recipe(recipe)
     specs = plan(r)
     preflight(r)  # the data and the builder, as `sweep` checks them before it trains
     points = r.scales.points()
+    search = r.search
+    how = "optuna (TPE)" if search.method == "optuna" else (
+        "random search, Latin hypercube" if search.sampler == "latin" else "random search")
     typer.echo(f"ok: {recipe} -> sweep {r.name!r}, {len(specs)} trials "
                f"({len(r.model.parametrizations)} parametrization(s) x {len(points)} scale point(s) x "
-               f"{r.search.samples} samples x {r.search.repeats} repeat(s)), {r.search.method} search")
+               f"{search.samples} samples x {search.repeats} repeat(s)), {how}")
     for p in points:
         typer.echo(f"  {p.tag()}: {r.steps_at(p)} steps")
+    if (es := search.early_stop) is not None:
+        rule = (f"asha, rungs at step {es.grace_steps} x {es.reduction_factor:g}^k, the best "
+                f"1/{es.reduction_factor:g} of each scale point go on" if es.method == "asha" else
+                f"median rule from step {es.grace_steps}, once {es.min_samples} others of the scale point got there")
+        typer.echo(f"  early stop: {rule}")
+    if (rf := search.refine) is not None:
+        alloc = ("at every scale point" if rf.allocate == "even" else
+                 "at each parametrization's cheapest point, elsewhere what the same FLOPs buy (by_cost)")
+        typer.echo(f"  refine: {rf.rounds} round(s) of {rf.samples} draws {alloc}, within {rf.span:g} of each "
+                   f"range around the fitted optimum: up to {refine_total(r)} more trials")
     typer.echo(f"  target: width {r.target.width}, depth {r.target.depth}, batch {r.target.batch_size}, "
                f"seq {r.target.seq_len}")
 

@@ -216,3 +216,21 @@ def test_a_latin_sweep_with_a_by_cost_refine_round_plans_by_the_measured_flops_a
         assert sorted(((lr - lo) / (hi - lo) * 5).astype(int)) == list(range(5))  # one draw per stratum
         again = api.sweep(path, store=store, check=False)
         assert again.ran == 0 and store.get_sweep("cost").status == "done"
+
+
+def test_validate_prints_the_sampler_early_stop_and_refine_plans() -> None:
+    """`mutransfer validate` says how the draws are spread, when trials stop and what a refine round adds: a user
+    reads the compute a recipe commits to before running it."""
+    from typer.testing import CliRunner
+
+    from mutransfer.cli import app
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "quickstart_asha_refine.yaml"
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 0, res.output
+    r = parse_recipe(path.read_text())
+    es, rf = r.search.early_stop, r.search.refine
+    assert "Latin hypercube" in res.output
+    assert f"early stop: asha, rungs at step {es.grace_steps} x {es.reduction_factor:g}^k" in res.output
+    assert f"refine: {rf.rounds} round(s) of {rf.samples} draws at every scale point" in res.output
+    assert f"up to {refine_total(r)} more trials" in res.output
