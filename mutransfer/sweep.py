@@ -133,7 +133,8 @@ def run_sweep(recipe: Recipe, store: Store, *, recipe_text: str, address: str | 
                 specs = specs + more
                 if _unfinished(store, sweep.id, more):
                     store.set_sweep_status(sweep.id, "running")
-                ran += run_trials(recipe, store, sweep.id, more, role="sweep", address=address,
+                # Every trial so far, not the round's alone: the progress counts on from the rounds before.
+                ran += run_trials(recipe, store, sweep.id, specs, role="sweep", address=address,
                                   storage_dir=storage_dir, progress=progress)
         except KeyboardInterrupt as e:
             store.set_sweep_status(sweep.id, "interrupted")

@@ -186,9 +186,13 @@ def test_point_costs_are_the_median_flops_of_completed_trials() -> None:
 
 
 @pytest.mark.slow
-def test_a_latin_sweep_with_a_by_cost_refine_round_plans_by_the_measured_flops_and_ends_done(tmp_path: Path) -> None:
+def test_a_latin_sweep_with_a_by_cost_refine_round_plans_by_the_measured_flops_and_ends_done(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A real sweep (Ray Tune, SQLite): a Latin first round, then a refine round that gives the wider point the
-    draws the narrow point's compute buys there; the sweep is `done` with fewer trials than the even plan's."""
+    draws the narrow point's compute buys there; the sweep is `done` with fewer trials than the even plan's, and its
+    progress counts on through the refine round."""
+    import re
+
     from mutransfer import api
     from mutransfer.testing.recipes import edit
 
@@ -199,11 +203,15 @@ def test_a_latin_sweep_with_a_by_cost_refine_round_plans_by_the_measured_flops_a
     path.write_text(text)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     r = parse_recipe(text)
-    summary = api.sweep(path, db=url, check=False)
+    summary = api.sweep(path, db=url, check=False, progress=True)
+    lines = [m for m in (re.match(r"\[(\d+)/(\d+)\] \S+ (\w+)", x) for x in capsys.readouterr().err.splitlines())
+             if m and m.group(3) != "lost"]
     with Store.open(url) as store:
         sweep = store.get_sweep("cost")
         frame = store.trials_frame(sweep.id)
         first = frame[frame["round"] == 0]
+        assert [int(m.group(1)) for m in lines] == list(range(1, len(frame) + 1))
+        assert {int(m.group(2)) for m in lines} == {len(first), len(frame)}
         costs = point_costs(first)
         counts = refine_counts(r, costs)
         assert costs["mup/w64-d2-b32-s1"] > 2 * costs["mup/w16-d2-b32-s1"]
