@@ -337,7 +337,8 @@ def train_batch(specs: Sequence[TrialSpec], report: BatchReport, *, threads: int
 
     active = list(range(len(specs)))  # row i of the stack is trial active[i]
     logs = [TrialLog(base_lr=float(s.hparam("lr")), factor=factor, tokens_per_step=tokens_per_step,
-                     metric=cfg.metric, window=cfg.metric_window, diverge_factor=cfg.diverge_factor, start=start)
+                     metric=cfg.metric, window=cfg.metric_window, diverge_factor=cfg.diverge_factor, start=start,
+                     flops_per_token=flops_per_token, n_params=n_params)
             for s in specs]
 
     def batch_of(rows: list[int], draws: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:

@@ -234,8 +234,9 @@ class StoreCallback(TrialCallback):
         self._finished.append(TrialOutcome(
             key, "stopped", metric=metric, best_metric=metric,
             steps=int(last.point["step"]) if last is not None else None,
-            flops=last.flops if last is not None else None, node=last.node if last is not None else None,
-            points=self._take(key)))
+            flops=last.flops if last is not None else None, n_params=last.n_params if last is not None else None,
+            wall_time=last.point.get("elapsed") if last is not None else None,
+            node=last.node if last is not None else None, points=self._take(key)))
 
     def _take(self, key: str) -> tuple[dict[str, Any], ...]:
         self._waiting_since.pop(key, None)

@@ -123,7 +123,8 @@ def train(
     flops_per_token = train_flops_per_token(spec, n_params, seq_len)
     log = TrialLog(base_lr=float(spec.hparam("lr")), factor=lr_factor(cfg, spec.steps),
                    tokens_per_step=batch_size * seq_len, metric=cfg.metric, window=cfg.metric_window,
-                   diverge_factor=cfg.diverge_factor, start=start, flops_per_token=flops_per_token)
+                   diverge_factor=cfg.diverge_factor, start=start, flops_per_token=flops_per_token,
+                   n_params=n_params)
 
     gen = torch.Generator().manual_seed(spec.seed)
     val_batches = validation_batches(spec, dataset, seq_len, device)

@@ -50,6 +50,7 @@ class TrialLog:
     start: float  # time.perf_counter() the points' `elapsed` counts from
     # Training FLOPs per token: each point then says the FLOPs spent so far (what a trial stopped early cost).
     flops_per_token: float | None = None
+    n_params: int | None = None  # carried by each point too: a trial stopped early has no result to carry it
     status: str = field(default="completed", init=False)
     steps_done: int = field(default=0, init=False)
     last: dict[str, Any] = field(default_factory=dict, init=False)  # the last point made
@@ -68,6 +69,7 @@ class TrialLog:
             "tokens": step * self.tokens_per_step,
             "elapsed": time.perf_counter() - self.start,
             **({"flops": self.flops_per_token * step * self.tokens_per_step} if self.flops_per_token else {}),
+            **({"n_params": self.n_params} if self.n_params else {}),
         }
 
     def diverges(self, step: int, loss: float) -> bool:

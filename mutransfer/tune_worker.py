@@ -66,8 +66,10 @@ class TrialReport:
         value = point.get(spec.train.metric)
         objective = value if value is not None and math.isfinite(value) else DIVERGED_OBJECTIVE
         point = dict(point)
-        # The FLOPs so far travel as the record's field, not as a curve value (a stopped trial's cost).
-        return cls(node=node, objective=objective, trial_key=trial_key, point=point, flops=point.pop("flops", None))
+        # The FLOPs so far and the model's size travel as the record's fields, not as curve values: a stopped
+        # trial's cost and size.
+        return cls(node=node, objective=objective, trial_key=trial_key, point=point, flops=point.pop("flops", None),
+                   n_params=point.pop("n_params", None))
 
     @classmethod
     def outcome(cls, result: TrialResult, node: str, trial_key: str | None = None) -> TrialReport:

@@ -207,6 +207,9 @@ def test_sweep_with_asha_and_a_refine_round_stores_fits_and_resumes(tmp_path: Pa
             assert c["step"].max() == row["steps"]  # its curve ends where it was stopped
             assert row["metric"] == pytest.approx(float(c.loc[c["step"].idxmax(), "value"]))
             assert row["flops"] > 0 and math.isfinite(row["flops"])
+            peers = frame[(frame["group"] == row["group"]) & (frame["status"] == "completed")]
+            assert row["n_params"] == peers["n_params"].iloc[0] > 0  # its size, as a completed peer's
+            assert 0 < row["wall_time"] <= peers["wall_time"].max() * 5
         # The refine round: 4 draws per point, inside 0.1 x 13.3 octaves of round 0's fitted optimum there.
         refined = frame[frame["round"] == 1]
         assert len(refined) == 8 and set(refined["sample"]) == set(range(8, 12))

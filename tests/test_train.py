@@ -61,7 +61,8 @@ def test_digits_reports_and_learns(parametrization: str) -> None:
     spec = _spec(MLP, parametrization, 128)
     result, points = _run(spec)
     assert [p["step"] for p in points] == [15, 30, 40]
-    assert set(points[0]) == {"step", "train_loss", "val_loss", "lr", "tokens", "elapsed", "flops"}
+    assert set(points[0]) == {"step", "train_loss", "val_loss", "lr", "tokens", "elapsed", "flops", "n_params"}
+    assert {p["n_params"] for p in points} == {result.n_params}  # a trial stopped at any point knows its size
     assert points[-1]["tokens"] == 40 * 32
     # The FLOPs so far (what a trial stopped there cost): the outcome's, in proportion to the steps done.
     assert points[-1]["flops"] == pytest.approx(result.flops)
