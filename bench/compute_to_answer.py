@@ -34,6 +34,7 @@ of its steps it ran.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -82,20 +83,26 @@ def grid() -> list[float]:
     return [2.0 ** (lo + GRID_STEP * k) for k in range(n + 1)]
 
 
+@functools.cache
+def _curve_512() -> tuple[tuple[float, float, float], float]:
+    """The quadratic through WIDTH_512_MEANS (coefficients, highest power first) and its minimum inside the scanned
+    range: fitted once, read for every replayed sweep."""
+    import numpy as np
+
+    c = np.polyfit(np.log2(list(WIDTH_512_MEANS)), list(WIDTH_512_MEANS.values()), 2)
+    lo, hi = (math.log2(v) for v in SCAN_512)
+    return tuple(float(v) for v in c), float(np.polyval(c, np.linspace(lo, hi, 401)).min())
+
+
 def regret_512(u: float) -> float:
     """The loss at width 512 of log2 lr `u` against the curve's minimum inside the scanned range, in % of it; inf
     outside the scanned range (by more than a quarter octave): a quadratic is no guide there, so such a value counts
     as missing the answer."""
-    import numpy as np
-
     lo, hi = (math.log2(v) for v in SCAN_512)
     if not (math.isfinite(u) and lo - 0.25 <= u <= hi + 0.25):
         return math.inf
-    x = np.log2(list(WIDTH_512_MEANS))
-    c = np.polyfit(x, list(WIDTH_512_MEANS.values()), 2)
-    g = np.linspace(lo, hi, 401)
-    best = float(np.polyval(c, g).min())
-    return float(100.0 * (np.polyval(c, u) - best) / best)
+    (a, b, c), best = _curve_512()
+    return 100.0 * (a * u * u + b * u + c - best) / best
 
 
 def recipe_path() -> Path:

@@ -16,6 +16,7 @@ import pandas as pd
 from _common import table
 from compute_to_answer import (
     DIRECT_LR_512,
+    LR_RANGE,
     QUANTILE,
     RECIPE,
     REGRET,
@@ -255,14 +256,14 @@ def direct_draws(band: float = 2 * TOLERANCE) -> int:
     """Random draws at the target that put one inside a `band` octaves wide (by default within TOLERANCE octaves of
     its optimum) with probability QUANTILE: a lower bound on direct tuning (it assumes the draw nearest the optimum
     is recognised as the best, noise-free)."""
-    lo, hi = (math.log2(v) for v in (1e-4, 1e-1))
+    lo, hi = (math.log2(v) for v in LR_RANGE)
     p = band / (hi - lo)
     return math.ceil(math.log(1 - QUANTILE) / math.log(1 - p))
 
 
 def regret_band() -> float:
     """How many octaves of learning rate at width 512 lie within REGRET % of the direct best, by the curve."""
-    lo, hi = (math.log2(v) for v in (1e-4, 1e-1))
+    lo, hi = (math.log2(v) for v in LR_RANGE)
     g = np.linspace(lo, hi, 4001)
     return float(np.mean([regret_512(float(u)) <= REGRET for u in g]) * (hi - lo))
 
@@ -357,7 +358,7 @@ def _report(args: Any, results: dict, tasks: dict[str, Any], wall: float) -> str
         if by_loss:
             head += [f"{q} % over the best at {TARGET_WIDTH} [90% CI]", f"within {REGRET:g}%"]
         lines += [f"### {task}", "", table(head, rows), ""]
-        lines += ["Compute to the answer (within 0.5 octave):", "", *_summary(answers, direct_draws(), target), ""]
+        lines += [f"Compute to the answer (within {TOLERANCE} octave):", "", *_summary(answers, direct_draws(), target), ""]
         if by_loss:
             band = regret_band()
             lines += [f"Compute to the answer by loss (the transferred lr within {REGRET:g}% of the direct best's "
