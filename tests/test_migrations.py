@@ -161,6 +161,28 @@ def test_concurrent_first_opens_create_the_schema_once(db_url: str) -> None:
     assert schema.current_revision(db_url) == schema.head_revision()
 
 
+def test_first_open_waits_for_a_writer_on_a_new_file(tmp_path: Path) -> None:
+    """A file still in rollback mode whose write lock another command holds (it is creating the schema): SQLite
+    refuses the switch to WAL at once, without its busy timeout; the connection waits for the lock instead."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        engine.dispose()
+        holder.close()
+
+
 def test_first_revision_upgrades_with_its_data(db_url: str) -> None:
     """A database made at 0001 keeps its trials on the way to head; they become the sweep's own (role 'sweep')."""
     schema.upgrade(db_url, "0001")

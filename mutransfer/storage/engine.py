@@ -78,6 +78,24 @@ def is_read_only(engine: Engine) -> bool:
     return bool(engine.get_execution_options().get("mutransfer_read_only"))
 
 
+def _set_wal(cur: Any) -> None:
+    """Switch the file to WAL, waiting out other writers. SQLite answers "database is locked" at once, without its
+    busy handler, when another connection holds the write lock on a file still in rollback mode: two commands
+    opening a new database together (one of them creating the schema) would otherwise fail."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine, read_only_uri: str | None) -> None:
     if read_only_uri is not None:
         @event.listens_for(engine, "do_connect")
@@ -98,7 +116,7 @@ def _configure_sqlite(engine: Engine, read_only_uri: str | None) -> None:
                 return  # the journal mode is the file's: changing it is a write
             # WAL lets readers (dashboard, `mutransfer ls`) run while the sweep writes; NORMAL is safe in WAL
             # (a power loss can lose the last commits, not corrupt the file) and ~4x faster for small writes.
-            cur.execute("PRAGMA journal_mode = WAL")
+            _set_wal(cur)
             cur.execute("PRAGMA synchronous = NORMAL")
         finally:
             cur.close()
