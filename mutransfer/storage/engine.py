@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +84,6 @@ def _set_wal(cur: Any) -> None:
     """Switch the file to WAL, waiting out other writers. SQLite answers "database is locked" at once, without its
     busy handler, when another connection holds the write lock on a file still in rollback mode: two commands
     opening a new database together (one of them creating the schema) would otherwise fail."""
-    import sqlite3
-    import time
-
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     while True:
         try:
